@@ -1,5 +1,34 @@
-"""Normalization layers that are drop-in for torch.nn (same names, arguments, state_dict keys)."""
+"""Normalization layers that are drop-in for torch.nn (same names, arguments, state_dict keys).
 
-from normlab.nn.registry import create_norm
+Swap ``torch.nn.X`` for ``normlab.nn.X``: the classes subclass torch's (``isinstance`` holds), load torch
+checkpoints with ``strict=True`` and compute the same numbers, after checking their inputs with errors
+that name the argument. ``normlab.nn.functional`` has the functional twins; ``normlab.nn.reference`` the
+slow float64 math, forward and hand-derived backward, for reading and for tests.
+"""
 
-__all__ = ["create_norm"]
+from normlab.nn import functional, reference
+from normlab.nn.batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, to_torch_momentum
+from normlab.nn.frozen import FrozenBatchNorm2d
+from normlab.nn.groupnorm import GroupNorm, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
+from normlab.nn.layernorm import LayerNorm, LayerNorm2d, RMSNorm, RMSNorm2d
+from normlab.nn.registry import NORM_NAMES, create_norm
+
+__all__ = [
+    "NORM_NAMES",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "BatchNorm3d",
+    "FrozenBatchNorm2d",
+    "GroupNorm",
+    "InstanceNorm1d",
+    "InstanceNorm2d",
+    "InstanceNorm3d",
+    "LayerNorm",
+    "LayerNorm2d",
+    "RMSNorm",
+    "RMSNorm2d",
+    "create_norm",
+    "functional",
+    "reference",
+    "to_torch_momentum",
+]

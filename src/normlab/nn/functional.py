@@ -1,0 +1,228 @@
+r"""Functional twins of the normlab layers, with torch.nn.functional's signatures.
+
+Each function checks its inputs (clear errors naming the argument) and then runs torch's native kernel,
+except :func:`rms_norm`, which runs normlab's fused autograd function (:class:`_RMSNormFunction`):
+one reduction pass and one scaling pass forward, a hand-written backward that saves only ``x`` and one
+``rstd`` per row. The derivations are in :mod:`normlab.nn.reference`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from normlab.nn._validate import (
+    check_eps,
+    check_floating,
+    check_momentum,
+    check_ndim,
+    check_positive_int,
+    check_trailing_shape,
+    check_values_per_channel,
+)
+
+__all__ = [
+    "batch_norm",
+    "group_norm",
+    "instance_norm",
+    "layer_norm",
+    "layer_norm_channels_first",
+    "rms_norm",
+    "rms_norm_channels_first",
+]
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _check_param(t: torch.Tensor | None, name: str, size: int, where: str) -> None:
+    if t is not None and t.numel() != size:
+        raise ValueError(f"{where}: {name} must have {size} elements (one per channel), got shape {tuple(t.shape)}")
+
+
+def batch_norm(input: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
+               weight: torch.Tensor | None = None, bias: torch.Tensor | None = None, training: bool = False,
+               momentum: float = 0.1, eps: float = 1e-5) -> torch.Tensor:
+    """Batch normalization over dim 1 of (N, C, *); see :class:`normlab.nn.BatchNorm2d`."""
+    where = "batch_norm"
+    check_floating(input, where)
+    check_ndim(input, (2, 3, 4, 5), where, "(N, C, *)")
+    check_eps(eps, where)
+    check_momentum(momentum, where)
+    channels = input.shape[1]
+    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
+                    ("bias", bias)):
+        _check_param(t, name, channels, where)
+    if training or running_mean is None:
+        check_values_per_channel(input, where)
+    return F.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+
+
+def instance_norm(input: torch.Tensor, running_mean: torch.Tensor | None = None,
+                  running_var: torch.Tensor | None = None, weight: torch.Tensor | None = None,
+                  bias: torch.Tensor | None = None, use_input_stats: bool = True, momentum: float = 0.1,
+                  eps: float = 1e-5) -> torch.Tensor:
+    """Instance normalization of (N, C, *): per sample and channel; see :class:`normlab.nn.InstanceNorm2d`."""
+    where = "instance_norm"
+    check_floating(input, where)
+    check_ndim(input, (3, 4, 5), where, "(N, C, *)")
+    check_eps(eps, where)
+    check_momentum(momentum, where)
+    channels = input.shape[1]
+    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
+                    ("bias", bias)):
+        _check_param(t, name, channels, where)
+    return F.instance_norm(input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps)
+
+
+def group_norm(input: torch.Tensor, num_groups: int, weight: torch.Tensor | None = None,
+               bias: torch.Tensor | None = None, eps: float = 1e-5, *, num_channels: int | None = None,
+               where: str = "group_norm") -> torch.Tensor:
+    """Group normalization of (N, C, *); see :class:`normlab.nn.GroupNorm`.
+
+    ``num_channels`` (keyword-only, normlab's addition) states the expected C, for a clearer error.
+    """
+    check_floating(input, where)
+    if input.dim() < 2:
+        raise ValueError(f"{where}: expected input (N, C, *) with at least 2 dims, got shape {tuple(input.shape)}")
+    check_positive_int(num_groups, "num_groups", where)
+    check_eps(eps, where)
+    channels = input.shape[1]
+    if num_channels is not None and channels != num_channels:
+        raise ValueError(
+            f"{where}: input has {channels} channels in dim 1 (shape {tuple(input.shape)}), "
+            f"but the layer was built with num_channels={num_channels}"
+        )
+    if channels % num_groups != 0:
+        raise ValueError(
+            f"{where}: the input's channel count must be divisible by num_groups, got {channels} channels "
+            f"and num_groups={num_groups}"
+        )
+    _check_param(weight, "weight", channels, where)
+    _check_param(bias, "bias", channels, where)
+    return F.group_norm(input, num_groups, weight, bias, eps)
+
+
+def layer_norm(input: torch.Tensor, normalized_shape: Sequence[int], weight: torch.Tensor | None = None,
+               bias: torch.Tensor | None = None, eps: float = 1e-5) -> torch.Tensor:
+    """Layer normalization over the trailing ``normalized_shape``; see :class:`normlab.nn.LayerNorm`."""
+    where = "layer_norm"
+    check_floating(input, where)
+    check_trailing_shape(input, normalized_shape, where)
+    check_eps(eps, where)
+    return F.layer_norm(input, list(normalized_shape), weight, bias, eps)
+
+
+class _RMSNormFunction(torch.autograd.Function):
+    r"""RMSNorm over the last dim of a (M, n) matrix, forward and backward written out.
+
+    Forward: ``rstd = 1 / sqrt(sum(x**2) / n + eps)`` per row (one pass, ``vector_norm``),
+    ``y = x * rstd * w`` (one pass writing y, then an in-place scale).
+
+    Backward, with ``g = dL/dy`` and ``gw = g * w`` (derived in :func:`normlab.nn.reference.rms_norm_backward`):
+
+    .. math::
+        dx = rstd \cdot \Big(gw - x \cdot \frac{rstd^2}{n} \sum_j gw_j x_j\Big), \qquad
+        dw = \sum_{rows} g \cdot x \cdot rstd
+
+    Only ``x`` and ``rstd`` are saved (torch's composite saves ``x**2``, the normalized ``x`` and more).
+    The backward is itself differentiable when the graph is kept (``create_graph=True``), so double
+    backward (gradient penalties) still works; it then uses out-of-place ops.
+    """
+
+    @staticmethod
+    def forward(ctx, x2d: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
+        n = x2d.shape[-1]
+        # vector_norm accumulates in float32 for half inputs (we pass float32 here anyway) and makes no
+        # squared copy of x.
+        sumsq = torch.linalg.vector_norm(x2d, dim=-1, keepdim=True).square_()  # (M, 1)
+        rstd = sumsq.div_(n).add_(eps).rsqrt_()  # (M, 1)
+        y = torch.mul(x2d, rstd)  # (M, n)
+        if weight is not None:
+            y.mul_(weight)
+        ctx.save_for_backward(x2d, weight, rstd)
+        ctx.eps = eps
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x2d, weight, rstd = ctx.saved_tensors
+        return _rms_norm_backward(grad, x2d, weight, rstd, ctx.eps, ctx.needs_input_grad[0],
+                                  ctx.needs_input_grad[1])
+
+
+def _rms_norm_backward(grad, x2d, weight, rstd, eps: float, need_dx: bool, need_dw: bool):
+    n = x2d.shape[-1]
+    differentiable = torch.is_grad_enabled()  # True only under create_graph=True
+    if differentiable:
+        # For double backward rstd must depend on x in the graph: recompute it with differentiable ops.
+        rstd = (x2d.square().mean(-1, keepdim=True) + eps).rsqrt()
+    dx = dw = None
+    if need_dw and weight is not None:
+        dw = (grad * x2d * rstd).sum(0) if differentiable else (grad * x2d).mul_(rstd).sum(0)
+    if need_dx:
+        gw = grad * weight if weight is not None else grad  # (M, n)
+        dot = torch.linalg.vecdot(gw, x2d).unsqueeze(-1)  # (M, 1): sum_j gw_j x_j
+        if differentiable:
+            dx = (gw - x2d * (dot * rstd.square() / n)) * rstd
+        else:
+            coef = dot.mul_(rstd.square()).div_(-n)  # (M, 1)
+            dx = torch.addcmul(gw, x2d, coef).mul_(rstd)  # gw + x * coef, then * rstd, no extra temporaries
+    return dx, dw, None
+
+
+def rms_norm(input: torch.Tensor, normalized_shape: Sequence[int], weight: torch.Tensor | None = None,
+             eps: float | None = None) -> torch.Tensor:
+    """RMS normalization over the trailing ``normalized_shape``; see :class:`normlab.nn.RMSNorm`.
+
+    Half-precision inputs are computed in float32 and returned in their own dtype.
+    """
+    where = "rms_norm"
+    check_floating(input, where)
+    check_trailing_shape(input, normalized_shape, where)
+    check_eps(eps, where, allow_none=True)
+    if eps is None:
+        eps = torch.finfo(input.dtype).eps  # torch's rule
+    n = math.prod(normalized_shape)
+    if weight is not None and weight.numel() != n:
+        raise ValueError(f"{where}: weight must have shape {tuple(normalized_shape)}, got {tuple(weight.shape)}")
+    compute_dtype = torch.float32 if input.dtype in _HALF else input.dtype
+    x2d = input.reshape(-1, n).to(compute_dtype)
+    w = None if weight is None else weight.reshape(n).to(compute_dtype)
+    if x2d.shape[0] == 0:
+        y = x2d * (w if w is not None else 1.0)  # empty, but keeps the graph connected to weight
+    else:
+        y = _RMSNormFunction.apply(x2d, w, eps)
+    return y.to(input.dtype).view(input.shape)
+
+
+def _channels_last_view(input: torch.Tensor, where: str) -> tuple[torch.Tensor, list[int]]:
+    if input.dim() < 2:
+        raise ValueError(f"{where}: expected input (N, C, *) with at least 2 dims, got shape {tuple(input.shape)}")
+    order = [0, *range(2, input.dim()), 1]  # (N, *, C): channels last, so C is the normalized dim
+    inverse = [0, input.dim() - 1, *range(1, input.dim() - 1)]
+    return input.permute(order), inverse
+
+
+def layer_norm_channels_first(input: torch.Tensor, weight: torch.Tensor | None = None,
+                              bias: torch.Tensor | None = None, eps: float = 1e-5, *,
+                              where: str = "layer_norm_channels_first") -> torch.Tensor:
+    """LayerNorm over dim 1 of (N, C, *) at every position (ConvNeXt's LayerNorm2d)."""
+    check_floating(input, where)
+    moved, inverse = _channels_last_view(input, where)
+    c = moved.shape[-1]
+    _check_param(weight, "weight", c, where)
+    check_eps(eps, where)
+    return F.layer_norm(moved, [c], weight, bias, eps).permute(inverse)
+
+
+def rms_norm_channels_first(input: torch.Tensor, weight: torch.Tensor | None = None, eps: float | None = None,
+                            *, where: str = "rms_norm_channels_first") -> torch.Tensor:
+    """RMSNorm over dim 1 of (N, C, *) at every position."""
+    check_floating(input, where)
+    moved, inverse = _channels_last_view(input, where)
+    c = moved.shape[-1]
+    _check_param(weight, "weight", c, where)
+    return rms_norm(moved, [c], weight, eps).permute(inverse)

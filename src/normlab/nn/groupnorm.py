@@ -1,0 +1,158 @@
+r"""GroupNorm and InstanceNorm1d/2d/3d: torch.nn's classes with checked inputs.
+
+InstanceNorm is GroupNorm with one channel per group, plus optional running statistics (as torch's).
+Both run torch's native kernels after normlab's checks; the float64 math, forward and backward, is in
+:mod:`normlab.nn.reference`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as tnn
+
+from normlab.nn import functional as NF
+from normlab.nn._validate import check_eps, check_floating, check_momentum, check_ndim, check_positive_int
+
+
+class GroupNorm(tnn.GroupNorm):
+    r"""Group Normalization (drop-in for ``torch.nn.GroupNorm``).
+
+    .. math::
+        y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} \cdot \gamma + \beta
+
+    The C channels are split into ``num_groups`` groups of ``C / num_groups`` consecutive channels; mean and
+    *biased* variance are taken per sample and group, over the group's channels and all spatial positions.
+    ``gamma``/``beta`` are per channel. Same in train and eval. ``num_groups=1`` is LayerNorm over (C, *)
+    with per-channel affine; ``num_groups=C`` is InstanceNorm.
+
+    Args:
+        num_groups: number of groups; must divide ``num_channels``.
+        num_channels: C.
+        eps: added to the variance; must be > 0. Default: 1e-5.
+        affine: learnable per-channel ``weight`` (init 1) and ``bias`` (init 0). Default: True.
+
+    Shape:
+        - Input: (N, C, *)
+        - Output: same as input.
+
+    Example::
+
+        >>> gn = GroupNorm(8, 64)
+        >>> y = gn(torch.randn(2, 64, 56, 56))
+    """
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True,
+                 device=None, dtype=None, *, bias: bool = True) -> None:
+        where = type(self).__name__
+        check_positive_int(num_groups, "num_groups", where)
+        check_positive_int(num_channels, "num_channels", where)
+        if num_channels % num_groups != 0:
+            raise ValueError(
+                f"{where}: num_channels must be divisible by num_groups, got num_channels={num_channels} "
+                f"and num_groups={num_groups} (remainder {num_channels % num_groups})"
+            )
+        check_eps(eps, where)
+        super().__init__(num_groups, num_channels, eps, affine, device, dtype, bias=bias)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return NF.group_norm(input, self.num_groups, self.weight, self.bias, self.eps,
+                             num_channels=self.num_channels, where=type(self).__name__)
+
+
+class _CheckedInstanceNorm:
+    """Checks shared by InstanceNorm1d/2d/3d (a mixin before torch's class, whose forward calls them)."""
+
+    _batched_ndim: int = 0
+    _layout: str = ""
+
+    def _init_checks(self, num_features, eps, momentum):
+        where = type(self).__name__
+        check_positive_int(num_features, "num_features", where)
+        check_eps(eps, where)
+        check_momentum(momentum, where)
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        where = type(self).__name__
+        check_floating(input, where)
+        check_ndim(input, (self._batched_ndim - 1, self._batched_ndim), where, self._layout)
+        channel_dim = input.dim() - self._batched_ndim + 1
+        # num_features only matters with affine parameters or running statistics; otherwise torch merely
+        # warns on a mismatch, and a drop-in keeps that.
+        if (self.affine or self.track_running_stats) and input.shape[channel_dim] != self.num_features:
+            raise ValueError(
+                f"{where}: input has {input.shape[channel_dim]} channels in dim {channel_dim} "
+                f"(shape {tuple(input.shape)}), but the layer was built with num_features={self.num_features}"
+            )
+        uses_input_stats = self.training or not self.track_running_stats
+        spatial = 1
+        for size in input.shape[channel_dim + 1:]:
+            spatial *= size
+        if uses_input_stats and spatial == 1 and input.numel() > 0:
+            raise ValueError(
+                f"{where}: needs more than 1 spatial element per channel to estimate the instance variance, "
+                f"got input of shape {tuple(input.shape)}"
+            )
+
+
+_IN_DOC = r"""Instance Normalization over a {words} input (drop-in for ``torch.nn.{name}``).
+
+    .. math::
+        y = \frac{{x - \mathrm{{E}}[x]}}{{\sqrt{{\mathrm{{Var}}[x] + \epsilon}}}} \cdot \gamma + \beta
+
+    Mean and *biased* variance per sample and channel, over the spatial dims. Defaults as torch:
+    ``affine=False``, ``track_running_stats=False``. With ``track_running_stats=True`` the running
+    mean/variance (unbiased, averaged over the batch) are updated with ``momentum`` in training and
+    used in eval, exactly as torch's.
+
+    Args:
+        num_features: C.
+        eps: added to the variance; must be > 0. Default: 1e-5.
+        momentum: weight of the newest batch in the running statistics. Default: 0.1.
+        affine: learnable per-channel ``weight`` and ``bias``. Default: False.
+        track_running_stats: keep running statistics. Default: False.
+
+    Shape:
+        - Input: {shape}
+        - Output: same as input.
+
+    Example::
+
+        >>> norm = {name}(16, affine=True)
+        >>> y = norm(torch.randn({example}))
+    """
+
+
+def _make_in_init(torch_cls):
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = False,
+                 track_running_stats: bool = False, device=None, dtype=None, *, bias: bool = True) -> None:
+        self._init_checks(num_features, eps, momentum)
+        torch_cls.__init__(self, num_features, eps, momentum, affine, track_running_stats, device, dtype,
+                           bias=bias)
+
+    return __init__
+
+
+class InstanceNorm1d(_CheckedInstanceNorm, tnn.InstanceNorm1d):
+    _batched_ndim = 3
+    _layout = "(N, C, L) or (C, L)"
+    __init__ = _make_in_init(tnn.InstanceNorm1d)
+
+
+class InstanceNorm2d(_CheckedInstanceNorm, tnn.InstanceNorm2d):
+    _batched_ndim = 4
+    _layout = "(N, C, H, W) or (C, H, W)"
+    __init__ = _make_in_init(tnn.InstanceNorm2d)
+
+
+class InstanceNorm3d(_CheckedInstanceNorm, tnn.InstanceNorm3d):
+    _batched_ndim = 5
+    _layout = "(N, C, D, H, W) or (C, D, H, W)"
+    __init__ = _make_in_init(tnn.InstanceNorm3d)
+
+
+InstanceNorm1d.__doc__ = _IN_DOC.format(name="InstanceNorm1d", words="2D or 3D",
+                                        shape="(N, C, L) or (C, L)", example="4, 16, 32")
+InstanceNorm2d.__doc__ = _IN_DOC.format(name="InstanceNorm2d", words="3D or 4D",
+                                        shape="(N, C, H, W) or (C, H, W)", example="4, 16, 8, 8")
+InstanceNorm3d.__doc__ = _IN_DOC.format(name="InstanceNorm3d", words="4D or 5D",
+                                        shape="(N, C, D, H, W) or (C, D, H, W)", example="2, 16, 4, 8, 8")

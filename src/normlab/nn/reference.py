@@ -1,0 +1,1 @@
+"""Slow, obvious float64 norms (placeholder; filled in next)."""
