@@ -1,0 +1,146 @@
+r"""Dropout + residual add + norm as one function: the tail of every Post-LN transformer sublayer.
+
+.. math::
+    y = \mathrm{N}\big(r + \mathrm{dropout}_p(x)\big),\qquad
+    \mathrm{dropout}_p(x) = x \odot m / (1-p),\quad m_i \sim \mathrm{Bernoulli}(1-p)
+
+The eager composition makes three passes for the dropout and add (draw the mask, ``x*m``, ``*scale``,
+``+r``) before the norm. Here the mask multiply, the scale and the add are one ``addcmul`` pass.
+
+Two mask sources (``mask=``):
+
+``"bernoulli"`` (default)
+    ``empty_like(x).bernoulli_(1-p)``: the same draw ``torch.nn.functional.dropout`` makes on CPU, so
+    under the same RNG state the result equals ``norm(residual + F.dropout(x, p))`` exactly.
+``"counter"``
+    A counter-based hash of (seed, element index): the mask is a pure function of ``seed``, costs a few
+    integer passes instead of a pseudo-random stream, and can be recomputed instead of stored. It is a
+    different (but still i.i.d.-looking) mask, so it matches the composition only when the same counter
+    mask is used there too (:func:`counter_dropout_mask`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["counter_dropout_mask", "dropout_add_norm"]
+
+_NORMS = ("layernorm", "rmsnorm")
+_MASKS = ("bernoulli", "counter")
+
+# Constants of a 32-bit integer finalizer (the "lowbias32" hash): multiply-xorshift rounds that spread
+# every input bit over the output, so consecutive counters give unrelated masks.
+_M1 = 0x7FEB352D
+_M2 = 0x846CA68B
+_GOLDEN = 0x9E3779B9
+_MASK32 = 0xFFFFFFFF
+
+
+def counter_dropout_mask(shape: torch.Size | tuple[int, ...], p: float, seed: int,
+                         device: torch.device | str | None = None) -> Tensor:
+    r"""A keep-mask (``bool``, True = keep, probability :math:`1-p`) that is a pure function of ``seed``.
+
+    Element :math:`i` keeps iff :math:`\mathrm{hash}(i + \mathrm{seed}\cdot\phi) \bmod 2^{24} \ge p \cdot 2^{24}`,
+    with a 32-bit multiply-xorshift hash computed in int64 (so no overflow) and :math:`\phi` the golden
+    ratio constant. Resolution of :math:`p` is :math:`2^{-24}`.
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"counter_dropout_mask: seed must be an int, got {type(seed).__name__}")
+    n = math.prod(shape)
+    h = torch.arange(n, dtype=torch.int64, device=device)
+    h.add_((seed * _GOLDEN) & _MASK32).bitwise_and_(_MASK32)
+    h.bitwise_xor_(h >> 16).mul_(_M1).bitwise_and_(_MASK32)
+    h.bitwise_xor_(h >> 15).mul_(_M2).bitwise_and_(_MASK32)
+    h.bitwise_xor_(h >> 16)
+    threshold = round(p * (1 << 24))
+    return (h.bitwise_and_((1 << 24) - 1) >= threshold).view(shape)
+
+
+def _check(x: Tensor, residual: Tensor, weight: Tensor | None, bias: Tensor | None, p: float,
+           norm: str, mask: str) -> None:
+    if not isinstance(x, Tensor) or not isinstance(residual, Tensor):
+        raise TypeError("dropout_add_norm: x and residual must be tensors")
+    if x.shape != residual.shape:
+        raise ValueError(f"dropout_add_norm: x and residual must have the same shape, "
+                         f"got {tuple(x.shape)} and {tuple(residual.shape)}")
+    if x.dim() == 0:
+        raise ValueError("dropout_add_norm: x must have at least one dimension (the normalized one)")
+    if not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
+        raise ValueError(f"dropout_add_norm: p must be a probability in [0, 1], got {p!r}")
+    if norm not in _NORMS:
+        raise ValueError(f"dropout_add_norm: norm must be one of {_NORMS}, got {norm!r}")
+    if mask not in _MASKS:
+        raise ValueError(f"dropout_add_norm: mask must be one of {_MASKS}, got {mask!r}")
+    features = x.shape[-1]
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and tuple(t.shape) != (features,):
+            raise ValueError(f"dropout_add_norm: {name} must have shape ({features},) to match x's last "
+                             f"dimension, got {tuple(t.shape)}")
+    if norm == "rmsnorm" and bias is not None:
+        raise ValueError("dropout_add_norm: norm='rmsnorm' has no bias (as torch.nn.RMSNorm); pass bias=None")
+
+
+def dropout_add_norm(
+    x: Tensor,
+    residual: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    *,
+    p: float,
+    training: bool,
+    eps: float = 1e-5,
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm",
+    generator: torch.Generator | None = None,
+    mask: Literal["bernoulli", "counter"] = "bernoulli",
+    seed: int | None = None,
+) -> Tensor:
+    r"""``norm(residual + dropout(x))`` over the last dimension, with one pass for dropout and add.
+
+    Args:
+        x: the sublayer's output, :math:`(*, C)`; dropout applies to it.
+        residual: the skip path, same shape as ``x``.
+        weight, bias: the norm's affine parameters, :math:`(C,)` or ``None`` (``rmsnorm`` has no bias).
+        p: drop probability in :math:`[0, 1]`. ``p=1`` drops everything (output ``norm(residual)``).
+        training: dropout is applied only when True (as ``F.dropout``).
+        eps: the norm's epsilon (added to the biased variance, or to the mean square for ``rmsnorm``).
+        norm: ``"layernorm"`` or ``"rmsnorm"``.
+        generator: RNG for the ``"bernoulli"`` mask; ``None`` uses the global one (as ``F.dropout``).
+        mask: ``"bernoulli"`` (same draw as ``F.dropout``) or ``"counter"`` (hash of ``seed``).
+        seed: required for ``mask="counter"``.
+
+    Shape:
+        ``x``, ``residual`` and the output: :math:`(*, C)`.
+
+    Example::
+
+        >>> x, r = torch.randn(4, 8), torch.randn(4, 8)
+        >>> w, b = torch.ones(8), torch.zeros(8)
+        >>> torch.manual_seed(0); fused = dropout_add_norm(x, r, w, b, p=0.1, training=True)
+        >>> torch.manual_seed(0); eager = F.layer_norm(r + F.dropout(x, 0.1), (8,), w, b)
+        >>> torch.equal(fused, eager)
+        True
+    """
+    _check(x, residual, weight, bias, p, norm, mask)
+    if mask == "counter" and training and p > 0 and seed is None:
+        raise ValueError("dropout_add_norm: mask='counter' needs seed= (the mask is a function of it)")
+    if not training or p == 0:
+        summed = residual + x
+    elif p == 1:
+        summed = residual + x * 0  # keeps x in the graph (zero gradient), like F.dropout(p=1)
+    else:
+        keep = 1.0 - p
+        if mask == "bernoulli":
+            # The draw F.dropout makes on CPU: a float tensor like x filled by bernoulli_(1-p).
+            m = torch.empty_like(x).bernoulli_(keep, generator=generator)
+        else:
+            m = counter_dropout_mask(x.shape, p, seed, device=x.device).to(x.dtype)
+        summed = torch.addcmul(residual, x, m, value=1.0 / keep)  # residual + x*m/(1-p) in one pass
+    shape = (x.shape[-1],)
+    if norm == "layernorm":
+        return F.layer_norm(summed, shape, weight, bias, eps)
+    return F.rms_norm(summed, shape, weight, eps)
