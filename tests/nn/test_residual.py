@@ -134,7 +134,7 @@ def test_bad_arguments(kwargs, error, match) -> None:
 def test_bad_dim_and_sublayer() -> None:
     with pytest.raises(ValueError, match="dim must be a positive int"):
         Residual(_ffn(), 0, placement="pre")
-    with pytest.raises(TypeError, match="sublayer must be an nn.Module"):
+    with pytest.raises(TypeError, match=r"sublayer must be an nn\.Module"):
         Residual(lambda x: x, DIM, placement="pre")
     with pytest.raises(ValueError, match="last dimension 8"):
         Residual(_ffn(), DIM, placement="pre")(torch.randn(2, 5))
