@@ -1,0 +1,71 @@
+"""What kind of norm a class is: its family, whether it normalizes a channels-first tensor, its rank.
+
+Surgery needs these three facts to know which conversions keep the meaning of a layer. They are read
+from torch's base classes, so torch's and normlab's layers (which subclass torch's) are classified alike;
+normlab's channels-first LayerNorm2d/RMSNorm2d subclass the channels-last torch classes, so they are
+looked up by module path, lazily, so that this file imports before (or without) those layers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+import torch.nn as nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.instancenorm import _InstanceNorm
+
+FAMILIES = ("batchnorm", "instancenorm", "groupnorm", "layernorm", "rmsnorm")
+
+
+@dataclass(frozen=True)
+class Family:
+    """``kind`` is one of FAMILIES; ``channels_first``: normalizes around dim 1 of (N, C, *) rather than
+    the trailing dims; ``rank``: "1d"/"2d"/"3d" when the class accepts only that input rank, else None."""
+
+    kind: str
+    channels_first: bool
+    rank: str | None
+
+
+def normlab_class(module_path: str, name: str) -> type | None:
+    """``normlab.nn.<module_path>.<name>`` if that layer exists (yet), else None."""
+    try:
+        return getattr(importlib.import_module(f"normlab.nn.{module_path}"), name, None)
+    except ImportError:
+        return None
+
+
+def _channels_first_trailing_norms() -> tuple[type, ...]:
+    found = (normlab_class("layernorm", "LayerNorm2d"), normlab_class("layernorm", "RMSNorm2d"))
+    return tuple(cls for cls in found if cls is not None)
+
+
+def _rank(cls: type) -> str | None:
+    for rank, classes in (
+        ("1d", (nn.BatchNorm1d, nn.InstanceNorm1d)),
+        ("2d", (nn.BatchNorm2d, nn.InstanceNorm2d)),
+        ("3d", (nn.BatchNorm3d, nn.InstanceNorm3d)),
+    ):
+        if issubclass(cls, classes):
+            return rank
+    return None
+
+
+def family_of(cls: type) -> Family | None:
+    """The Family of a norm class, or None for anything that is not a known norm."""
+    if not isinstance(cls, type):
+        return None
+    if issubclass(cls, _BatchNorm):
+        return Family("batchnorm", True, _rank(cls))
+    if issubclass(cls, _InstanceNorm):
+        return Family("instancenorm", True, _rank(cls))
+    if issubclass(cls, nn.GroupNorm):
+        return Family("groupnorm", True, None)
+    channels_first_trailing = _channels_first_trailing_norms()
+    is_channels_first = bool(channels_first_trailing) and issubclass(cls, channels_first_trailing)
+    if issubclass(cls, nn.LayerNorm):
+        return Family("layernorm", is_channels_first, None)
+    if issubclass(cls, nn.RMSNorm):
+        return Family("rmsnorm", is_channels_first, None)
+    return None
