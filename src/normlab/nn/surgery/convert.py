@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from normlab.nn.surgery._families import FAMILIES, Family, family_of, normlab_class
-from normlab.nn.surgery._tree import Match, find_modules, replace_module, short_repr
+from normlab.nn.surgery._tree import Match, class_label, find_modules, replace_module, short_repr
 
 _WHERE = "convert_norms"
 _AFFINE = ("weight", "bias")
@@ -155,13 +155,13 @@ def _check_compatible(module: nn.Module, fam: Family | None, cls: type, target: 
     if fam.channels_first != target.channels_first:
         axis = {True: "dim 1 of (N, C, *)", False: "the trailing dims"}
         raise ConversionError(
-            f"{short_repr(module)} normalizes {axis[fam.channels_first]} but {cls.__name__} normalizes "
+            f"{short_repr(module)} normalizes {axis[fam.channels_first]} but {class_label(cls)} normalizes "
             f"{axis[target.channels_first]}; converting would change which axis is normalized. "
             "Pass to= a factory if the model permutes around this layer"
         )
     if fam.rank and target.rank and fam.rank != target.rank:
         raise ConversionError(
-            f"{short_repr(module)} takes {fam.rank} inputs but {cls.__name__} takes {target.rank} inputs"
+            f"{short_repr(module)} takes {fam.rank} inputs but {class_label(cls)} takes {target.rank} inputs"
         )
 
 
@@ -176,8 +176,10 @@ def _constructor_kwargs(module: nn.Module, fam: Family | None, cls: type, target
                 kw[size_name] = _channels(module, fam)
     elif fam is not None and "normalized_shape" in params:
         kw["normalized_shape"] = tuple(module.normalized_shape)
-    if "num_groups" in params and "num_groups" not in user:
-        raise ConversionError(f"{cls.__name__} needs num_groups=...; pass it as a keyword to convert_norms")
+    if "num_groups" in params and fam is not None and fam.kind == "groupnorm":
+        kw["num_groups"] = module.num_groups
+    if "num_groups" in params and "num_groups" not in user and "num_groups" not in kw:
+        raise ConversionError(f"{class_label(cls)} needs num_groups=...; pass it as a keyword to convert_norms")
     eps = getattr(module, "eps", None)
     if "eps" in params:
         if eps is None and target is not None and target.kind != "rmsnorm":
@@ -245,7 +247,7 @@ def _build(match: Match, to, kwargs: dict) -> nn.Module:
         try:
             new = cls(**kw)
         except (TypeError, ValueError) as exc:
-            raise ConversionError(f"{cls.__name__}(**{kw}) failed for {short_repr(module)}: {exc}") from exc
+            raise ConversionError(f"{class_label(cls)}(**{kw}) failed for {short_repr(module)}: {exc}") from exc
     elif callable(to):
         new = to(module, **kwargs)
         if not isinstance(new, nn.Module):
