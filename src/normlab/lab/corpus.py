@@ -48,20 +48,20 @@ def find_plays() -> list[Path]:
     return plays
 
 
-_BOLD = re.compile(r"\*\*(.+?)\*\*")
-_ITALIC = re.compile(r"(?<!\w)_(.+?)_(?!\w)")
+_EMPHASIS = re.compile(r"(?<!\\)[*_]")  # bold/italic markers; emphasis spans lines, so no pairing
 _ESCAPE = re.compile(r"\\(.)")  # Markdown backslash escapes: \-- \[ \*
 
 
 def markdown_to_text(md: str) -> str:
-    """Plain text of one play: headings, emphasis markers and hard-break spaces removed."""
+    """Plain text of one play: headings, emphasis markers, escapes and hard-break spaces removed.
+
+    Every unescaped ``*`` and ``_`` is markup here (the plays contain neither as text).
+    """
     lines = []
     for line in md.splitlines():
         line = line.rstrip()  # Markdown hard breaks are two trailing spaces
-        line = line.lstrip("#").strip() if line.startswith("#") else line
-        line = _ESCAPE.sub(r"\1", _ITALIC.sub(r"\1", _BOLD.sub(r"\1", line)))
-        lines.append(line)
-    text = "\n".join(lines)
+        lines.append(line.lstrip("#").strip() if line.startswith("#") else line)
+    text = _ESCAPE.sub(r"\1", _EMPHASIS.sub("", "\n".join(lines)))
     return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
 
 
