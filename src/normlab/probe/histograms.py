@@ -1,0 +1,75 @@
+"""Device-side histograms with symmetric log-spaced bins.
+
+Why this binning
+----------------
+Gradients, weights, updates and activations of one network span many orders of magnitude: a bias gradient
+may sit near 1e-6 while an unnormalized activation reaches 1e2. Linear bins fitted to each tensor's own
+range (TensorBoard's default) make every tensor look alike and put all the small values of a heavy-tailed
+tensor into one or two bins. A histogram over ``sign(x) * log10|x|`` instead shows the *scale* of the values,
+and with **fixed** edges the same bin means the same magnitude for every tensor at every step, so
+histograms stack into heatmaps over time and compare across layers, arms and seeds without rebinning.
+
+Edges (``bins`` even, ``k = bins // 2`` bins per sign, decades ``[10^min_exp, 10^max_exp]``)::
+
+    -inf | -10^max_exp ... (k-2 log-spaced bins) ... -10^min_exp | 0 | 10^min_exp ... 10^max_exp | +inf
+
+so each side has one open-ended overflow bin, ``k - 2`` log-uniform bins and one bin ``[0, 10^min_exp)``
+(resp. ``[-10^min_exp, 0)``) that collects values too small to matter, exact zeros in the positive one.
+The defaults (``bins=64``, decades 1e-7 .. 1e3) give 3 bins per decade. Bins are half-open ``[lo, hi)``,
+as in ``numpy.histogram``. NaN values are not counted (the scalar statistics show them).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+DEFAULT_MIN_EXP = -7
+DEFAULT_MAX_EXP = 3
+
+
+class SymLogBins:
+    """Fixed symmetric log-spaced bin edges, with one-op binning on the tensor's device.
+
+    Args:
+        bins: total number of bins, an even int >= 6.
+        min_exp, max_exp: the log-spaced range is ``[10^min_exp, 10^max_exp]`` on each side.
+    """
+
+    def __init__(self, bins: int = 64, min_exp: int = DEFAULT_MIN_EXP, max_exp: int = DEFAULT_MAX_EXP):
+        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 6 or bins % 2:
+            raise ValueError(f"Probe: bins must be an even int >= 6 (bins per sign = bins // 2), got {bins!r}")
+        if not min_exp < max_exp:
+            raise ValueError(f"SymLogBins: need min_exp < max_exp, got min_exp={min_exp}, max_exp={max_exp}")
+        self.bins = bins
+        self.min_exp, self.max_exp = min_exp, max_exp
+        positive = np.logspace(min_exp, max_exp, bins // 2 - 1)  # k-1 edges bound k-2 log bins
+        self._inner = np.concatenate([-positive[::-1], [0.0], positive])  # bins - 1 finite edges
+        self._device_edges: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+    def inner_edges(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """The ``bins - 1`` finite edges as a tensor (cached per device and dtype)."""
+        key = (torch.device(device), dtype)
+        if key not in self._device_edges:
+            self._device_edges[key] = torch.tensor(self._inner, device=device, dtype=dtype)
+        return self._device_edges[key]
+
+    def edges(self, dtype: torch.dtype = torch.float32) -> np.ndarray:
+        """All ``bins + 1`` edges in float64, holding exactly the values compared against data of ``dtype``."""
+        inner = torch.tensor(self._inner, dtype=dtype).double().numpy()
+        return np.concatenate([[-np.inf], inner, [np.inf]])
+
+    def bucket(self, x: torch.Tensor) -> torch.Tensor:
+        """Bin index of every element, in ``[0, bins)``; NaN goes to ``bins`` (a slot callers drop)."""
+        index = torch.bucketize(x, self.inner_edges(x.device, x.dtype), right=True)
+        return index.masked_fill_(x.isnan(), self.bins)
+
+    def segment_counts(self, x: torch.Tensor, slot_offsets: torch.Tensor, n_slots: int) -> torch.Tensor:
+        """Counts per segment: ``x`` and ``slot_offsets`` have one shape; offsets are ``segment * (bins + 1)``.
+
+        Returns an int64 tensor ``(n_slots, bins)`` from a single ``bincount``.
+        """
+        width = self.bins + 1
+        index = self.bucket(x).add_(slot_offsets)
+        counts = torch.bincount(index.reshape(-1), minlength=n_slots * width)
+        return counts.view(n_slots, width)[:, : self.bins]

@@ -1,0 +1,142 @@
+"""Forward hooks that reduce module outputs (and norm-layer inputs) on the device, without a host sync.
+
+A hook only works on recorded steps, and by default only for forwards that train: under
+``torch.no_grad()``/``inference_mode`` or with the module in eval mode it returns at once, so evaluation
+passes neither cost anything nor overwrite the training step's statistics. If a module runs several times
+in one step (gradient accumulation, weight sharing), the last training forward of the step is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from normlab.probe.histograms import SymLogBins
+from normlab.probe.stats import activation_moments
+
+ModuleSelector = Iterable[str | type[nn.Module]] | Callable[[str, nn.Module], bool] | None
+
+
+def is_norm_layer(module: nn.Module) -> bool:
+    """BatchNorm*, LayerNorm, RMSNorm, GroupNorm, InstanceNorm* from torch.nn or normlab.nn (by class name,
+    so drop-in reimplementations count too)."""
+    return "Norm" in type(module).__name__
+
+
+def select_modules(model: nn.Module, modules: ModuleSelector) -> list[tuple[str, nn.Module]]:
+    """The modules whose outputs are recorded.
+
+    ``None``: every leaf module (no children). A callable ``(name, module) -> bool``. Or an iterable of
+    qualified names (as in ``model.named_modules()``) and/or module classes (``isinstance``).
+    """
+    named = [(name or "root", module) for name, module in model.named_modules()]
+    if modules is None:
+        return [(name, m) for name, m in named if not any(True for _ in m.children())]
+    if callable(modules) and not isinstance(modules, type):
+        return [(name, m) for name, m in named if modules(name, m)]
+    if isinstance(modules, (str, bytes)) or not isinstance(modules, Iterable):
+        raise TypeError(
+            "Probe: modules must be None, a callable (name, module) -> bool, or a list of module names "
+            f"and/or classes, got {modules!r}"
+        )
+    wanted = list(modules)
+    by_name = dict(named)
+    for item in wanted:
+        if isinstance(item, str):
+            if item not in by_name:
+                valid = ", ".join(list(by_name)[:20]) + (" ..." if len(by_name) > 20 else "")
+                raise ValueError(f"Probe: modules names {item!r}, which is not a module of the model; valid: {valid}")
+        elif not (isinstance(item, type) and issubclass(item, nn.Module)):
+            raise TypeError(f"Probe: modules entries must be module names or nn.Module classes, got {item!r}")
+    names = {item for item in wanted if isinstance(item, str)}
+    classes = tuple(item for item in wanted if isinstance(item, type))
+    return [(name, m) for name, m in named if name in names or (classes and isinstance(m, classes))]
+
+
+def _first_tensor(value: Any) -> torch.Tensor | None:
+    """The tensor itself, or the first floating tensor of a tuple/list output (e.g. an RNN's)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (tuple, list)):
+        for item in value:
+            if isinstance(item, torch.Tensor) and item.is_floating_point():
+                return item
+    return None
+
+
+class ActivationHooks:
+    """Forward hooks on the selected modules; reductions land in ``pending`` until the step is written.
+
+    Slots: one ``(name, "activation")`` per ordinary module; norm layers get ``(name, "norm_in")`` and
+    ``(name, "norm_out")`` instead.
+    """
+
+    def __init__(self, selected: list[tuple[str, nn.Module]], members: int, binning: SymLogBins | None,
+                 record_eval: bool):
+        self.members = members
+        self.binning = binning
+        self.record_eval = record_eval
+        self.recording = False  # set by the Probe at each step boundary
+        self.histogramming = False
+        self.slots: list[tuple[str, str]] = []
+        self.pending: dict[int, torch.Tensor] = {}
+        self.pending_histograms: dict[int, torch.Tensor] = {}
+        self._member_offsets: dict[torch.device, torch.Tensor] = {}
+        self._handles = []
+        for name, module in selected:
+            if is_norm_layer(module):
+                slot_in, slot_out = len(self.slots), len(self.slots) + 1
+                self.slots += [(name, "norm_in"), (name, "norm_out")]
+            else:
+                slot_in, slot_out = None, len(self.slots)
+                self.slots.append((name, "activation"))
+            self._handles.append(module.register_forward_hook(self._make_hook(name, slot_in, slot_out)))
+
+    def _make_hook(self, name: str, slot_in: int | None, slot_out: int):
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            if not self.recording:
+                return
+            if not self.record_eval and not (module.training and torch.is_grad_enabled()):
+                return
+            if slot_in is not None and args:
+                self._record(name, slot_in, _first_tensor(args[0]))
+            self._record(name, slot_out, _first_tensor(output))
+
+        return hook
+
+    def _record(self, name: str, slot: int, x: torch.Tensor | None) -> None:
+        if x is None or not x.is_floating_point() or x.numel() == 0:
+            return
+        members = self.members
+        if members > 1 and (x.dim() == 0 or x.shape[0] != members):
+            raise ValueError(
+                f"Probe: module {name!r} gave a tensor of shape {tuple(x.shape)}; an ensemble of {members} "
+                f"members needs shape ({members}, batch, ...)"
+            )
+        self.pending[slot] = activation_moments(x, members)
+        if self.histogramming and self.binning is not None:
+            flat = x.detach().reshape(members, -1)
+            if flat.dtype not in (torch.float32, torch.float64):
+                flat = flat.float()  # the smallest edges underflow in half precision
+            self.pending_histograms[slot] = self.binning.segment_counts(flat, self._offsets(flat.device), members)
+
+    def _offsets(self, device: torch.device) -> torch.Tensor:
+        offsets = self._member_offsets.get(device)
+        if offsets is None:
+            width = self.binning.bins + 1
+            offsets = self._member_offsets[device] = (torch.arange(self.members, device=device) * width)[:, None]
+        return offsets
+
+    def take(self) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+        """The step's reductions, emptied for the next step."""
+        pending, histograms = self.pending, self.pending_histograms
+        self.pending, self.pending_histograms = {}, {}
+        return pending, histograms
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []

@@ -1,0 +1,323 @@
+"""``Probe``: per-step training statistics, reduced on the device and copied to the host every K steps.
+
+Example::
+
+    with Probe(model, optimizer, histograms=10, logdir="runs/tb") as probe:
+        for x, y in batches:
+            loss_fn(model(x), y).backward()
+            optimizer.step()          # the probe hooks into this; nothing else to call
+            optimizer.zero_grad()
+    probe.scalars()                   # long table: step, member, name, kind, stat, value
+    probe.save("runs/probe")          # scalars.parquet, histograms.parquet
+
+Cost model: on a recorded step the probe launches a fixed number of kernels for all parameters together
+(``stats.SegmentLayout``), about five per recorded module output, and one copy per row into a device
+buffer; the only host sync is the buffer flush every ``flush_every`` recorded steps. Memory: three flat
+float copies of the trainable parameters (gradients, weights before the step, update) plus the buffer.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from normlab.probe.buffer import DeviceBuffer
+from normlab.probe.histograms import SymLogBins
+from normlab.probe.hooks import ActivationHooks, ModuleSelector, select_modules
+from normlab.probe.schedule import Schedule, _positive_int
+from normlab.probe.stats import N_ACTIVATION_MOMENTS, SegmentLayout
+from normlab.probe.tables import Catalog, histograms_frame, scalars_frame
+from normlab.probe.writers import TensorBoardWriter, write_parquet_atomic
+
+RUNNING_BUFFERS = ("running_mean", "running_var")
+
+
+def _resolve_members(model: nn.Module, members: object) -> int:
+    if members is None:
+        members = getattr(model, "ensemble_size", None)
+        if members is None:
+            return 1
+        source = "model.ensemble_size"
+    else:
+        source = "members"
+    if isinstance(members, bool) or not isinstance(members, int) or members < 1:
+        raise ValueError(f"Probe: {source} must be a positive int (ensemble members), got {members!r}")
+    return members
+
+
+class Probe:
+    """Training instruments cheap enough to leave on.
+
+    Args:
+        model: the ``nn.Module`` being trained. For a vectorized ensemble of ``N`` members every parameter
+            has shape ``(N, ...)`` and every module output ``(N, batch, ...)``; statistics are per member.
+        optimizer: if given, its step hooks count steps and capture the update; otherwise call
+            :meth:`step` once after every ``optimizer.step()`` (before the gradients are zeroed).
+        every: record scalars every ``every`` optimizer steps (step 0 is always recorded).
+        histograms: ``False``; ``True`` (on the scalar schedule); or an int interval.
+        bins: number of symmetric log-spaced histogram bins (even, >= 6); see ``histograms.py``.
+        modules: which module outputs to record: ``None`` (all leaf modules), names, classes or a
+            predicate ``(name, module) -> bool``.
+        logdir: also write TensorBoard event files there.
+        members: ensemble size; default ``model.ensemble_size`` if present, else 1 (member 0).
+        record_eval: also record forwards under ``no_grad``/eval mode (off: those are skipped).
+        flush_every: recorded steps held on the device between host copies.
+
+    Records (long format): :meth:`scalars` has ``step, member, name, kind, stat, value`` with kinds
+    ``activation`` / ``norm_in`` / ``norm_out`` (stats mean, std, rms, absmax, zero_frac), ``grad`` and
+    ``weight`` (norm, mean, std, absmax), ``update`` (norm, std, ratio = log10(std(Δp)/std(p))),
+    ``running_stats`` (mean, rms, drift) and ``global`` (grad_norm). :meth:`histograms` has
+    ``step, member, name, kind, bin_lo, bin_hi, count``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | None = None,
+        *,
+        every: int = 1,
+        histograms: bool | int = False,
+        bins: int = 64,
+        modules: ModuleSelector = None,
+        logdir: str | os.PathLike | None = None,
+        members: int | None = None,
+        record_eval: bool = False,
+        flush_every: int = 64,
+    ):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"Probe: model must be a torch.nn.Module, got {type(model).__name__}")
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"Probe: optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
+        if logdir is not None and not isinstance(logdir, (str, os.PathLike)):
+            raise TypeError(f"Probe: logdir must be a path or None, got {logdir!r}")
+        self.schedule = Schedule.from_arguments(every, histograms)
+        self.binning = SymLogBins(bins) if self.schedule.histogram_every is not None else None
+        if self.binning is None:
+            SymLogBins(bins)  # validate bins even when histograms are off
+        self.members = _resolve_members(model, members)
+        flush_every = _positive_int("flush_every", flush_every)
+        self.model, self.optimizer = model, optimizer
+
+        named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        running = [(name, b) for name, b in model.named_buffers()
+                   if name.rsplit(".", 1)[-1] in RUNNING_BUFFERS and b.is_floating_point()]
+        for what, tensors in (("parameter", named), ("buffer", running)):
+            for name, tensor in tensors:
+                if self.members > 1 and (tensor.dim() == 0 or tensor.shape[0] != self.members):
+                    raise ValueError(
+                        f"Probe: {what} {name!r} has shape {tuple(tensor.shape)}; an ensemble of {self.members} "
+                        f"members needs shape ({self.members}, ...)"
+                    )
+        device = named[0][1].device if named else torch.device("cpu")
+        dtype = torch.float64 if any(p.dtype == torch.float64 for _, p in named) else torch.float32
+        self._params = [p for _, p in named]
+        self._param_layout = SegmentLayout([p.shape for p in self._params], self.members, device)
+        self._param_rows = torch.zeros((3, self._param_layout.total), device=device, dtype=dtype)  # grad, w, Δw
+        self._running = [b for _, b in running]
+        self._running_layout = SegmentLayout([b.shape for b in self._running], self.members, device)
+        self._running_rows = torch.zeros((2, self._running_layout.total), device=device, dtype=dtype)  # value, Δ
+        self._running_previous: torch.Tensor | None = None
+        if self.binning is not None:
+            width, segments = self.binning.bins + 1, self._param_layout.n_segments
+            row_offset = torch.arange(2, device=device)[:, None] * segments
+            self._histogram_offsets = (row_offset + self._param_layout.segment) * width  # (2, T)
+
+        self._activations = ActivationHooks(select_modules(model, modules), self.members, self.binning, record_eval)
+        self.catalog = Catalog(
+            members=self.members,
+            activation_slots=tuple(self._activations.slots),
+            param_names=tuple(name for name, _ in named),
+            param_counts=self._param_layout.counts,
+            running_names=tuple(name for name, _ in running),
+            running_counts=self._running_layout.counts,
+            bin_edges=self.binning.edges(dtype) if self.binning is not None else None,
+        )
+        self._scalar_buffer = DeviceBuffer(self.catalog.scalar_width, flush_every, device, dtype)
+        self._histogram_buffer = (
+            DeviceBuffer(self.catalog.histogram_segments * self.binning.bins, flush_every, device, torch.int64)
+            if self.binning is not None else None
+        )
+        self._nan_moments = torch.full((self.members, N_ACTIVATION_MOMENTS), float("nan"), device=device, dtype=dtype)
+        self._zero_counts = (torch.zeros((self.members, self.binning.bins), device=device, dtype=torch.int64)
+                             if self.binning is not None else None)
+        self._tensorboard = (TensorBoardWriter(logdir, self.members, bins) if logdir is not None else None)
+        self._scalars_cache: pd.DataFrame | None = None
+        self._histograms_cache: pd.DataFrame | None = None
+
+        self._step = 0
+        self._captured = False
+        self._missing_grads: frozenset = frozenset()
+        self._closed = False
+        self._hook_handles = []
+        if optimizer is not None:
+            self._hook_handles = [
+                optimizer.register_step_pre_hook(lambda *_: self._before_step()),
+                optimizer.register_step_post_hook(lambda *_: self._after_step()),
+            ]
+        elif self.schedule.records(0):
+            self._capture_weights()
+        self._arm_hooks()
+
+    # -- the step cycle ------------------------------------------------------------------------------
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps counted so far."""
+        return self._step
+
+    def step(self) -> None:
+        """Count one optimizer step; call after ``optimizer.step()`` when no optimizer was given."""
+        self._check_open()
+        if self.optimizer is not None:
+            raise RuntimeError(
+                "Probe.step(): this probe was given an optimizer and counts its steps through hooks; "
+                "calling step() as well would count every step twice"
+            )
+        if self.schedule.records(self._step):
+            self._capture_gradients()
+            self._captured = True
+        self._after_step()
+        if self.schedule.records(self._step):
+            self._capture_weights()  # the weights the next recorded step's gradients are computed at
+
+    def _arm_hooks(self) -> None:
+        self._activations.recording = self.schedule.records(self._step)
+        self._activations.histogramming = self.schedule.records_histograms(self._step)
+
+    def _capture_gradients(self) -> None:
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self._params]
+        if self._params:
+            self._param_layout.flatten_into(grads, self._param_rows[0])
+        self._missing_grads = frozenset(("grad", i) for i, p in enumerate(self._params) if p.grad is None)
+
+    def _capture_weights(self) -> None:
+        if self._params:
+            self._param_layout.flatten_into(self._params, self._param_rows[1])
+
+    def _before_step(self) -> None:
+        if self.schedule.records(self._step):
+            self._capture_gradients()
+            self._capture_weights()
+            self._captured = True
+
+    def _after_step(self) -> None:
+        if self._captured:
+            self._captured = False
+            if self._params:
+                self._param_layout.flatten_into(self._params, self._param_rows[2])
+                self._param_rows[2].sub_(self._param_rows[1])
+            self._write_step()
+        self._step += 1
+        self._arm_hooks()
+
+    def _write_step(self) -> None:
+        step = self._step
+        moments, histograms = self._activations.take()
+        n_slots = len(self.catalog.activation_slots)
+        missing = set(self._missing_grads)
+        pieces = []
+        for slot in range(n_slots):
+            if slot not in moments:
+                missing.add(("act", slot))
+            pieces.append(moments.get(slot, self._nan_moments).reshape(-1))
+        if self._params:
+            pieces.append(self._param_layout.moments(self._param_rows).reshape(-1))
+        if self._running:
+            self._running_layout.flatten_into(self._running, self._running_rows[0])
+            if self._running_previous is None:
+                self._running_previous = self._running_rows[0].clone()
+                missing.add(("drift",))
+            torch.sub(self._running_rows[0], self._running_previous, out=self._running_rows[1])
+            self._running_previous.copy_(self._running_rows[0])
+            pieces.append(self._running_layout.moments(self._running_rows).reshape(-1))
+        if pieces:
+            self._append(self._scalar_buffer, step, torch.cat(pieces), frozenset(missing))
+        if self._histogram_buffer is not None and self.schedule.records_histograms(step):
+            counts = [histograms.get(slot, self._zero_counts).reshape(-1) for slot in range(n_slots)]
+            if self._params:
+                counts.append(self.binning.segment_counts(
+                    self._param_rows[:2], self._histogram_offsets, 2 * self._param_layout.n_segments
+                ).reshape(-1))
+            act_missing = frozenset(key for key in missing if key[0] == "act")
+            self._append(self._histogram_buffer, step, torch.cat(counts), act_missing)
+
+    def _append(self, buffer: DeviceBuffer, step: int, row: torch.Tensor, missing: frozenset) -> None:
+        if buffer.full:
+            self._flush()
+        buffer.append(step, row, missing)
+
+    # -- records -------------------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Copy both device buffers to the host (one sync each) and hand new rows to TensorBoard."""
+        new_scalars = self._scalar_buffer.flush()
+        new_histograms = self._histogram_buffer.flush() if self._histogram_buffer is not None else None
+        if new_scalars is None and new_histograms is None:
+            return
+        self._scalars_cache = self._histograms_cache = None
+        if self._tensorboard is not None:
+            self._tensorboard.write(
+                scalars_frame(self.catalog, [new_scalars] if new_scalars is not None else []),
+                histograms_frame(self.catalog, [new_histograms]) if new_histograms is not None
+                else histograms_frame(self.catalog, []),
+            )
+
+    def scalars(self) -> pd.DataFrame:
+        """All scalar records so far: ``step, member, name, kind, stat, value``."""
+        self._flush()
+        if self._scalars_cache is None:
+            self._scalars_cache = scalars_frame(self.catalog, self._scalar_buffer.chunks)
+        return self._scalars_cache.copy()
+
+    def histograms(self) -> pd.DataFrame:
+        """All histogram records so far: ``step, member, name, kind, bin_lo, bin_hi, count``."""
+        self._flush()
+        if self._histograms_cache is None:
+            chunks = self._histogram_buffer.chunks if self._histogram_buffer is not None else []
+            self._histograms_cache = histograms_frame(self.catalog, chunks)
+        return self._histograms_cache.copy()
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write ``scalars.parquet`` and ``histograms.parquet`` into ``directory``, each atomically."""
+        if not isinstance(directory, (str, os.PathLike)):
+            raise TypeError(f"Probe.save: directory must be a path, got {directory!r}")
+        directory = Path(directory)
+        write_parquet_atomic(self.scalars(), directory / "scalars.parquet")
+        write_parquet_atomic(self.histograms(), directory / "histograms.parquet")
+        if self._tensorboard is not None and not self._closed:
+            self._tensorboard.flush()
+        return directory
+
+    # -- lifetime ------------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("Probe: this probe is closed")
+
+    def close(self) -> None:
+        """Remove all hooks, copy what is left to the host and close TensorBoard files. Idempotent;
+        the records stay readable."""
+        if self._closed:
+            return
+        self._closed = True
+        self._activations.remove()
+        for handle in self._hook_handles:
+            handle.remove()
+        self._flush()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+
+    def __enter__(self) -> Probe:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"Probe(steps={self._step}, every={self.schedule.every}, "
+                f"histogram_every={self.schedule.histogram_every}, members={self.members}, "
+                f"modules={len(self.catalog.activation_slots)} slots, params={len(self.catalog.param_names)})")

@@ -1,0 +1,109 @@
+"""The reductions, split into a device half (few kernels, no host sync) and a host half (cheap algebra).
+
+Device half: raw moments written into the buffer. Host half: the reported statistics derived from them,
+in float64, after the buffer is copied to the host. All standard deviations are population ones
+(``correction=0``): the statistic describes the tensor itself, not a sample from it.
+
+Activation statistics (per module output, per ensemble member; ``n`` elements)::
+
+    mean = Σx / n          std = sqrt(Σ(x - mean)² / n)        rms = sqrt(mean² + std²)
+    absmax = max |x|       zero_frac = #{x == 0} / n
+
+Tensor statistics (per parameter, gradient or update, per member)::
+
+    norm = sqrt(Σx²) = sqrt(Σ(x - mean)² + n·mean²)    mean, std, absmax as above
+    update ratio = log10(std(Δp) / std(p))             (p before the step; Δp = p_after - p_before)
+
+Moments are two-pass (mean first, then centered squares): the one-pass ``E[x²] - E[x]²`` loses all its
+digits in float32 when ``|mean| >> std``, which is the normal case for a LayerNorm gain near 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+ACTIVATION_STATS = ("mean", "std", "rms", "absmax", "zero_frac")
+TENSOR_STATS = ("norm", "mean", "std", "absmax")
+N_ACTIVATION_MOMENTS = 5  # mean, var, min, max, nonzero fraction
+N_TENSOR_MOMENTS = 3  # mean, centered sum of squares, absmax
+
+
+def activation_moments(x: torch.Tensor, members: int) -> torch.Tensor:
+    """Raw moments ``(members, 5)`` of one module output: mean, var, min, max, fraction of non-zeros.
+
+    ``x`` has shape ``(members, ...)`` for an ensemble, any shape when ``members == 1``. Five kernels,
+    independent of the tensor's size, and no host sync.
+    """
+    flat = x.detach().reshape(members, -1)
+    if flat.dtype not in (torch.float32, torch.float64):
+        flat = flat.float()  # half precision accumulates in float32
+    var, mean = torch.var_mean(flat, dim=1, correction=0)
+    low, high = torch.aminmax(flat, dim=1)
+    nonzero = torch.count_nonzero(flat, dim=1).to(flat.dtype).div_(flat.shape[1])
+    return torch.stack((mean, var, low, high, nonzero), dim=1)
+
+
+def activation_stats(moments: np.ndarray) -> np.ndarray:
+    """Host half: ``(..., 5)`` raw moments -> ``(..., 5)`` statistics in ``ACTIVATION_STATS`` order."""
+    m = moments.astype(np.float64)
+    mean, var, low, high, nonzero = (m[..., i] for i in range(N_ACTIVATION_MOMENTS))
+    var = np.maximum(var, 0.0)
+    return np.stack(
+        (mean, np.sqrt(var), np.sqrt(var + mean**2), np.maximum(-low, high), 1.0 - nonzero), axis=-1
+    )
+
+
+class SegmentLayout:
+    """Many tensors flattened into one vector, cut into segments (one per tensor and ensemble member).
+
+    Reducing all segments at once costs a fixed handful of kernels whatever the number of tensors,
+    which is what makes per-step statistics cheap for models with many small parameters.
+
+    Segment ``i * members + m`` is member ``m`` of tensor ``i``. Tensors of an ensemble have shape
+    ``(members, ...)``, so ``t.reshape(-1)`` lays the members out one after another.
+    """
+
+    def __init__(self, shapes: Sequence[torch.Size], members: int, device: torch.device):
+        self.members = members
+        numels = [int(np.prod(shape, dtype=np.int64)) for shape in shapes]
+        self.counts = np.repeat(np.array(numels, dtype=np.int64) // members, members)  # (S,)
+        self.n_segments = len(self.counts)
+        self.total = int(sum(numels))
+        self.segment = torch.repeat_interleave(
+            torch.arange(self.n_segments, device=device), torch.as_tensor(self.counts, device=device)
+        )  # (T,) segment id of every flat element
+        self._counts_device: dict[torch.dtype, torch.Tensor] = {}
+
+    def flatten_into(self, tensors: Sequence[torch.Tensor], out: torch.Tensor) -> None:
+        """Concatenate ``tensors`` (flattened) into the preallocated row ``out`` (one kernel)."""
+        torch.cat([t.detach().reshape(-1) for t in tensors], out=out)
+
+    def moments(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw moments of every segment of every row of ``x`` ``(R, T)`` -> ``(R, 3, S)``.
+
+        The three moments are mean, centered sum of squares and absmax (``N_TENSOR_MOMENTS``).
+        """
+        rows, n = x.shape[0], self.n_segments
+        counts = self._counts_device.get(x.dtype)
+        if counts is None:
+            counts = self._counts_device[x.dtype] = torch.as_tensor(self.counts, device=x.device, dtype=x.dtype)
+        mean = x.new_zeros(rows, n).index_add_(1, self.segment, x).div_(counts)
+        centered = x - mean.index_select(1, self.segment)
+        centered.mul_(centered)
+        sum_sq = x.new_zeros(rows, n).index_add_(1, self.segment, centered)
+        absmax = x.new_zeros(rows, n).scatter_reduce_(
+            1, self.segment.expand(rows, -1), x.abs(), "amax", include_self=True
+        )
+        return torch.stack((mean, sum_sq, absmax), dim=1)
+
+
+def tensor_stats(moments: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Host half: ``(..., 3, S)`` raw moments -> ``(..., 4, S)`` statistics in ``TENSOR_STATS`` order."""
+    m = moments.astype(np.float64)
+    mean, sum_sq, absmax = m[..., 0, :], np.maximum(m[..., 1, :], 0.0), m[..., 2, :]
+    std = np.sqrt(sum_sq / counts)
+    norm = np.sqrt(sum_sq + counts * mean**2)
+    return np.stack((norm, mean, std, absmax), axis=-2)

@@ -1,0 +1,227 @@
+"""Raw buffer chunks -> long-format pandas tables.
+
+The device rows hold raw moments in a fixed layout described by a ``Catalog``; this module is the only
+place that knows that layout. Scalars: ``step, member, name, kind, stat, value``. Histograms:
+``step, member, name, kind, bin_lo, bin_hi, count`` (every bin, empty ones included, so a table pivots
+straight into a step × bin heatmap).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from normlab.probe.buffer import Chunk
+from normlab.probe.stats import (
+    ACTIVATION_STATS,
+    N_ACTIVATION_MOMENTS,
+    N_TENSOR_MOMENTS,
+    TENSOR_STATS,
+    activation_stats,
+    tensor_stats,
+)
+
+SCALAR_COLUMNS = ("step", "member", "name", "kind", "stat", "value")
+HISTOGRAM_COLUMNS = ("step", "member", "name", "kind", "bin_lo", "bin_hi", "count")
+PARAM_ROWS = ("grad", "weight", "update")  # rows of the parameter block, in order
+UPDATE_STATS = ("norm", "std", "ratio")
+RUNNING_STATS = ("mean", "rms", "drift")
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """What each value of a row means. Segments are tensor-major, member-minor."""
+
+    members: int
+    activation_slots: tuple[tuple[str, str], ...]  # (module name, kind)
+    param_names: tuple[str, ...]
+    param_counts: np.ndarray  # elements per segment, (len(param_names) * members,)
+    running_names: tuple[str, ...]
+    running_counts: np.ndarray
+    bin_edges: np.ndarray | None  # (bins + 1,) or None without histograms
+
+    @property
+    def activation_width(self) -> int:
+        return len(self.activation_slots) * self.members * N_ACTIVATION_MOMENTS
+
+    @property
+    def param_width(self) -> int:
+        return len(PARAM_ROWS) * N_TENSOR_MOMENTS * len(self.param_counts)
+
+    @property
+    def scalar_width(self) -> int:
+        return self.activation_width + self.param_width + 2 * N_TENSOR_MOMENTS * len(self.running_counts)
+
+    @property
+    def histogram_segments(self) -> int:
+        return len(self.activation_slots) * self.members + 2 * len(self.param_counts)
+
+
+class _Columns:
+    """Accumulates blocks of derived values ``(n_rows, D)`` with their per-column labels and validity."""
+
+    def __init__(self, n_rows: int):
+        self.n_rows = n_rows
+        self.values: list[np.ndarray] = []
+        self.valid: list[np.ndarray] = []
+        self.labels: dict[str, list[np.ndarray]] = {"member": [], "name": [], "kind": [], "stat": []}
+
+    def add(self, values: np.ndarray, valid: np.ndarray, **labels: np.ndarray) -> None:
+        """``values``/``valid``: ``(n_rows, *shape)``; each label broadcastable to ``shape``."""
+        shape = values.shape[1:]
+        self.values.append(values.reshape(self.n_rows, -1))
+        self.valid.append(np.broadcast_to(valid, values.shape).reshape(self.n_rows, -1))
+        for key, label in labels.items():
+            self.labels[key].append(np.broadcast_to(label, shape).reshape(-1))
+
+    def frame(self, steps: np.ndarray) -> pd.DataFrame:
+        if not self.values:
+            return empty_scalars()
+        values = np.concatenate(self.values, axis=1)
+        valid = np.concatenate(self.valid, axis=1).reshape(-1)
+        width = values.shape[1]
+        columns = {"step": np.repeat(steps, width)[valid]}
+        for key in ("member", "name", "kind", "stat"):
+            column = np.tile(np.concatenate(self.labels[key]), self.n_rows)[valid]
+            columns[key] = column.astype(np.int64) if key == "member" else pd.Categorical(column)
+        columns["value"] = values.reshape(-1)[valid]
+        return pd.DataFrame(columns, columns=list(SCALAR_COLUMNS))
+
+
+def _segment_labels(names: Sequence[str], members: int) -> tuple[np.ndarray, np.ndarray]:
+    """Name and member of every segment (tensor-major, member-minor)."""
+    return np.repeat(np.array(names, dtype=object), members), np.tile(np.arange(members), len(names))
+
+
+def _missing_mask(chunk: Chunk, key_of, n_items: int) -> np.ndarray:
+    """``(n_rows, n_items)`` True where item ``i`` is present: ``key_of(i)`` not in the row's missing set."""
+    valid = np.ones((len(chunk.steps), n_items), dtype=bool)
+    for row, missing in enumerate(chunk.missing):
+        if missing:
+            for item in range(n_items):
+                if key_of(item) in missing:
+                    valid[row, item] = False
+    return valid
+
+
+def scalars_frame(catalog: Catalog, chunks: Sequence[Chunk]) -> pd.DataFrame:
+    frames = [_scalars_chunk(catalog, chunk) for chunk in chunks if len(chunk.steps)]
+    return _concat(frames, ("name", "kind", "stat")) if frames else empty_scalars()
+
+
+def _scalars_chunk(catalog: Catalog, chunk: Chunk) -> pd.DataFrame:
+    n, members = len(chunk.steps), catalog.members
+    out = _Columns(n)
+    offset = 0
+
+    slots = catalog.activation_slots
+    if slots:
+        raw = chunk.values[:, : catalog.activation_width].reshape(n, len(slots), members, N_ACTIVATION_MOMENTS)
+        valid = _missing_mask(chunk, lambda i: ("act", i), len(slots))[:, :, None, None]
+        out.add(
+            activation_stats(raw), valid,
+            name=np.array([s[0] for s in slots], dtype=object)[:, None, None],
+            kind=np.array([s[1] for s in slots], dtype=object)[:, None, None],
+            member=np.arange(members)[None, :, None],
+            stat=np.array(ACTIVATION_STATS, dtype=object)[None, None, :],
+        )
+    offset += catalog.activation_width
+
+    n_seg = len(catalog.param_counts)
+    if n_seg:
+        raw = chunk.values[:, offset : offset + catalog.param_width].reshape(n, 3, N_TENSOR_MOMENTS, n_seg)
+        names, seg_members = _segment_labels(catalog.param_names, members)
+        grad_valid = np.repeat(_missing_mask(chunk, lambda i: ("grad", i), len(catalog.param_names)), members, 1)
+        grad, weight, update = (tensor_stats(raw[:, r], catalog.param_counts) for r in range(3))
+        stats = np.array(TENSOR_STATS, dtype=object)[:, None]
+        out.add(grad, grad_valid[:, None, :], name=names, member=seg_members, kind="grad", stat=stats)
+        out.add(weight, np.ones((n, 1, 1), bool), name=names, member=seg_members, kind="weight", stat=stats)
+        std_update, std_weight = update[:, 2], weight[:, 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.log10(std_update / std_weight)  # -inf when a tensor did not move
+        # The ratio is undefined for a constant tensor (std(p) = 0, e.g. a LayerNorm gain at init): left out.
+        update_values = np.stack((update[:, 0], std_update, ratio), axis=1)
+        update_valid = np.stack([np.ones_like(std_weight, bool)] * 2 + [std_weight > 0], axis=1)
+        out.add(update_values, update_valid, name=names, member=seg_members, kind="update",
+                stat=np.array(UPDATE_STATS, dtype=object)[:, None])
+        # Global gradient norm per member: sqrt of the sum over parameters of squared norms.
+        grad_sq = np.where(grad_valid, grad[:, 0] ** 2, 0.0).reshape(n, len(catalog.param_names), members)
+        out.add(np.sqrt(grad_sq.sum(axis=1)), np.ones((n, members), bool), name="model",
+                member=np.arange(members), kind="global", stat="grad_norm")
+        offset += catalog.param_width
+
+    n_run = len(catalog.running_counts)
+    if n_run:
+        raw = chunk.values[:, offset:].reshape(n, 2, N_TENSOR_MOMENTS, n_run)
+        value, delta = tensor_stats(raw[:, 0], catalog.running_counts), tensor_stats(raw[:, 1], catalog.running_counts)
+        counts = catalog.running_counts
+        # rms = norm / sqrt(n); drift = rms of the change since the previous recorded step
+        values = np.stack((value[:, 1], value[:, 0] / np.sqrt(counts), delta[:, 0] / np.sqrt(counts)), axis=1)
+        drift_valid = _missing_mask(chunk, lambda _: ("drift",), 1)[:, :, None]  # (n, 1, 1)
+        valid = np.concatenate([np.ones((n, 2, 1), bool), drift_valid], axis=1)
+        names, seg_members = _segment_labels(catalog.running_names, members)
+        out.add(values, valid, name=names, member=seg_members, kind="running_stats",
+                stat=np.array(RUNNING_STATS, dtype=object)[:, None])
+    return out.frame(chunk.steps)
+
+
+def histograms_frame(catalog: Catalog, chunks: Sequence[Chunk]) -> pd.DataFrame:
+    frames = [_histograms_chunk(catalog, chunk) for chunk in chunks if len(chunk.steps)]
+    return _concat(frames, ("name", "kind")) if frames else empty_histograms()
+
+
+def _concat(frames: list[pd.DataFrame], categorical: tuple[str, ...]) -> pd.DataFrame:
+    if len(frames) == 1:
+        return frames[0]
+    frame = pd.concat(frames, ignore_index=True)  # categoricals with different categories become object
+    for column in categorical:
+        frame[column] = frame[column].astype("category")
+    return frame
+
+
+def _histograms_chunk(catalog: Catalog, chunk: Chunk) -> pd.DataFrame:
+    edges, members = catalog.bin_edges, catalog.members
+    bins = len(edges) - 1
+    n, segments = len(chunk.steps), catalog.histogram_segments
+    slots = catalog.activation_slots
+    param_names, param_members = _segment_labels(catalog.param_names, members)
+    names = np.concatenate([np.repeat(np.array([s[0] for s in slots], dtype=object), members),
+                            param_names, param_names])
+    kinds = np.concatenate([np.repeat(np.array([s[1] for s in slots], dtype=object), members),
+                            np.full(len(param_names), "grad", dtype=object),
+                            np.full(len(param_names), "weight", dtype=object)])
+    seg_members = np.concatenate([np.tile(np.arange(members), len(slots)), param_members, param_members])
+    valid = np.ones((n, segments), dtype=bool)
+    valid[:, : len(slots) * members] = np.repeat(_missing_mask(chunk, lambda i: ("act", i), len(slots)), members, 1)
+    valid = np.repeat(valid, bins, axis=1).reshape(-1)
+    per_row = segments * bins
+    frame = {
+        "step": np.repeat(chunk.steps, per_row)[valid],
+        "member": np.tile(np.repeat(seg_members, bins), n)[valid].astype(np.int64),
+        "name": pd.Categorical(np.tile(np.repeat(names, bins), n)[valid]),
+        "kind": pd.Categorical(np.tile(np.repeat(kinds, bins), n)[valid]),
+        "bin_lo": np.tile(edges[:-1], n * segments)[valid],
+        "bin_hi": np.tile(edges[1:], n * segments)[valid],
+        "count": chunk.values.reshape(-1)[valid].astype(np.int64),
+    }
+    return pd.DataFrame(frame, columns=list(HISTOGRAM_COLUMNS))
+
+
+def empty_scalars() -> pd.DataFrame:
+    return pd.DataFrame({
+        "step": pd.Series(dtype=np.int64), "member": pd.Series(dtype=np.int64),
+        "name": pd.Categorical([]), "kind": pd.Categorical([]), "stat": pd.Categorical([]),
+        "value": pd.Series(dtype=np.float64),
+    })
+
+
+def empty_histograms() -> pd.DataFrame:
+    return pd.DataFrame({
+        "step": pd.Series(dtype=np.int64), "member": pd.Series(dtype=np.int64),
+        "name": pd.Categorical([]), "kind": pd.Categorical([]),
+        "bin_lo": pd.Series(dtype=np.float64), "bin_hi": pd.Series(dtype=np.float64),
+        "count": pd.Series(dtype=np.int64),
+    })
