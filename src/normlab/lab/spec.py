@@ -141,6 +141,9 @@ class Study:
     seeds_from: ClassVar[tuple[str, ...]] = ()  # seed articles this study reproduces, e.g. ("000",)
     Config: ClassVar[type]
     quick_overrides: ClassVar[dict[str, Any]] = {}
+    # torch intra-op threads while this study runs (None: leave torch's setting). Tiny models run fastest
+    # on one thread: on a busy machine, 2+ threads spin-wait on each other for microsecond-sized kernels.
+    threads: ClassVar[int | None] = None
 
     def cells(self, config: Any) -> Sequence[Cell]:
         raise NotImplementedError

@@ -1,0 +1,148 @@
+"""The engine: run a study's cells into a run directory (resuming), then build the report.
+
+``run_study`` walks ``study.cells(config)`` in order. For each cell not already done it seeds torch from
+the cell's key (so a resumed cell computes the same numbers as in an uninterrupted run), calls
+``study.run_cell``, checks the metrics table, and stores it with its DONE marker. Cells run one after the
+other; inside a cell a study trains its seeds together as one vectorized ensemble
+(:mod:`normlab.lab.ensemble`) or one by one (:func:`normlab.lab.ensemble.run_sequential`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from normlab.lab.config import config_to_dict
+from normlab.lab.env import environment
+from normlab.lab.progress import Progress
+from normlab.lab.spec import METRIC_COLUMNS, Cell, CellContext, CellResult, Claim, Study
+from normlab.lab.store import RunStore
+
+
+@dataclass
+class RunOutcome:
+    """What ``run_study`` did."""
+
+    run_dir: Path
+    cells_run: list[str] = field(default_factory=list)
+    cells_skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    claims: list[Claim] = field(default_factory=list)
+    report: Path | None = None
+
+
+def cell_seed(cell: Cell) -> int:
+    """A torch seed derived from the cell's key: the same cell always starts from the same RNG state."""
+    return int(hashlib.sha1(cell.key.encode()).hexdigest()[:8], 16)
+
+
+def check_cells(study: Study, cells: list[Cell]) -> None:
+    keys = [c.key for c in cells]
+    if len(set(keys)) != len(keys):
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        raise ValueError(f"{study.name}: cells() returned duplicate cells {dup}")
+    for c in cells:
+        if not isinstance(c, Cell):
+            raise TypeError(f"{study.name}: cells() must return Cell objects, got {type(c).__name__}")
+        if not c.seeds:
+            raise ValueError(f"{study.name}: cell {c.arm!r} has no seeds")
+
+
+def check_result(study: Study, cell: Cell, result: Any) -> CellResult:
+    """A clear error when ``run_cell`` returns something the store cannot hold."""
+    where = f"{study.name}.run_cell({cell.arm!r})"
+    if not isinstance(result, CellResult):
+        raise TypeError(f"{where}: expected a CellResult, got {type(result).__name__}")
+    m = result.metrics
+    if not isinstance(m, pd.DataFrame):
+        raise TypeError(f"{where}: metrics must be a pandas DataFrame, got {type(m).__name__}")
+    missing = [c for c in METRIC_COLUMNS if c not in m.columns]
+    if missing:
+        raise ValueError(f"{where}: metrics lacks columns {missing}; expected at least {list(METRIC_COLUMNS)}")
+    reserved = {"arm", *cell.param_dict}
+    clash = sorted(reserved & set(m.columns))
+    if clash:
+        raise ValueError(f"{where}: metrics must not carry the engine's columns {clash} (it adds them)")
+    extra_seeds = sorted(set(m["seed"].unique()) - set(cell.seeds))
+    if extra_seeds:
+        raise ValueError(f"{where}: metrics has seeds {extra_seeds} that are not the cell's {list(cell.seeds)}")
+    return result
+
+
+def write_tensorboard(tb_dir: Path, metrics: pd.DataFrame) -> None:
+    """Mean over seeds of every metric, per step, as TensorBoard scalars ``metric/mean``."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    means = metrics.groupby(["metric", "step"], sort=True)["value"].mean()
+    with SummaryWriter(log_dir=str(tb_dir)) as w:
+        for (metric, step), value in means.items():
+            w.add_scalar(f"{metric}/mean", float(value), int(step))
+
+
+def run_study(
+    study: Study,
+    config: Any,
+    out_dir: Path | str,
+    *,
+    device: str | torch.device = "cpu",
+    progress: Progress | None = None,
+    report: bool = True,
+    tensorboard: bool = True,
+) -> RunOutcome:
+    """Run every cell of ``study`` under ``config`` into ``out_dir`` and (by default) build the report.
+
+    An existing ``out_dir`` created with the same study and config is resumed: done cells are skipped. A
+    different config raises :class:`~normlab.lab.store.RunDirError`.
+    """
+    progress = progress or Progress()
+    t0 = time.perf_counter()
+    threads_before = torch.get_num_threads()
+    if getattr(study, "threads", None):
+        torch.set_num_threads(int(study.threads))  # recorded in env.json below
+    store = RunStore(out_dir)
+    cells = list(study.cells(config))
+    check_cells(study, cells)
+    store.init(study.name, config_to_dict(config), environment(str(device)))
+    outcome = RunOutcome(run_dir=store.run_dir)
+    progress.start(len(cells), study.name)
+    try:
+        for i, cell in enumerate(cells):
+            label = cell.arm + "".join(f" {k}={v}" for k, v in cell.params)
+            if store.is_done(cell):
+                progress.start_cell(i, label, skipped=True)
+                outcome.cells_skipped.append(cell.key)
+                continue
+            progress.start_cell(i, label)
+            cell_dir = store.prepare_cell(cell)
+            ctx = CellContext(
+                cell=cell,
+                device=torch.device(device),
+                probe_dir=cell_dir / "probe",
+                tb_dir=cell_dir / "tb" if tensorboard else None,
+                progress=progress.update,
+            )
+            ctx.probe_dir.mkdir()
+            torch.manual_seed(cell_seed(cell))
+            tc = time.perf_counter()
+            result = check_result(study, cell, study.run_cell(config, ctx))
+            seconds = time.perf_counter() - tc
+            if tensorboard and len(result.metrics):
+                write_tensorboard(cell_dir / "tb" / "metrics", result.metrics)
+            store.write_cell(cell, result, seconds)
+            outcome.cells_run.append(cell.key)
+            progress.end_cell(seconds)
+    finally:
+        progress.close()
+        torch.set_num_threads(threads_before)
+    if report:
+        from normlab.report import build_report
+
+        outcome.claims, outcome.report = build_report(study, store.run_dir)
+    outcome.seconds = time.perf_counter() - t0
+    return outcome

@@ -1,0 +1,85 @@
+"""Build everything after the cells from the run directory alone: figures, claims, summary, HTML."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from normlab.lab.load import load_run
+from normlab.lab.spec import Claim, Figure, Study
+from normlab.lab.store import ENV_FILE, RunStore, atomic_write_json, atomic_write_text
+from normlab.report.figures import figure_bytes, save_figure
+from normlab.report.html import render_html
+from normlab.report.summary import key_numbers, summary_markdown
+
+CLAIMS_FILE = "claims.json"
+KEY_NUMBERS_FILE = "key_numbers.json"
+SUMMARY_FILE = "summary.md"
+REPORT_FILE = "report.html"
+FIGURES_DIR = "figures"
+
+
+def _clean(x: Any) -> Any:
+    """JSON has no NaN/inf: write them as null (claims.json must parse everywhere)."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if hasattr(x, "item"):
+        return _clean(x.item())
+    return x
+
+
+def check_claims(study: Study, claims: Any) -> list[Claim]:
+    if not isinstance(claims, list) or not all(isinstance(c, Claim) for c in claims):
+        raise TypeError(f"{study.name}.claims() must return a list of Claim, got {claims!r:.200}")
+    ids = [c.id for c in claims]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{study.name}.claims(): duplicate claim ids {sorted({i for i in ids if ids.count(i) > 1})}")
+    return claims
+
+
+def build_report(study: Study | None, run_dir: Path | str) -> tuple[list[Claim], Path]:
+    """Render figures (PNG+SVG), ``claims.json``, ``key_numbers.json``, ``summary.md``, ``report.html``.
+
+    ``study=None`` finds the study by the name stored in ``config.json``. Returns the claims and the
+    report path.
+    """
+    run_dir = Path(run_dir)
+    study, run = load_run(run_dir, study)
+    claims = check_claims(study, study.claims(run))
+    figures = study.figures(run)
+    if not isinstance(figures, list) or not all(isinstance(f, Figure) for f in figures):
+        raise TypeError(f"{study.name}.figures() must return a list of Figure")
+    notes = study.notes(run) or ""
+
+    fig_records = []
+    for f in figures:
+        png = figure_bytes(f.figure, "png")  # before save_figure closes it
+        save_figure(f.figure, run_dir / FIGURES_DIR, f.name)
+        fig_records.append({"name": f.name, "title": f.title, "how_to_read": f.how_to_read, "png": png})
+
+    numbers = key_numbers(run.metrics)
+    record = RunStore(run_dir).read_config()
+    env_path = run_dir / ENV_FILE
+    env = json.loads(env_path.read_text()) if env_path.is_file() else {}
+
+    atomic_write_json(run_dir / CLAIMS_FILE, _clean({"study": study.name, "claims": [c.to_dict() for c in claims]}))
+    atomic_write_json(run_dir / KEY_NUMBERS_FILE, _clean(numbers.to_dict(orient="records")))
+    atomic_write_text(
+        run_dir / SUMMARY_FILE,
+        summary_markdown(study.name, study.description, claims, numbers, notes,
+                         [(f["name"], f["title"], f["how_to_read"]) for f in fig_records], record["config"]),
+    )
+    report = run_dir / REPORT_FILE
+    atomic_write_text(
+        report,
+        render_html(study_name=study.name, description=study.description, seeds_from=tuple(study.seeds_from),
+                    claims=claims, figures=fig_records, notes=notes, numbers=numbers,
+                    config=record["config"], env=env),
+    )
+    return claims, report

@@ -1,0 +1,115 @@
+"""Figure helpers for studies: mean curves with 95% bands over seeds, distributions over time, saving.
+
+Studies draw with matplotlib (Agg backend, no display needed) and return the Figure objects; the report
+saves them as PNG and SVG. Every curve over seeds is the mean with its 95% Student-t band.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: figures are files, never windows
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from normlab.lab.store import atomic_write_bytes
+
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#7f7f7f", "#9467bd", "#ff7f0e", "#17becf", "#8c564b",
+           "#e377c2", "#bcbd22")
+
+
+def arm_colors(arms: Sequence[str]) -> dict[str, str]:
+    """A stable color per arm (in the given order)."""
+    return {a: PALETTE[i % len(PALETTE)] for i, a in enumerate(arms)}
+
+
+def new_figure(nrows: int = 1, ncols: int = 1, *, width: float = 6.0, height: float = 4.0,
+               **kw: object) -> tuple[plt.Figure, np.ndarray]:
+    """A figure with an ``(nrows, ncols)`` array of axes sized ``width x height`` inches each."""
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, **kw)
+    return fig, axes
+
+
+def mean_band(values: pd.DataFrame, x: str = "step", y: str = "value", seed: str = "seed",
+              confidence: float = 0.95) -> pd.DataFrame:
+    """Per ``x``: mean over seeds, Student-t band ``lo``/``hi``, and ``n`` (a band needs n >= 2)."""
+    g = values.groupby(x)[y]
+    out = g.agg(["mean", "std", "count"]).rename(columns={"count": "n"})
+    t = sps.t.ppf(0.5 + confidence / 2, np.maximum(out["n"] - 1, 1))
+    half = np.where(out["n"] > 1, t * out["std"] / np.sqrt(out["n"]), np.nan)
+    out["lo"] = out["mean"] - half
+    out["hi"] = out["mean"] + half
+    return out.reset_index()
+
+
+def plot_band(ax: plt.Axes, values: pd.DataFrame, *, label: str, color: str | None = None,
+              x: str = "step", y: str = "value", log: bool = False, alpha: float = 0.2) -> None:
+    """Draw the mean over seeds as a line and its 95% band as a shaded area.
+
+    With ``log=True`` the mean and band are computed on ``log10(y)`` (geometric mean): the right average
+    for losses that span orders of magnitude, and a band that stays positive.
+    """
+    v = values[[x, y]].copy()
+    if log:
+        v = v[v[y] > 0]
+        v[y] = np.log10(v[y])
+    band = mean_band(v, x=x, y=y)
+    mean, lo, hi = band["mean"], band["lo"], band["hi"]
+    if log:
+        mean, lo, hi = 10**mean, 10**lo, 10**hi
+    (line,) = ax.plot(band[x], mean, label=label, color=color, lw=1.5)
+    ax.fill_between(band[x], lo, hi, color=line.get_color(), alpha=alpha, lw=0)
+    if log:
+        ax.set_yscale("log")
+
+
+def heatmap_over_time(ax: plt.Axes, hist: pd.DataFrame, *, step: str = "step", lo: str = "bin_lo",
+                      hi: str = "bin_hi", count: str = "count", ylabel: str = "value",
+                      cmap: str = "magma") -> object:
+    """Distribution over time: x = step, y = bin, color = fraction of entries (per step, log color scale).
+
+    ``hist`` has one row per (step, bin) with shared bin edges across steps; counts are normalized per step
+    so a narrow (concentrated) distribution shows as a thin bright band.
+    """
+    h = hist.groupby([step, lo, hi], as_index=False)[count].sum()
+    steps = np.sort(h[step].unique())
+    edges_lo = np.sort(h[lo].unique())
+    edges = np.append(edges_lo, h[hi].max())
+    grid = np.zeros((edges_lo.size, steps.size))
+    si = np.searchsorted(steps, h[step].to_numpy())
+    bi = np.searchsorted(edges_lo, h[lo].to_numpy())
+    np.add.at(grid, (bi, si), h[count].to_numpy(dtype=float))
+    totals = grid.sum(axis=0, keepdims=True)
+    frac = np.divide(grid, totals, out=np.zeros_like(grid), where=totals > 0)
+    x_edges = np.append(steps, steps[-1] + (steps[-1] - steps[-2] if steps.size > 1 else 1))
+    from matplotlib.colors import LogNorm
+
+    mesh = ax.pcolormesh(x_edges, edges, np.where(frac > 0, frac, np.nan), cmap=cmap,
+                         norm=LogNorm(vmin=1e-4, vmax=1.0), shading="flat")
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    return mesh
+
+
+def figure_bytes(fig: plt.Figure, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=110 if fmt == "png" else None, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def save_figure(fig: plt.Figure, directory: Path, name: str) -> dict[str, Path]:
+    """Save ``name.png`` and ``name.svg`` atomically, close the figure, return the paths."""
+    paths = {}
+    for fmt in ("png", "svg"):
+        path = Path(directory) / f"{name}.{fmt}"
+        atomic_write_bytes(path, figure_bytes(fig, fmt))
+        paths[fmt] = path
+    plt.close(fig)
+    return paths

@@ -1,0 +1,151 @@
+"""A self-contained HTML report: figures embedded as base64 PNG, no server, no external assets."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from typing import Any
+
+import pandas as pd
+
+from normlab.lab.spec import Claim
+from normlab.report.summary import fmt_num
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222;background:#fff;line-height:1.45}
+h1{border-bottom:3px solid #1f77b4;padding-bottom:.2em}h2{margin-top:1.8em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;width:100%;font-size:.9em;margin:1em 0}
+th,td{border:1px solid #ddd;padding:.35em .5em;text-align:left;vertical-align:top}
+th{background:#f3f5f8}.supported{background:#d9f2d9;font-weight:600}.refuted{background:#f8d7d7;font-weight:600}
+.inconclusive{background:#fff1c7;font-weight:600}.detail{color:#555;font-size:.85em}
+figure{margin:1.5em 0;padding:1em;border:1px solid #e3e3e3;border-radius:6px}
+figure img{max-width:100%;height:auto}figcaption{margin-top:.6em}.howto{color:#333;background:#f7f9fc;
+padding:.6em .8em;border-left:4px solid #1f77b4;margin-top:.5em}.badges span{display:inline-block;
+padding:.2em .6em;margin-right:.4em;border-radius:4px}code{background:#f3f3f3;padding:0 .2em}
+"""
+
+
+def _inline_md(text: str) -> str:
+    """Escape, then a tiny subset of markdown: `code`, **bold**, *em*."""
+    t = html.escape(text)
+    t = re.sub(r"`([^`]+)`", r"<code>\1</code>", t)
+    t = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", t)
+    return re.sub(r"(?<![*\w])\*([^*]+)\*(?!\*)", r"<em>\1</em>", t)
+
+
+def markdown_to_html(md: str) -> str:
+    """Enough markdown for study notes: headings, paragraphs, bullet lists, inline code/bold/em."""
+    out: list[str] = []
+    in_list = False
+    para: list[str] = []
+
+    def flush() -> None:
+        if para:
+            out.append("<p>" + _inline_md(" ".join(para)) + "</p>")
+            para.clear()
+
+    for line in md.splitlines():
+        s = line.strip()
+        if s.startswith(("- ", "* ")):
+            flush()
+            if not in_list:
+                out.append("<ul>")
+                in_list = True
+            out.append("<li>" + _inline_md(s[2:]) + "</li>")
+            continue
+        if in_list and (not s or not line.startswith(" ")):
+            out.append("</ul>")
+            in_list = False
+        elif in_list:  # continuation of a bullet
+            out[-1] = out[-1][:-5] + " " + _inline_md(s) + "</li>"
+            continue
+        if not s:
+            flush()
+        elif s.startswith("#"):
+            flush()
+            level = min(len(s) - len(s.lstrip("#")) + 2, 6)
+            out.append(f"<h{level}>{_inline_md(s.lstrip('#').strip())}</h{level}>")
+        else:
+            para.append(s)
+    flush()
+    if in_list:
+        out.append("</ul>")
+    return "\n".join(out)
+
+
+def claims_table_html(claims: list[Claim]) -> str:
+    rows = []
+    for c in claims:
+        ci = f" [{fmt_num(c.ci[0])}, {fmt_num(c.ci[1])}]" if c.ci else ""
+        rows.append(
+            "<tr>"
+            f"<td>{html.escape(c.id)}</td>"
+            f"<td>{html.escape(c.claim)}<div class='detail'>source: {html.escape(c.source)}</div></td>"
+            f"<td>{html.escape(c.measurement)}<div class='detail'>{html.escape(c.detail)}</div></td>"
+            f"<td class='{c.verdict}'>{c.verdict}</td>"
+            f"<td>{html.escape(c.statistic)} = {fmt_num(c.value)}<br>p = {fmt_num(c.p_value)}</td>"
+            f"<td>{fmt_num(c.effect_size)}{ci}</td><td>{fmt_num(c.n)}</td>"
+            "</tr>"
+        )
+    return (
+        "<table><thead><tr><th>id</th><th>claim</th><th>measurement</th><th>verdict</th><th>test</th>"
+        "<th>effect [95% CI]</th><th>n</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+    )
+
+
+def key_numbers_html(table: pd.DataFrame, max_rows: int = 300) -> str:
+    if table.empty:
+        return "<p>(no metrics)</p>"
+    cols = [c for c in table.columns if c not in ("mean", "lo", "hi")]
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols) + "<th>mean [95% CI]</th>"
+    body = []
+    for _, r in table.head(max_rows).iterrows():
+        cells = "".join(f"<td>{html.escape(fmt_num(r[c]))}</td>" for c in cols)
+        body.append(f"<tr>{cells}<td>{fmt_num(r['mean'])} [{fmt_num(r['lo'])}, {fmt_num(r['hi'])}]</td></tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def render_html(*, study_name: str, description: str, seeds_from: tuple[str, ...], claims: list[Claim],
+                figures: list[dict[str, Any]], notes: str, numbers: pd.DataFrame, config: dict[str, Any],
+                env: dict[str, Any]) -> str:
+    """The whole report as one HTML string. ``figures``: dicts with name, title, how_to_read, png (bytes)."""
+    counts = {v: sum(c.verdict == v for c in claims) for v in ("supported", "refuted", "inconclusive")}
+    figs = []
+    for f in figures:
+        b64 = base64.b64encode(f["png"]).decode("ascii")
+        figs.append(
+            f"<figure id='fig-{html.escape(f['name'])}'><img alt='{html.escape(f['title'])}' "
+            f"src='data:image/png;base64,{b64}'><figcaption><strong>{html.escape(f['title'])}</strong>"
+            f"<div class='howto'><em>How to read:</em> {_inline_md(f['how_to_read'])}</div></figcaption></figure>"
+        )
+    env_small = {k: env.get(k) for k in ("created_utc", "python", "platform", "torch_threads", "device")}
+    env_small["versions"] = env.get("versions")
+    env_small["git"] = env.get("git")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>normlab · {html.escape(study_name)}</title><style>{_CSS}</style></head><body>
+<h1>normlab · {html.escape(study_name)}</h1>
+<p>{html.escape(description)}{' (seed ' + ', '.join(map(html.escape, seeds_from)) + ')' if seeds_from else ''}</p>
+<div class="badges"><span class="supported">{counts['supported']} supported</span>
+<span class="refuted">{counts['refuted']} refuted</span>
+<span class="inconclusive">{counts['inconclusive']} inconclusive</span></div>
+<h2>Claims</h2>
+<p>Each claim of the seed text, the measurement that tests it, and the verdict computed from the stored
+metrics: <em>supported</em> (significant in the claimed direction, with the required effect),
+<em>refuted</em> (significant the other way, or the data rule out an effect that large),
+<em>inconclusive</em> (neither). Intervals are 95% Student-t intervals over seeds.</p>
+{claims_table_html(claims)}
+<h2>Figures</h2>
+{''.join(figs)}
+<h2>Study notes</h2>
+{markdown_to_html(notes) if notes.strip() else '<p>(none)</p>'}
+<h2>Key numbers</h2><p>Each metric at its last step: mean over seeds with its 95% interval.</p>
+{key_numbers_html(numbers)}
+<h2>Config and environment</h2>
+<pre>{html.escape(json.dumps(config, indent=2))}</pre>
+<pre>{html.escape(json.dumps(env_small, indent=2, default=str))}</pre>
+</body></html>
+"""

@@ -1,0 +1,81 @@
+"""Text renderings of a run: key numbers (final value of every metric per arm) and the claims table."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from normlab.lab.spec import METRIC_COLUMNS, Claim
+from normlab.lab.stats import mean_ci
+
+
+def key_numbers(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Each metric's value at its last step, per arm (and params): mean, 95% interval and n over seeds."""
+    if metrics.empty:
+        return pd.DataFrame(columns=["arm", "metric", "step", "mean", "lo", "hi", "n"])
+    group_cols = [c for c in metrics.columns if c not in METRIC_COLUMNS]
+    rows = []
+    for keys, g in metrics.groupby([*group_cols, "metric"], sort=False, dropna=False):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        last = g["step"].max()
+        iv = mean_ci(g.loc[g["step"] == last, "value"].to_numpy(dtype=float))
+        rows.append({**dict(zip([*group_cols, "metric"], keys, strict=True)), "step": int(last),
+                     "mean": iv.mean, "lo": iv.lo, "hi": iv.hi, "n": iv.n})
+    return pd.DataFrame(rows)
+
+
+def fmt_num(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, (float, np.floating)):
+        if math.isnan(x):
+            return "nan"
+        if math.isinf(x):
+            return "∞" if x > 0 else "-∞"
+        return f"{x:.{digits}g}"
+    return str(x)
+
+
+def claims_markdown(claims: list[Claim]) -> str:
+    head = "| id | claim | verdict | statistic | p | effect [95% CI] | n |\n|---|---|---|---|---|---|---|\n"
+    lines = []
+    for c in claims:
+        ci = f" [{fmt_num(c.ci[0])}, {fmt_num(c.ci[1])}]" if c.ci else ""
+        lines.append(
+            f"| {c.id} | {c.claim} | **{c.verdict}** | {c.statistic}={fmt_num(c.value)} | {fmt_num(c.p_value)} "
+            f"| {fmt_num(c.effect_size)}{ci} | {fmt_num(c.n)} |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
+def key_numbers_markdown(table: pd.DataFrame, max_rows: int = 200) -> str:
+    if table.empty:
+        return "(no metrics)\n"
+    cols = [c for c in table.columns if c not in ("mean", "lo", "hi")]
+    head = "| " + " | ".join([*cols, "mean [95% CI]"]) + " |\n|" + "---|" * (len(cols) + 1) + "\n"
+    body = []
+    for _, r in table.head(max_rows).iterrows():
+        cells = [fmt_num(r[c]) for c in cols]
+        body.append("| " + " | ".join([*cells, f"{fmt_num(r['mean'])} [{fmt_num(r['lo'])}, {fmt_num(r['hi'])}]"]) + " |")
+    more = f"\n({len(table) - max_rows} more rows in key_numbers.json)\n" if len(table) > max_rows else "\n"
+    return head + "\n".join(body) + more
+
+
+def summary_markdown(study_name: str, description: str, claims: list[Claim], numbers: pd.DataFrame,
+                     notes: str, figures: list[tuple[str, str, str]], config: dict[str, Any]) -> str:
+    counts = {v: sum(c.verdict == v for c in claims) for v in ("supported", "refuted", "inconclusive")}
+    parts = [
+        f"# {study_name}\n\n{description}\n",
+        f"Claims: {counts['supported']} supported, {counts['refuted']} refuted, "
+        f"{counts['inconclusive']} inconclusive.\n",
+        "## Claims\n\n" + claims_markdown(claims),
+        "## Figures\n\n" + "\n".join(f"- `figures/{n}.png`: **{t}**. {h}" for n, t, h in figures) + "\n",
+    ]
+    if notes.strip():
+        parts.append("## Notes\n\n" + notes.strip() + "\n")
+    parts.append("## Key numbers (last step, mean over seeds)\n\n" + key_numbers_markdown(numbers))
+    parts.append("## Config\n\n" + "\n".join(f"- `{k}` = `{v}`" for k, v in config.items()) + "\n")
+    return "\n".join(parts)

@@ -1,0 +1,77 @@
+"""Every study normlab knows, found by auto-discovery.
+
+Each module in this package that defines a subclass of :class:`normlab.lab.spec.Study` (with a ``name``)
+contributes one instance to the registry, keyed by ``Study.name``. To add a study, add a file: nothing
+here needs editing. A module that fails to import does not hide the others: its error is kept in
+:func:`discovery_errors` and shown by ``normlab list``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import traceback
+
+from normlab.lab.spec import Study
+
+_REGISTRY: dict[str, Study] | None = None
+_ERRORS: dict[str, str] = {}
+
+
+class UnknownStudyError(KeyError):
+    """No study has that name (the message lists the valid names)."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; this one reads as a sentence
+        return str(self.args[0])
+
+
+def _discover() -> dict[str, Study]:
+    found: dict[str, Study] = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        modname = f"{__name__}.{info.name}"
+        try:
+            module = importlib.import_module(modname)
+        except Exception:  # keep the other studies usable; report the broken one
+            _ERRORS[modname] = traceback.format_exc(limit=3)
+            continue
+        for obj in vars(module).values():
+            if (
+                isinstance(obj, type)
+                and issubclass(obj, Study)
+                and obj is not Study
+                and obj.__module__ == modname
+                and isinstance(getattr(obj, "name", None), str)
+            ):
+                if obj.name in found:
+                    _ERRORS[modname] = f"duplicate study name {obj.name!r} (also in {type(found[obj.name]).__module__})"
+                    continue
+                found[obj.name] = obj()
+    return dict(sorted(found.items()))
+
+
+def registry() -> dict[str, Study]:
+    """``{name: Study instance}`` for every discovered study, sorted by name."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = _discover()
+    return _REGISTRY
+
+
+def discovery_errors() -> dict[str, str]:
+    """``{module: error}`` for study modules that failed to import."""
+    registry()
+    return dict(_ERRORS)
+
+
+def get_study(name: str) -> Study:
+    """The study called ``name``; an error listing the valid names otherwise."""
+    studies = registry()
+    if name not in studies:
+        valid = ", ".join(studies) or "(none found)"
+        raise UnknownStudyError(f"unknown study {name!r}; valid studies: {valid}")
+    return studies[name]
+
+
+__all__ = ["UnknownStudyError", "discovery_errors", "get_study", "registry"]
