@@ -77,10 +77,10 @@ def _pairs_from_graph(model: nn.Module) -> tuple[list[tuple[str, str]], dict[str
             reasons[bn_name] = f"called {calls[bn_name]} times per forward"
         elif not (isinstance(source, fx.Node) and source.op == "call_module"
                   and isinstance(model.get_submodule(source.target), FOLDABLE)):
-            what = source.target if isinstance(source, fx.Node) else repr(source)
+            what = source.name if isinstance(source, fx.Node) else repr(source)
             reasons[bn_name] = f"its input ({what}) is not the output of a Conv, ConvTranspose or Linear"
         elif len(source.users) > 1:
-            others = sorted(str(user.target) for user in source.users if user is not node)
+            others = sorted(user.name for user in source.users if user is not node)
             reasons[bn_name] = f"the output of {source.target} also feeds {', '.join(others)}"
         elif calls[source.target] > 1:
             reasons[bn_name] = f"{source.target} is called {calls[source.target]} times per forward"

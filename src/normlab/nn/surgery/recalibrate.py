@@ -21,7 +21,9 @@ statistics describe its input under the final statistics of the layers before it
 per BatchNorm; each pass stops right after the layer it measures. ``"one_pass"`` measures every layer in
 a single pass with all BatchNorms normalizing by batch statistics (their training behaviour, what
 ``torch.optim.swa_utils.update_bn`` does), pooled exactly; cheaper, and right for a model that will
-keep training. Either way dropout and every other module run in eval mode, under ``no_grad``, and each
+keep training. A layer called more than once per forward pools the inputs of all its calls; the
+inputs of the later calls are those produced under its previous statistics (one pass has no fixed point
+for a layer that feeds itself). Either way dropout and every other module run in eval mode, under ``no_grad``, and each
 module's train/eval mode is restored afterwards.
 """
 
@@ -214,7 +216,12 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable, *, estimator: str
         else:
             layers.append(match)
     modes = {id(m): (m, m.training) for m in model.modules()}
+    grad_was_enabled = torch.is_grad_enabled()
+    # Layers are written one by one, so an error on a later layer (too little data, a bad batch) would
+    # leave a half-recalibrated model: keep the old statistics to put back.
+    saved = {id(m.module): {k: v.clone() for k, v in m.module.named_buffers(recurse=False)} for m in layers}
     try:
+        torch.set_grad_enabled(False)  # restored in `finally`, with the modes
         model.eval()
         if estimator == "one_pass":
             for match in layers:
@@ -240,7 +247,14 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable, *, estimator: str
                 pooled = moments[id(match.module)]
                 _store(match.module, pooled, report.batches, match.name)
                 report.counts[match.name] = pooled.count
+    except BaseException:
+        with torch.no_grad():
+            for match in layers:
+                for name, value in saved[id(match.module)].items():
+                    getattr(match.module, name).copy_(value)
+        raise
     finally:
+        torch.set_grad_enabled(grad_was_enabled)
         for module, training in modes.values():
             module.training = training
     return report
