@@ -1,0 +1,261 @@
+"""Claims, figures and notes of the ``overfitting`` study (read from the stored run only)."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from normlab.lab import stats
+from normlab.lab.spec import Claim, Figure, StoredRun
+
+SOURCE = "seed 004"
+PAPER = "Srivastava et al. 2014"
+ARM_STYLE = {"none": ("tab:red", "no regularization"), "weight_decay": ("tab:blue", "weight decay"),
+             "dropout": ("tab:green", "dropout")}
+
+
+def final(run: StoredRun, arm: str, n_train: int, metric: str) -> np.ndarray:
+    """Per-seed value of ``metric`` at the last recorded step, in seed order."""
+    m = run.metrics
+    sel = m[(m["arm"] == arm) & (m["n_train"] == n_train) & (m["metric"] == metric)]
+    if sel.empty:
+        raise KeyError(f"no {metric!r} for arm {arm!r} at n_train={n_train} in the stored run")
+    sel = sel[sel["step"] == sel["step"].max()].sort_values("seed")
+    return sel["value"].to_numpy(dtype=np.float64)
+
+
+def gap(run: StoredRun, arm: str, n_train: int) -> np.ndarray:
+    """Held-out MSE minus train MSE (eval mode), per seed."""
+    return final(run, arm, n_train, "heldout_mse") - final(run, arm, n_train, "train_mse")
+
+
+def _demo(run: StoredRun, metric: str) -> np.ndarray:
+    m = run.metrics
+    return m[(m["arm"] == "dropout-demo") & (m["metric"] == metric)].sort_values("seed")["value"].to_numpy(float)
+
+
+def claims(run: StoredRun) -> list[Claim]:
+    c = run.config
+    n = c.n_train
+    out = []
+    for arm, text in (("weight_decay", f"weight decay ({c.weight_decay:g})"), ("dropout", f"dropout ({c.dropout:g})")):
+        out.append(stats.compare_claim(
+            f"{arm}-reduces-gap", f"{text} reduces the train/test gap", SOURCE,
+            f"per seed at step {c.steps}: held-out MSE ({c.n_heldout} points) - train MSE (eval mode); paired by seed",
+            gap(run, arm, n), gap(run, "none", n), "less", paired=True, labels=(arm, "none")))
+        out.append(stats.compare_claim(
+            f"{arm}-lowers-heldout", f"{text} lowers the held-out error (the gap could also shrink by fitting worse)",
+            "control", f"per seed: held-out MSE at step {c.steps}; paired by seed; log scale",
+            final(run, arm, n, "heldout_mse"), final(run, "none", n, "heldout_mse"), "less",
+            paired=True, transform="log", labels=(arm, "none")))
+    out.insert(1, stats.compare_claim(
+        "weight_decay-raises-train-loss", "With weight decay the training loss stays higher", SOURCE,
+        f"per seed: train MSE at step {c.steps}; paired by seed; log scale",
+        final(run, "weight_decay", n, "train_mse"), final(run, "none", n, "train_mse"), "greater",
+        paired=True, transform="log", labels=("weight_decay", "none")))
+    # The paper's "no gain on tiny data" is the *absence* of a >= min_gain improvement: invert the test of
+    # "dropout lowers held-out error by at least min_gain".
+    for size in sorted({n, *c.size_sweep}):
+        gain = stats.compare_claim(
+            f"dropout-gain/n={size}", "", PAPER, "", final(run, "dropout", size, "heldout_mse"),
+            final(run, "none", size, "heldout_mse"), "less", min_effect=c.min_gain, paired=True,
+            transform="log", labels=("dropout", "none"))
+        if size == n:
+            flip = {"supported": "refuted", "refuted": "supported", "inconclusive": "inconclusive"}
+            gain.id, gain.verdict = "dropout-no-gain-tiny", flip[gain.verdict]
+            gain.claim = f"Dropout gives no gain on a tiny training set ({size} points)"
+            gain.measurement = (f"held-out MSE, dropout vs none, paired; 'gain' = at least {c.min_gain:.0%} lower; "
+                                "supported when the data rule such a gain out")
+        else:
+            gain.claim = f"Dropout lowers held-out error by >= {c.min_gain:.0%} with {size} training points"
+            gain.measurement = "held-out MSE, dropout vs none, paired by seed, log scale"
+        out.append(gain)
+    out += _demo_claims(run)
+    return out
+
+
+def _demo_claims(run: StoredRun) -> list[Claim]:
+    c = run.config
+    train, ev = _demo(run, "train_output"), _demo(run, "eval_output")
+    units = c.demo_units
+    mean = stats.equivalence_claim(
+        "inverted-dropout-train-mean", f"In training the output is about {units}, not {units * (1 - c.dropout):g}",
+        SOURCE, f"{len(train)} draws of Dropout({c.dropout:g}) → Linear(weight 1) on ones({units}); "
+        "equal within ±1%", train, float(units), 0.01 * units)
+    theory_sd = math.sqrt(units * c.dropout / (1 - c.dropout))  # sd of Binomial(units, 1-p) / (1-p)
+    mean.detail += (f"; sd over draws {np.std(train, ddof=1):.4g} (theory for Binomial/(1-p): {theory_sd:.4g}); "
+                    f"naive {units * (1 - c.dropout):g} is {abs(np.mean(train) - units * (1 - c.dropout)) / theory_sd:.0f} sd away")
+    exact = stats.exact_claim(
+        "inverted-dropout-eval-exact", f"In eval mode the output is exactly {units}", SOURCE,
+        "largest |eval output - units| over all draws", float(np.max(np.abs(ev - units))), 0.0, rtol=0.0, atol=0.0)
+    q = float(np.mean(train <= c.demo_seed_output))
+    inside = 0.025 <= q <= 0.975
+    plausible = Claim(
+        id="seed-draw-typical", claim=f"The seed's printed {c.demo_seed_output:g} is an ordinary draw", source=SOURCE,
+        measurement=f"fraction of {len(train)} draws <= {c.demo_seed_output:g} (typical: within the central 95%)",
+        verdict="supported" if inside else "refuted", statistic="empirical_quantile", value=q, n=len(train),
+        ci=(float(np.quantile(train, 0.025)), float(np.quantile(train, 0.975))),
+        detail=f"central 95% of draws: [{np.quantile(train, 0.025):g}, {np.quantile(train, 0.975):g}]")
+    return [mean, exact, plausible]
+
+
+def figures(run: StoredRun) -> list[Figure]:
+    return [_seed_plot(run), _curves(run), _summary(run), _size_figure(run), _demo_figure(run)]
+
+
+def _seed_plot(run: StoredRun) -> Figure:
+    c = run.config
+    pts, preds = run.extra["points"], run.extra["predictions"]
+    pts = pts[(pts["arm"] == "none") & (pts["n_train"] == c.n_train)]
+    seed = int(pts["seed"].min())
+    train, test = pts[pts["set"] == "train"], pts[pts["set"] == "test"]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), sharey=True)
+    for ax, arm in zip(axes[:2], ("weight_decay", "dropout"), strict=True):
+        ax.scatter(train["x"], train["y"], c="blue", s=50, alpha=0.3, label="train")
+        ax.scatter(test["x"], test["y"], c="red", s=50, alpha=0.3, label="test (at test_x)")
+        for a, ls in (("none", "-"), (arm, "--")):
+            p = preds[(preds["arm"] == a) & (preds["n_train"] == c.n_train) & (preds["seed"] == seed)]
+            loss = final(run, a, c.n_train, "train_mse")[0]
+            ax.plot(p["x"], p["pred"], ls, color=ARM_STYLE[a][0], lw=2.5, label=f"{ARM_STYLE[a][1]} (train MSE {loss:.4f})")
+        ax.plot([-1, 1], [-c.w, c.w], color="grey", lw=1, ls=":", label=f"truth y = {c.w:g}x")
+        ax.set_title(f"{ARM_STYLE[arm][1]} vs none, step {c.steps}, seed {seed}")
+        ax.legend(loc="upper left", fontsize=8)
+        ax.set_xlabel("x")
+    axes[2].scatter(train["x"], train["y"], c="blue", s=50, alpha=0.3, label="train")
+    axes[2].scatter(test["y"], test["y"], c="red", s=50, alpha=0.3, label="test as the seed drew it: (test_y, test_y)")
+    axes[2].set_title("the seed's bug: test points on the diagonal")
+    axes[2].legend(loc="upper left", fontsize=8)
+    axes[0].set_ylim(-2.5, 2.5)
+    fig.tight_layout()
+    return Figure(
+        "seed_plot", "The seed's weight-decay and dropout plots, drawn right (one seed)",
+        "Blue: the 10 training points; red: the seed's 10 test points at their own x (the seed plotted them at "
+        "(test_y, test_y), which lines them up on the diagonal: right panel). Solid red: the unregularized fit; "
+        "dashed: weight decay (left) or dropout (middle); dotted: the true line. One seed only: the other "
+        "figures give the spread over seeds.", fig)
+
+
+def _band(ax, table: pd.DataFrame, color: str, label: str, log: bool) -> None:
+    piv = table.pivot_table(index="seed", columns="step", values="value")
+    vals = np.log10(piv) if log else piv
+    mean, half = vals.mean(), vals.std(ddof=1) * 1.96 / np.sqrt(vals.count())
+    tr = (lambda v: 10**v) if log else (lambda v: v)
+    ax.plot(mean.index, tr(mean), color=color, label=label)
+    ax.fill_between(mean.index, tr(mean - half.fillna(0)), tr(mean + half.fillna(0)), color=color, alpha=0.2)
+
+
+def _curves(run: StoredRun) -> Figure:
+    c, m = run.config, run.metrics
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+    for ax, metric, log in ((axes[0], "train_mse", True), (axes[1], "heldout_mse", True), (axes[2], "weight_norm", False)):
+        for arm, (color, label) in ARM_STYLE.items():
+            _band(ax, m[(m["arm"] == arm) & (m["n_train"] == c.n_train) & (m["metric"] == metric)], color, label, log)
+        if log:
+            ax.set_yscale("log")
+        ax.set_title(metric.replace("_", " "))
+        ax.set_xlabel("step")
+    axes[1].axhline(c.test_noise**2, color="grey", ls=":", lw=1, label=f"noise floor {c.test_noise**2:g}")
+    axes[0].legend()
+    axes[1].legend(fontsize=8)
+    fig.suptitle(f"mean over {c.seeds} seeds, band = 95% CI (geometric for MSE), {c.n_train} training points")
+    fig.tight_layout()
+    return Figure(
+        "curves", "Train error, held-out error and weight norm over training",
+        "Left: train MSE in eval mode; middle: MSE on the held-out set (dotted: the noise floor, the error of "
+        "the true line); right: L2 norm of all weight matrices. A widening distance between left and middle is "
+        "overfitting. Weight decay keeps the weights small; compare where each arm's held-out curve ends.", fig)
+
+
+def _summary(run: StoredRun) -> Figure:
+    c = run.config
+    arms = list(ARM_STYLE)
+    panels = [("train MSE", lambda a: final(run, a, c.n_train, "train_mse")),
+              ("held-out MSE", lambda a: final(run, a, c.n_train, "heldout_mse")),
+              ("seed's 10-point test MSE", lambda a: final(run, a, c.n_train, "test_mse")),
+              ("gap = held-out - train", lambda a: gap(run, a, c.n_train))]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    for ax, (title, get) in zip(axes, panels, strict=True):
+        for i, arm in enumerate(arms):
+            iv = stats.mean_ci(get(arm))
+            ax.errorbar(i, iv.mean, yerr=[[iv.mean - iv.lo], [iv.hi - iv.mean]], fmt="o", capsize=5, color=ARM_STYLE[arm][0])
+        ax.set_xticks(range(len(arms)), [ARM_STYLE[a][1] for a in arms], fontsize=8)
+        ax.set_title(title)
+    fig.suptitle(f"step {c.steps}: mean and 95% CI over {c.seeds} seeds")
+    fig.tight_layout()
+    return Figure(
+        "summary", "Final errors and the train/test gap per arm",
+        "Each dot is a mean over seeds with its 95% CI. A smaller gap alone is not better generalization: "
+        "check that the held-out MSE also falls. The seed's own 10-point test set sits at the training x "
+        "positions and has only 10 points, so its error is noisier than the held-out one.", fig)
+
+
+def _size_figure(run: StoredRun) -> Figure:
+    c = run.config
+    sizes = sorted({c.n_train, *c.size_sweep})
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for arm in ("none", "dropout"):
+        ivs = [stats.mean_ci(final(run, arm, n, "heldout_mse")) for n in sizes]
+        axes[0].errorbar(sizes, [i.mean for i in ivs], yerr=[[i.mean - i.lo for i in ivs], [i.hi - i.mean for i in ivs]],
+                         fmt="o-", capsize=4, color=ARM_STYLE[arm][0], label=ARM_STYLE[arm][1])
+    ratios = [final(run, "dropout", n, "heldout_mse") / final(run, "none", n, "heldout_mse") for n in sizes]
+    ivs = [stats.mean_ci(np.log10(r)) for r in ratios]
+    axes[1].errorbar(sizes, [10**i.mean for i in ivs], yerr=[[10**i.mean - 10**i.lo for i in ivs],
+                     [10**i.hi - 10**i.mean for i in ivs]], fmt="o-", capsize=4, color="black")
+    axes[1].axhline(1.0, color="grey", lw=1)
+    axes[1].axhline(1 - c.min_gain, color="grey", lw=1, ls=":", label=f"{c.min_gain:.0%} gain")
+    axes[0].set_ylabel("held-out MSE")
+    axes[0].axhline(c.test_noise**2, color="grey", ls=":", lw=1)
+    axes[1].set_ylabel("dropout / none (held-out MSE, per seed)")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("training points")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return Figure(
+        "dropout_vs_size", "Does dropout help more with more data?",
+        "Left: held-out MSE with and without dropout at each training-set size (mean, 95% CI; dotted: noise "
+        "floor). Right: the per-seed ratio dropout/none (geometric mean, 95% CI); below 1 dropout helps, below "
+        "the dotted line by the margin the claims use. Srivastava et al. saw no gain on tiny sets.", fig)
+
+
+def _demo_figure(run: StoredRun) -> Figure:
+    c = run.config
+    train, ev = _demo(run, "train_output"), _demo(run, "eval_output")
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.hist(train, bins=40, density=True, color="tab:green", alpha=0.6, label=f"train mode, {len(train)} draws")
+    sd = math.sqrt(c.demo_units * c.dropout / (1 - c.dropout))
+    xs = np.linspace(train.min(), train.max(), 200)
+    ax.plot(xs, np.exp(-0.5 * ((xs - c.demo_units) / sd) ** 2) / (sd * math.sqrt(2 * math.pi)), color="black",
+            lw=1, label="theory: 2·Binomial(n, 1/2), normal approx.")
+    for i, v in enumerate(np.unique(ev)[:3]):  # one line if eval is exact, as it should be
+        ax.axvline(v, color="tab:blue", lw=2, label=f"eval mode: {v:g} ({np.mean(ev == v):.0%} of draws)" if i < 3 else None)
+    ax.axvline(c.demo_seed_output, color="tab:red", ls="--", label=f"the seed's draw {c.demo_seed_output:g}")
+    ax.set_xlabel("output")
+    ax.legend(fontsize=8)
+    ax.set_title(f"Dropout({c.dropout:g}) → Linear(weight 1) on ones({c.demo_units}); naive expectation "
+                 f"{c.demo_units * (1 - c.dropout):g} is off the chart", fontsize=9)
+    fig.tight_layout()
+    return Figure(
+        "inverted_dropout", "Inverted dropout: the training output keeps its scale",
+        "Histogram: the training-mode output over many draws; black: the theoretical distribution "
+        "(each kept unit is scaled by 1/(1-p)); blue: the eval output (the same number every draw); red: the "
+        "single value the seed printed.", fig)
+
+
+def notes(run: StoredRun) -> str:
+    c = run.config
+    return (
+        f"Settings of this run (the default preset is the seed's: MLP 1→{c.n_hidden}→{c.n_hidden}→{c.n_hidden}→1, {c.n_train} train "
+        f"points, SGD lr={c.lr:g} momentum={c.momentum:g}, {c.steps} full-batch steps, weight_decay={c.weight_decay:g}), "
+        f"{c.seeds} seeds per arm trained as one stacked ensemble. The seed's dropout code is omitted: normlab uses "
+        f"Dropout({c.dropout:g}) after each hidden ReLU. All arms of a seed share the data and the initial weights, "
+        "so comparisons are paired. The seed's test set has the same x as its training set and only 10 points; "
+        f"normlab adds {c.n_heldout} held-out points (same noise) and reports both. The seed's plot put the test "
+        "points at (test_y, test_y); normlab draws them at (test_x, test_y) and shows the seed's version beside it. "
+        "Control: a smaller gap can come from fitting the training set worse, so each gap claim has a held-out "
+        f"error claim beside it. The dropout-vs-size sweep ({', '.join(map(str, c.size_sweep))} points) tests "
+        "Srivastava et al.'s observation that dropout gives no gain on very small training sets."
+    )
