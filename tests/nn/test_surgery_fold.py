@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import normlab.nn as nl
-from normlab.nn.surgery import fold_batchnorm
+from normlab.nn.surgery import fold_batchnorm, freeze_batchnorm
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _CONV_T = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
@@ -167,3 +167,17 @@ def test_tied_weights_are_not_folded():
     report = fold_batchnorm(model)
     assert report.skipped == [("1", "the parameters of nn.Linear(in_features=3, out_features=3, bias=True) "
                                     "are shared with another module")]
+
+
+def test_frozen_batchnorms_fold_in_train_mode():
+    gen = torch.Generator().manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), _nontrivial(nn.BatchNorm2d(4), gen), nn.Conv2d(4, 4, 1),
+                          _nontrivial(nn.BatchNorm2d(4), gen)).eval()
+    model[3] = nl.FrozenBatchNorm2d.from_batchnorm(model[3])
+    freeze_batchnorm(model)
+    model.train()
+    x = torch.randn(2, 3, 4, 4, generator=gen)
+    expected = model(x)
+    report = fold_batchnorm(model)
+    assert report.folded == [("0", "1"), ("2", "3")]
+    torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)

@@ -31,7 +31,9 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from normlab.nn.surgery._families import normlab_class
 from normlab.nn.surgery._tree import find_modules, replace_module, short_repr
+from normlab.nn.surgery.freeze import FrozenBatchNorm
 
 FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
             nn.Linear)
@@ -58,11 +60,17 @@ class FoldReport:
         return "\n".join(lines)
 
 
+def _batchnorm_classes() -> tuple[type, ...]:
+    """BatchNorms, and the frozen ones (always an eval-mode affine map): ours and normlab.nn's."""
+    frozen = normlab_class("frozen", "FrozenBatchNorm2d")
+    return (_BatchNorm, FrozenBatchNorm) + ((frozen,) if frozen is not None else ())
+
+
 class _LeafTracer(fx.Tracer):
     """Keeps norms and foldable layers as single call_module nodes, whatever package defines them."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (_BatchNorm, *FOLDABLE)) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (*_batchnorm_classes(), *FOLDABLE)) or super().is_leaf_module(m, qualname)
 
 
 def _pairs_from_graph(model: nn.Module) -> tuple[list[tuple[str, str]], dict[str, str]]:
@@ -70,7 +78,7 @@ def _pairs_from_graph(model: nn.Module) -> tuple[list[tuple[str, str]], dict[str
     calls = Counter(node.target for node in graph.nodes if node.op == "call_module")
     pairs, reasons = [], {}
     for node in graph.nodes:
-        if node.op != "call_module" or not isinstance(model.get_submodule(node.target), _BatchNorm):
+        if node.op != "call_module" or not isinstance(model.get_submodule(node.target), _batchnorm_classes()):
             continue
         bn_name, source = node.target, node.args[0] if node.args else None
         if calls[bn_name] > 1:
@@ -96,7 +104,7 @@ def _pairs_from_sequentials(model: nn.Module) -> list[tuple[str, str]]:
             continue
         children = list(container.named_children())
         for (layer_name, layer), (bn_name, bn) in pairwise(children):
-            if isinstance(layer, FOLDABLE) and isinstance(bn, _BatchNorm):
+            if isinstance(layer, FOLDABLE) and isinstance(bn, _batchnorm_classes()):
                 prefix = f"{name}." if name else ""
                 pairs.append((prefix + layer_name, prefix + bn_name))
     return pairs
@@ -108,8 +116,8 @@ def _out_channels(layer: nn.Module) -> int:
     return layer.out_channels
 
 
-def _why_not(layer: nn.Module, bn: _BatchNorm, shared: set[int]) -> str | None:
-    if bn.training:
+def _why_not(layer: nn.Module, bn: nn.Module, shared: set[int]) -> str | None:
+    if isinstance(bn, _BatchNorm) and bn.training:
         return "in training mode (folding uses running statistics; call model.eval() first)"
     if bn.running_mean is None:
         return "track_running_stats=False: eval mode normalizes with batch statistics, not a fixed map"
@@ -121,7 +129,7 @@ def _why_not(layer: nn.Module, bn: _BatchNorm, shared: set[int]) -> str | None:
 
 
 @torch.no_grad()
-def _fold_into(layer: nn.Module, bn: _BatchNorm) -> None:
+def _fold_into(layer: nn.Module, bn: nn.Module) -> None:
     f64 = torch.float64
     scale = torch.rsqrt(bn.running_var.to(f64) + bn.eps)  # (C,)
     if bn.weight is not None:
@@ -149,6 +157,9 @@ def _fold_into(layer: nn.Module, bn: _BatchNorm) -> None:
 def fold_batchnorm(model: nn.Module) -> FoldReport:
     """Fold, in place, every eval-mode BatchNorm that directly follows a Conv/ConvTranspose/Linear.
 
+    Frozen BatchNorms (:class:`FrozenBatchNorm`, ``normlab.nn.FrozenBatchNorm2d``) are folded too, in any
+    mode: they always compute the eval-mode map.
+
     Outputs of the folded model equal the unfolded model's (eval mode) up to float rounding. Folded
     BatchNorms become ``nn.Identity``; the others stay and are listed in the report with the reason
     (training mode, no running statistics, input not from a foldable layer, that layer's output used
@@ -165,7 +176,7 @@ def fold_batchnorm(model: nn.Module) -> FoldReport:
         >>> model.eval(); report = fold_batchnorm(model); print(report)
     """
     report = FoldReport()
-    batchnorms = find_modules(model, lambda m: isinstance(m, _BatchNorm), "fold_batchnorm")
+    batchnorms = find_modules(model, lambda m: isinstance(m, _batchnorm_classes()), "fold_batchnorm")
     try:
         pairs, reasons = _pairs_from_graph(model)
         called = {bn for _, bn in pairs} | set(reasons)
