@@ -6,8 +6,8 @@ shape, and the float64 reference forward/backward from ``normlab.nn.reference`` 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn as tnn

@@ -101,7 +101,7 @@ def test_gradcheck_float64(case):
     params = tuple(ours.parameters())
 
     def f(x, *ps):
-        return torch.func.functional_call(ours, dict(zip([n for n, _ in ours.named_parameters()], ps)), (x,))
+        return torch.func.functional_call(ours, dict(zip([n for n, _ in ours.named_parameters()], ps, strict=True)), (x,))
 
     assert torch.autograd.gradcheck(f, (x, *params), fast_mode=True)
 

@@ -15,6 +15,7 @@ from typing import Literal
 import torch
 import torch.nn as tnn
 
+from normlab.nn import functional as NF
 from normlab.nn._validate import (
     check_channels,
     check_eps,
@@ -67,6 +68,28 @@ class _CheckedBatchNorm:
         uses_batch_stats = self.training or self.running_mean is None
         if uses_batch_stats:
             check_values_per_channel(input, where)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(input)
+        # torch's semantics (the same steps as torch.nn.modules.batchnorm._BatchNorm.forward), with the
+        # normalization done by normlab.nn.functional.batch_norm, which recenters large-mean inputs.
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # cumulative moving average
+                factor = 1.0 / float(self.num_batches_tracked)
+        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
+        update = not self.training or self.track_running_stats  # buffers passed only to be used or updated
+        return NF.batch_norm(
+            input,
+            self.running_mean if update else None,
+            self.running_var if update else None,
+            self.weight,
+            self.bias,
+            use_batch_stats,
+            factor,
+            self.eps,
+        )
 
     @property
     def keras_momentum(self) -> float | None:

@@ -37,6 +37,51 @@ __all__ = [
 _HALF = (torch.float16, torch.bfloat16)
 
 
+# Recentering. torch's kernels keep the mean in float32 (in the input's dtype for float64). When |mean| is
+# large against the spread, that float32 mean is off by a few ulps of |mean|, and the output
+# (x - mean) * rstd inherits an error of about ulp(|mean|) * rstd: with mean 1e4 and std 1e-2 that is 0.05,
+# and a constant input comes out as +-4e-5 instead of 0. The kernels return their mean and rstd, so the
+# risk is measured for free after the fast call; only then is the input shifted by the (detached) mean
+# and normalized again. x - mean is exact there (Sterbenz: both are close), the norm is invariant to a
+# per-row shift, so the result is the float64 one to float32 precision and gradients are unchanged.
+# Cost on ordinary data: one reduction over the per-row statistics.
+RECENTER_RATIO = 128.0
+
+
+def _needs_recentering(mean: torch.Tensor, rstd: torch.Tensor) -> bool:
+    if mean.numel() == 0 or torch.compiler.is_compiling():  # no data-dependent branch inside a graph
+        return False
+    return bool((mean.abs() * rstd).amax() > RECENTER_RATIO)
+
+
+def _batch_norm_batch_stats(input, running_mean, running_var, weight, bias, momentum, eps):
+    """Training-mode batch norm (batch statistics), recentered when the batch's mean calls for it."""
+    saved = None if running_mean is None else (running_mean.clone(), running_var.clone())
+    y, mean, invstd = torch.native_batch_norm(input, weight, bias, running_mean, running_var, True, momentum, eps)
+    if not _needs_recentering(mean, invstd):
+        return y
+    shift = mean.detach()  # (C,), float32
+    if saved is not None:  # redo the running update on the shifted input, then shift the mean back
+        running_mean.copy_(saved[0] - shift)
+        running_var.copy_(saved[1])
+    shifted = input - shift.to(input.dtype).view(1, -1, *[1] * (input.dim() - 2))
+    y = torch.native_batch_norm(shifted, weight, bias, running_mean, running_var, True, momentum, eps)[0]
+    if saved is not None:
+        running_mean.add_(shift)
+    return y
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    """channels_last(_3d) when ``x`` is laid out so (and not also plain contiguous), else contiguous."""
+    if x.is_contiguous():
+        return torch.contiguous_format
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
+        return torch.channels_last_3d
+    return torch.contiguous_format
+
+
 def _check_param(t: torch.Tensor | None, name: str, size: int, where: str) -> None:
     if t is not None and t.numel() != size:
         raise ValueError(f"{where}: {name} must have {size} elements (one per channel), got shape {tuple(t.shape)}")
@@ -57,7 +102,9 @@ def batch_norm(input: torch.Tensor, running_mean: torch.Tensor | None, running_v
         _check_param(t, name, channels, where)
     if training or running_mean is None:
         check_values_per_channel(input, where)
-    return F.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+    if not (training or running_mean is None) or input.numel() == 0:
+        return F.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+    return _batch_norm_batch_stats(input, running_mean, running_var, weight, bias, momentum, eps)
 
 
 def instance_norm(input: torch.Tensor, running_mean: torch.Tensor | None = None,
@@ -74,7 +121,21 @@ def instance_norm(input: torch.Tensor, running_mean: torch.Tensor | None = None,
     for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
                     ("bias", bias)):
         _check_param(t, name, channels, where)
-    return F.instance_norm(input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps)
+    if not use_input_stats or input.numel() == 0:
+        return F.instance_norm(input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps)
+    # torch's own recipe: instance norm is batch norm of the (1, N*C, *) view, with the per-channel
+    # tensors repeated N times and the running statistics averaged back over N.
+    n, c = input.shape[:2]
+    stats = [None if t is None else t.repeat(n) for t in (running_mean, running_var)]
+    y = _batch_norm_batch_stats(
+        input.contiguous().view(1, n * c, *input.shape[2:]), *stats,
+        None if weight is None else weight.repeat(n), None if bias is None else bias.repeat(n), momentum, eps,
+    )
+    with torch.no_grad():
+        for running, repeated in zip((running_mean, running_var), stats, strict=True):
+            if running is not None:
+                running.copy_(repeated.view(n, c).mean(0))
+    return y.view(input.shape)
 
 
 def group_norm(input: torch.Tensor, num_groups: int, weight: torch.Tensor | None = None,
@@ -102,7 +163,17 @@ def group_norm(input: torch.Tensor, num_groups: int, weight: torch.Tensor | None
         )
     _check_param(weight, "weight", channels, where)
     _check_param(bias, "bias", channels, where)
-    return F.group_norm(input, num_groups, weight, bias, eps)
+    n = input.shape[0]
+    if input.numel() == 0:
+        return F.group_norm(input, num_groups, weight, bias, eps)
+    # the native kernel wants the input dense in its own memory format (channels_last stays channels_last)
+    dense = input.contiguous(memory_format=_memory_format(input))
+    y, mean, rstd = torch.native_group_norm(dense, weight, bias, n, channels, input.numel() // (n * channels),
+                                            num_groups, eps)
+    if _needs_recentering(mean, rstd):
+        shift = mean.detach().to(input.dtype).repeat_interleave(channels // num_groups, dim=1)  # (N, C)
+        y = F.group_norm(input - shift.view(n, channels, *[1] * (input.dim() - 2)), num_groups, weight, bias, eps)
+    return y
 
 
 def layer_norm(input: torch.Tensor, normalized_shape: Sequence[int], weight: torch.Tensor | None = None,
@@ -112,7 +183,16 @@ def layer_norm(input: torch.Tensor, normalized_shape: Sequence[int], weight: tor
     check_floating(input, where)
     check_trailing_shape(input, normalized_shape, where)
     check_eps(eps, where)
-    return F.layer_norm(input, list(normalized_shape), weight, bias, eps)
+    return _layer_norm(input, list(normalized_shape), weight, bias, eps)
+
+
+def _layer_norm(input, normalized_shape, weight, bias, eps):
+    if input.numel() == 0:
+        return F.layer_norm(input, normalized_shape, weight, bias, eps)
+    y, mean, rstd = torch.native_layer_norm(input, normalized_shape, weight, bias, eps)
+    if _needs_recentering(mean, rstd):
+        y = F.layer_norm(input - mean.detach().to(input.dtype), normalized_shape, weight, bias, eps)
+    return y
 
 
 class _RMSNormFunction(torch.autograd.Function):
@@ -215,7 +295,7 @@ def layer_norm_channels_first(input: torch.Tensor, weight: torch.Tensor | None =
     c = moved.shape[-1]
     _check_param(weight, "weight", c, where)
     check_eps(eps, where)
-    return F.layer_norm(moved, [c], weight, bias, eps).permute(inverse)
+    return _layer_norm(moved, [c], weight, bias, eps).permute(inverse)
 
 
 def rms_norm_channels_first(input: torch.Tensor, weight: torch.Tensor | None = None, eps: float | None = None,

@@ -71,6 +71,14 @@ class _CheckedInstanceNorm:
         check_eps(eps, where)
         check_momentum(momentum, where)
 
+    def _apply_instance_norm(self, input: torch.Tensor) -> torch.Tensor:
+        # torch's forward calls this after _check_input_dim; normlab's functional recenters large means
+        return NF.instance_norm(
+            input, self.running_mean, self.running_var, self.weight, self.bias,
+            self.training or not self.track_running_stats,
+            self.momentum if self.momentum is not None else 0.0, self.eps,
+        )
+
     def _check_input_dim(self, input: torch.Tensor) -> None:
         where = type(self).__name__
         check_floating(input, where)

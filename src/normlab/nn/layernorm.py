@@ -15,7 +15,7 @@ import torch
 import torch.nn as tnn
 
 from normlab.nn import functional as NF
-from normlab.nn._validate import check_eps, check_positive_int
+from normlab.nn._validate import check_channels, check_eps, check_positive_int
 
 
 def _as_shape(normalized_shape, where: str) -> tuple[int, ...]:
@@ -25,6 +25,11 @@ def _as_shape(normalized_shape, where: str) -> tuple[int, ...]:
     for size in shape:
         check_positive_int(int(size) if isinstance(size, numbers.Integral) else size, "normalized_shape", where)
     return tuple(int(s) for s in shape)
+
+
+def _check_channels_first(input: torch.Tensor, num_channels: int, where: str) -> None:
+    if isinstance(input, torch.Tensor) and input.dim() >= 2:
+        check_channels(input, num_channels, "num_channels", where)
 
 
 class LayerNorm(tnn.LayerNorm):
@@ -124,6 +129,7 @@ class LayerNorm2d(LayerNorm):
         super().__init__(num_channels, eps, elementwise_affine, bias, device, dtype)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        _check_channels_first(input, self.normalized_shape[0], type(self).__name__)
         return NF.layer_norm_channels_first(input, self.weight, self.bias, self.eps, where=type(self).__name__)
 
 
@@ -153,4 +159,5 @@ class RMSNorm2d(RMSNorm):
         super().__init__(num_channels, eps, elementwise_affine, device, dtype)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        _check_channels_first(input, self.normalized_shape[0], type(self).__name__)
         return NF.rms_norm_channels_first(input, self.weight, self.eps, where=type(self).__name__)
