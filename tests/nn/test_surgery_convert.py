@@ -185,3 +185,21 @@ def test_bad_arguments_are_type_errors_naming_the_argument():
         convert_norms("model", from_="batchnorm", to="groupnorm")
     with pytest.raises(ValueError, match="the model itself is a BatchNorm2d"):
         convert_norms(nn.BatchNorm2d(4), from_="batchnorm", to=nn.GroupNorm, num_groups=2)
+
+
+def test_keras_momentum_convention_and_lazy_modules():
+    model = nn.Sequential(nl.BatchNorm2d(4, momentum=0.99, momentum_convention="keras"))
+    convert_norms(model, from_=nl.BatchNorm2d, to=nn.BatchNorm2d)  # torch has torch's convention only
+    assert type(model[0]) is nn.BatchNorm2d and model[0].momentum == pytest.approx(0.01)
+    direct = nn.Sequential(nl.BatchNorm2d(4, momentum=0.99, momentum_convention="keras"))
+    convert_norms(direct, from_=nl.BatchNorm2d, to=_KerasBatchNorm2d)
+    assert direct[0].momentum_convention == "keras" and direct[0].keras_momentum == 0.99
+    assert direct[0].momentum == pytest.approx(0.01)
+    lazy = nn.Sequential(nn.LazyBatchNorm2d())
+    with pytest.raises(ConversionError, match="lazy module not yet initialized; run one forward first"):
+        convert_norms(lazy, from_="batchnorm", to=nn.GroupNorm, num_groups=1)
+    assert type(lazy[0]) is nn.LazyBatchNorm2d
+
+
+class _KerasBatchNorm2d(nl.BatchNorm2d):
+    """A distinct class, so converting normlab's BatchNorm2d into it is not a no-op."""

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
+from torch.nn.parameter import is_lazy
 
 from normlab.nn.surgery._families import FAMILIES, Family, family_of, normlab_class
 from normlab.nn.surgery._tree import Match, class_label, find_modules, replace_module, short_repr
@@ -198,6 +199,9 @@ def _constructor_kwargs(module: nn.Module, fam: Family | None, cls: type, target
         for stat_name in ("momentum", "track_running_stats"):
             if stat_name in params and hasattr(module, stat_name):
                 kw[stat_name] = getattr(module, stat_name)
+        if getattr(module, "momentum_convention", "torch") != "torch" and "momentum_convention" in params:
+            # normlab's Keras-convention BatchNorm stores torch's momentum; hand it over in its own terms.
+            kw["momentum"], kw["momentum_convention"] = module.keras_momentum, module.momentum_convention
     ref = _first_tensor(module)
     if ref is not None:
         kw.update({k: v for k, v in (("device", ref.device), ("dtype", ref.dtype)) if k in params})
@@ -229,6 +233,8 @@ def _carry_state(src: nn.Module, dst: nn.Module) -> tuple[tuple[str, ...], tuple
 
 def _build(match: Match, to, kwargs: dict) -> nn.Module:
     module = match.module
+    if any(is_lazy(t) for t in [*module.parameters(recurse=False), *module.buffers(recurse=False)]):
+        raise ConversionError(f"{type(module).__name__} is a lazy module not yet initialized; run one forward first")
     fam = family_of(type(module))
     if isinstance(to, type) or isinstance(to, str):
         cls = _class_for_name(to, module, fam) if isinstance(to, str) else to

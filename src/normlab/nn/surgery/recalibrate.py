@@ -187,7 +187,8 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable, *, estimator: str
         model: any module tree; BatchNorms with ``track_running_stats=False`` are skipped and reported.
         batches: an iterable of batches: tensors, ``(input, target, ...)`` tuples (a DataLoader) or dicts
             of keyword inputs. ``"population"`` iterates it once per BatchNorm, so it must be re-iterable
-            (a list, a DataLoader), not a generator.
+            (a list, a DataLoader), not a generator, and yield the same data every time: random
+            augmentation would give each layer a different sample.
         estimator: ``"population"`` (eval-mode statistics, layer by layer; see the module doc) or
             ``"one_pass"`` (all layers in one pass, BatchNorms normalizing with batch statistics).
         forward: ``forward(model, batch)`` to call the model, when the default handling above does not fit.
@@ -201,7 +202,9 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable, *, estimator: str
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"{_WHERE}: estimator must be one of {ESTIMATORS}, got {estimator!r}")
-    if estimator == "population" and iter(batches) is batches:
+    # An Iterator (a generator) is exhausted after one pass; a DataLoader or a list is not (and calling
+    # iter() on a DataLoader to find out would start its workers).
+    if estimator == "population" and isinstance(batches, Iterator):
         raise TypeError(
             f"{_WHERE}: estimator='population' iterates the data once per BatchNorm, so batches must be "
             f"re-iterable (a list or a DataLoader); got a one-shot {type(batches).__name__}. "
