@@ -1,0 +1,104 @@
+"""Histograms equal numpy.histogram with the same edges, on the device binning and through the Probe."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from probe_oracle import seed000_data, seed000_ln_model
+from torch import nn
+
+from normlab.probe import Probe, SymLogBins
+
+
+def _numpy_counts(values: torch.Tensor, edges: np.ndarray) -> np.ndarray:
+    # numpy's last bin is closed on the right; with an infinite last edge that changes nothing for finite data
+    finite = values.detach().double().numpy().reshape(-1)
+    return np.histogram(finite[~np.isnan(finite)], bins=edges)[0]
+
+
+def test_edges_are_symmetric_log_spaced_with_open_ends():
+    edges = SymLogBins(64).edges(torch.float64)
+    assert len(edges) == 65 and edges[0] == -np.inf and edges[-1] == np.inf and edges[32] == 0.0
+    np.testing.assert_allclose(edges[1:32], -edges[33:64][::-1])
+    positive = edges[33:64]
+    np.testing.assert_allclose(positive[[0, -1]], [1e-7, 1e3])
+    np.testing.assert_allclose(np.diff(np.log10(positive)), 1 / 3)  # 3 bins per decade
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    bins=st.sampled_from([6, 16, 64]),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    exponents=st.lists(st.floats(-12, 6), min_size=1, max_size=200),
+    signs=st.lists(st.sampled_from([-1.0, 0.0, 1.0]), min_size=200, max_size=200),
+)
+def test_symlog_counts_equal_numpy_histogram(bins, dtype, exponents, signs):
+    values = torch.tensor([s * 10.0**e for s, e in zip(signs, exponents, strict=False)], dtype=dtype)
+    binning = SymLogBins(bins)
+    edges = binning.edges(dtype)
+    offsets = torch.zeros_like(values, dtype=torch.int64)
+    counts = binning.segment_counts(values, offsets, 1)[0].numpy()
+    np.testing.assert_array_equal(counts, _numpy_counts(values, edges))
+
+
+def test_values_on_edges_fall_in_the_bin_they_open():
+    binning = SymLogBins(6)  # edges: -inf, -1e3, -1e-7, 0, 1e-7, 1e3, inf
+    edges = binning.edges(torch.float64)
+    values = torch.tensor(edges[1:-1], dtype=torch.float64)
+    counts = binning.segment_counts(values, torch.zeros(5, dtype=torch.int64), 1)[0].numpy()
+    np.testing.assert_array_equal(counts, [0, 1, 1, 1, 1, 1])
+    np.testing.assert_array_equal(counts, _numpy_counts(values, edges))
+
+
+def test_nan_is_not_counted_and_infinities_land_in_the_open_bins():
+    binning = SymLogBins(6)
+    values = torch.tensor([float("nan"), float("inf"), -float("inf"), 5.0])
+    counts = binning.segment_counts(values, torch.zeros(4, dtype=torch.int64), 1)[0].numpy()
+    np.testing.assert_array_equal(counts, [1, 0, 0, 0, 1, 1])
+
+
+def test_probe_histograms_equal_numpy_per_tensor():
+    model = seed000_ln_model(torch.float32)
+    x, y = seed000_data(torch.float32)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    outputs, grads, weights = {}, [], []
+    model[3].register_forward_hook(lambda m, a, out: outputs.__setitem__(len(grads), out.detach().clone()))
+    with Probe(model, optimizer, histograms=2, bins=16) as probe:
+        for _ in range(4):
+            nn.functional.mse_loss(model(x).squeeze(-1), y).backward()
+            grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+            weights.append({n: p.detach().clone() for n, p in model.named_parameters()})
+            optimizer.step()
+            optimizer.zero_grad()
+    table = probe.histograms()
+    edges = SymLogBins(16).edges(torch.float32)
+    assert sorted(table.step.unique()) == [0, 2]
+    for step in (0, 2):
+        for kind, tensors in (("grad", grads[step]), ("weight", weights[step])):
+            for name, tensor in tensors.items():
+                rows = table[(table.step == step) & (table.kind == kind) & (table.name == name)]
+                np.testing.assert_array_equal(rows.bin_lo.to_numpy(), edges[:-1])
+                np.testing.assert_array_equal(rows.bin_hi.to_numpy(), edges[1:])
+                np.testing.assert_array_equal(rows["count"].to_numpy(), _numpy_counts(tensor, edges))
+        rows = table[(table.step == step) & (table.kind == "norm_out") & (table.name == "3")]
+        np.testing.assert_array_equal(rows["count"].to_numpy(), _numpy_counts(outputs[step], edges))
+    # scalars are also recorded on every histogram step
+    assert set(probe.scalars().step) == {0, 1, 2, 3}
+
+
+def test_histograms_off_gives_empty_table_with_columns():
+    model = seed000_ln_model()
+    with Probe(model) as probe:
+        pass
+    table = probe.histograms()
+    assert list(table.columns) == ["step", "member", "name", "kind", "bin_lo", "bin_hi", "count"]
+    assert len(table) == 0
+
+
+@pytest.mark.parametrize("bins", [5, 4, 0, True, 64.0, "64"])
+def test_bad_bins_are_rejected_with_the_argument_named(bins):
+    with pytest.raises(ValueError, match="bins"):
+        Probe(seed000_ln_model(), histograms=True, bins=bins)
