@@ -72,6 +72,7 @@ class Branchy(nn.Module):
         self.conv1, self.bn1 = nn.Conv2d(3, 4, 3, padding=1, bias=False), nl.BatchNorm2d(4)
         self.conv2, self.bn2 = nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)
         self.bn3 = nn.BatchNorm2d(4)
+        self.norm = nl.LayerNorm2d(4)  # normlab layers validate inputs in Python: traced as leaves
         self.head = nn.Linear(4, 3)
         self.bn_head = nn.BatchNorm1d(3)
         self.unused = nn.BatchNorm1d(3)
@@ -80,7 +81,7 @@ class Branchy(nn.Module):
         h = torch.relu(self.bn1(self.conv1(x)))  # (B, 4, H, W)
         y = self.conv2(h)
         out = self.bn2(y) + y  # conv2's output also feeds the residual add
-        out = self.bn3(torch.relu(out))  # input is a relu, not a layer
+        out = self.norm(self.bn3(torch.relu(out)))  # bn3's input is a relu, not a layer
         return self.bn_head(self.head(out.mean(dim=(2, 3))))
 
 

@@ -111,7 +111,9 @@ def _source_predicate(from_) -> Callable[[nn.Module], bool]:
 
 
 def _first_tensor(module: nn.Module) -> torch.Tensor | None:
-    return next(iter([*module.parameters(recurse=False), *module.buffers(recurse=False)]), None)
+    """A floating tensor of the module (for its device and dtype), or None."""
+    tensors = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
+    return next((t for t in tensors if t.is_floating_point()), None)
 
 
 def _channels(module: nn.Module, fam: Family) -> int:

@@ -31,7 +31,7 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from normlab.nn.surgery._families import normlab_class
+from normlab.nn.surgery._families import family_of, normlab_class
 from normlab.nn.surgery._tree import find_modules, replace_module, short_repr
 from normlab.nn.surgery.freeze import FrozenBatchNorm
 
@@ -70,7 +70,9 @@ class _LeafTracer(fx.Tracer):
     """Keeps norms and foldable layers as single call_module nodes, whatever package defines them."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (*_batchnorm_classes(), *FOLDABLE)) or super().is_leaf_module(m, qualname)
+        # normlab's layers validate their inputs in Python, which a symbolic trace cannot run through.
+        is_norm = family_of(type(m)) is not None or type(m).__module__.startswith("normlab.nn.")
+        return is_norm or isinstance(m, (*_batchnorm_classes(), *FOLDABLE)) or super().is_leaf_module(m, qualname)
 
 
 def _pairs_from_graph(model: nn.Module) -> tuple[list[tuple[str, str]], dict[str, str]]:

@@ -130,12 +130,12 @@ def _measure(model, batches, forward, layers: list[Match], stop_after: Match | N
     """Pool the inputs of ``layers`` over all batches; with ``stop_after``, end each forward at that layer."""
     moments = {id(m.module): PooledMoments() for m in layers}
 
-    def hook(module, args):
-        moments[id(module)].add(args[0])
+    def hook(module, args, kwargs):
+        moments[id(module)].add(args[0] if args else kwargs["input"])
         if stop_after is not None and module is stop_after.module:
             raise _Stop
 
-    handles = [m.module.register_forward_pre_hook(hook) for m in layers]
+    handles = [m.module.register_forward_pre_hook(hook, with_kwargs=True) for m in layers]
     try:
         seen = _run(model, batches, forward, stop_early=stop_after is not None)
     finally:
