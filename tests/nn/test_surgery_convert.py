@@ -168,6 +168,11 @@ def test_refuses_axis_and_rank_changes_and_missing_arguments():
                     from_=nn.BatchNorm2d, to=nn.RMSNorm)
     _assert_refused(nn.Sequential(nn.BatchNorm2d(4)), "takes 2d inputs but nn.InstanceNorm1d takes 1d",
                     from_=nn.BatchNorm2d, to=nn.InstanceNorm1d)
+    _assert_refused(nn.Sequential(nn.LayerNorm((4, 3))), r"normalizes trailing shape \(4, 3\) but the new "
+                    r"nn.RMSNorm\(\(3,\).* normalizes trailing shape \(3,\)", from_=nn.LayerNorm, to=nn.RMSNorm,
+                    normalized_shape=3)
+    _assert_refused(nn.Sequential(nn.BatchNorm2d(4)), r"normalizes C=4 channels but .* C=8 channels",
+                    from_=nn.BatchNorm2d, to=nn.GroupNorm, num_groups=2, num_channels=8)
     _assert_refused(nn.Sequential(nn.BatchNorm2d(4)), "needs num_groups", from_=nn.BatchNorm2d, to=nn.GroupNorm)
     _assert_refused(nn.Sequential(nn.GroupNorm(2, 4)), "cannot choose between the 1d/2d/3d",
                     from_=nn.GroupNorm, to="batchnorm")

@@ -124,6 +124,13 @@ def _channels(module: nn.Module, fam: Family) -> int:
     return module.normalized_shape[0]  # normlab's LayerNorm2d/RMSNorm2d: normalized_shape == (C,)
 
 
+def _size(module: nn.Module, fam: Family) -> str:
+    """What the layer's input must match: its channel count, or its trailing shape."""
+    if fam.channels_first:
+        return f"C={_channels(module, fam)} channels"
+    return f"trailing shape {tuple(module.normalized_shape)}"
+
+
 def _class_for_name(name: str, module: nn.Module, fam: Family | None) -> type:
     """A registry name -> the concrete class that fits ``module`` (normlab's when it exists, else torch's)."""
     if name not in _TARGET_NAMES:
@@ -256,6 +263,11 @@ def _build(match: Match, to, kwargs: dict) -> nn.Module:
             new = cls(**kw)
         except (TypeError, ValueError) as exc:
             raise ConversionError(f"{class_label(cls)}(**{kw}) failed for {short_repr(module)}: {exc}") from exc
+        if fam is not None and target is not None and _size(module, fam) != _size(new, target):
+            raise ConversionError(
+                f"{short_repr(module)} normalizes {_size(module, fam)} but the new {short_repr(new)} "
+                f"normalizes {_size(new, target)}; the layer's input would not fit"
+            )
     elif callable(to):
         new = to(module, **kwargs)
         if not isinstance(new, nn.Module):
