@@ -16,6 +16,15 @@ Normalization* (2018), Figure 2, where the four differ only in the set they aver
 ``none``        Identity (conv gets a bias)  --                      --
 =============== ============================ ======================= ==========================
 
+**Seeds as one model.** ``SmallCNN(..., members=S)`` is S independent CNNs in one: every conv is grouped
+(``groups=S``), every norm spans ``S x C`` channels with ``S x G`` groups, so member ``s`` owns channel
+block ``s`` and never sees another member's activations; BatchNorm's statistics stay per channel, hence
+per member. :func:`stack_members` builds it from S ordinary ``SmallCNN`` s (``torch.manual_seed(seed);
+SmallCNN(...)``) and :func:`train_members` feeds member ``s`` its own shuffled batches; with the loss summed
+over members each member gets exactly its own gradient and SGD updates each element from its own state, so
+an S-member run equals S separate runs (up to float summation order) at a fraction of the per-step
+overhead, which dominates at batch size 2.
+
 LayerNorm here is the GN paper's: GroupNorm with one group, the numbers of ``LayerNorm((C, H, W))`` up
 to its affine (per channel rather than per element), without tying the model to one input size. (It is
 not ConvNeXt's ``LayerNorm2d``, which normalizes each pixel over C only.) ``G`` is ``num_groups`` (default 8, clipped to C; it must
@@ -25,7 +34,7 @@ divide C).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -56,18 +65,21 @@ def norm2d(name: str, channels: int, *, num_groups: int = 8, **kwargs: Any) -> t
 
 
 class SmallCNN(tnn.Module):
-    """``[conv3x3 → norm → ReLU → (maxpool)] x 3 → global average pool → Linear``.
+    """``[conv3x3 → norm → ReLU → (maxpool)] x 3 → global average pool → linear``, optionally S members.
 
     Args:
         in_channels: image channels (1 for grey images).
         num_classes: outputs of the classifier.
         widths: channels of the three conv stages.
         norm: one of ``CNN_NORMS``.
-        num_groups: groups for ``norm="groupnorm"``.
+        num_groups: groups for ``norm="groupnorm"`` (per member).
         norm_kwargs: passed to the norm (e.g. ``{"momentum": None}`` for BatchNorm).
+        members: independent networks computed together (see the module docstring).
 
     Shape:
-        input ``(N, in_channels, H, W)`` with H, W >= 4; output ``(N, num_classes)`` logits.
+        ``members=1``: input ``(N, in_channels, H, W)``, output ``(N, num_classes)`` logits.
+        ``members=S``: input ``(N, S * in_channels, H, W)`` (member s reads channel block s), output
+        ``(N, S, num_classes)``. H, W >= 4.
 
     Example::
 
@@ -84,73 +96,161 @@ class SmallCNN(tnn.Module):
         norm: str = "batchnorm",
         num_groups: int = 8,
         norm_kwargs: Mapping[str, Any] | None = None,
+        members: int = 1,
     ) -> None:
         super().__init__()
         if len(widths) != 3 or any(not isinstance(w, int) or w < 1 for w in widths):
             raise ValueError(f"SmallCNN: widths must be three positive ints, got {widths!r}")
-        self.norm = norm
+        if not isinstance(members, int) or members < 1:
+            raise ValueError(f"SmallCNN: members must be a positive int, got {members!r}")
+        self.norm, self.members, self.in_channels, self.num_classes = norm, members, in_channels, num_classes
+        self.config = {"in_channels": in_channels, "num_classes": num_classes, "widths": tuple(widths),
+                       "norm": norm, "num_groups": num_groups, "norm_kwargs": dict(norm_kwargs or {})}
         chans = (in_channels, *widths)
         self.convs = tnn.ModuleList()
         self.norms = tnn.ModuleList()
         for c_in, c_out in itertools.pairwise(chans):
             # A norm's beta already provides a per-channel offset, so the conv bias would be redundant.
-            self.convs.append(tnn.Conv2d(c_in, c_out, 3, padding=1, bias=norm == "none"))
-            self.norms.append(norm2d(norm, c_out, num_groups=num_groups, **dict(norm_kwargs or {})))
-        self.head = tnn.Linear(widths[-1], num_classes)
+            self.convs.append(tnn.Conv2d(members * c_in, members * c_out, 3, padding=1, bias=norm == "none",
+                                         groups=members))
+            groups = min(num_groups, c_out)
+            if norm == "groupnorm" and c_out % groups:
+                raise ValueError(f"SmallCNN: num_groups={groups} must divide width {c_out}")
+            if norm == "layernorm" and members > 1:  # one group per member
+                self.norms.append(create_norm("groupnorm", members * c_out, num_groups=members))
+            else:
+                self.norms.append(norm2d(norm, members * c_out, num_groups=members * groups,
+                                         **dict(norm_kwargs or {})))
+        # A 1x1 conv is a linear layer on pooled features; grouped, it keeps the members apart.
+        self.head = tnn.Conv2d(members * widths[-1], members * num_classes, 1, groups=members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4:
-            raise ValueError(f"SmallCNN: expected input (N, C, H, W), got shape {tuple(x.shape)}")
+        expected = self.members * self.in_channels
+        if x.ndim != 4 or x.shape[1] != expected:
+            raise ValueError(f"SmallCNN: expected input (N, {expected}, H, W), got shape {tuple(x.shape)}")
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
-            x = F.relu(norm(conv(x)))  # (N, C_i, H_i, W_i)
+            x = F.relu(norm(conv(x)))  # (N, S*C_i, H_i, W_i)
             if i < 2:
                 x = F.max_pool2d(x, 2)  # halve H, W
-        return self.head(x.mean(dim=(2, 3)))  # (N, num_classes)
+        logits = self.head(x.mean(dim=(2, 3), keepdim=True)).flatten(1)  # (N, S*classes)
+        return logits if self.members == 1 else logits.view(len(x), self.members, self.num_classes)
 
 
-def train_epochs(
-    model: tnn.Module,
+def stack_members(members: Sequence[SmallCNN]) -> SmallCNN:
+    """One ``SmallCNN(members=len(members))`` whose member s has the weights and buffers of ``members[s]``."""
+    if not members or any(m.members != 1 for m in members):
+        raise ValueError("stack_members: expected a non-empty list of single-member SmallCNNs")
+    if any(m.config != members[0].config for m in members):
+        raise ValueError("stack_members: members must share one configuration")
+    stacked = SmallCNN(**members[0].config, members=len(members))
+    states = [m.state_dict() for m in members]
+    merged = {}
+    for key, value in states[0].items():
+        # Every tensor is laid out member-major along dim 0 (grouped convs, per-channel norm state);
+        # num_batches_tracked is a shared scalar counter.
+        merged[key] = value.clone() if value.ndim == 0 else torch.cat([s[key] for s in states])
+    stacked.load_state_dict(merged)
+    return stacked
+
+
+def build_members(seeds: Sequence[int], **config: Any) -> SmallCNN:
+    """S members initialized as ``torch.manual_seed(seed); SmallCNN(**config)`` for each seed, stacked.
+
+    The global RNG state is restored afterwards, so building a model does not shift the caller's draws.
+    """
+    members = []
+    with torch.random.fork_rng(devices=[]):
+        for seed in seeds:
+            torch.manual_seed(seed)
+            members.append(SmallCNN(**config))
+    return stack_members(members)
+
+
+def member_input(x: torch.Tensor, members: int) -> torch.Tensor:
+    """The same images for every member: ``(N, C, H, W) -> (N, S*C, H, W)``."""
+    return x.repeat(1, members, 1, 1)
+
+
+def train_members(
+    model: SmallCNN,
     x: torch.Tensor,
     y: torch.Tensor,
+    seeds: Sequence[int],
     *,
     batch_size: int,
-    epochs: float,
+    examples: int,
     lr: float,
     momentum: float = 0.9,
-    weight_decay: float = 0.0,
-    generator: torch.Generator | None = None,
 ) -> int:
-    """SGD with momentum over ``epochs`` passes of shuffled ``(x, y)``; returns the number of steps.
+    """SGD with momentum on ``examples`` training examples per member; returns the number of steps.
 
-    A fractional ``epochs`` trains on ``round(epochs * len(x))`` examples, so runs at different batch
-    sizes see the same number of examples. The last partial batch of each pass is dropped: a batch of
-    one would make BatchNorm's variance undefined.
+    Member s shuffles ``(x, y)`` with its own generator (seeded by ``seeds[s]``) each pass, so members see
+    different batches. Each pass drops its last partial batch (a batch of one has no BatchNorm variance).
+    The loss is the sum over members of each member's mean cross-entropy: member s's gradient is its own.
     """
-    if batch_size < 1 or batch_size > len(x):
-        raise ValueError(f"train_epochs: batch_size must be in [1, {len(x)}], got {batch_size}")
-    total = round(epochs * len(x))
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if len(seeds) != model.members:
+        raise ValueError(f"train_members: {model.members} members but {len(seeds)} seeds")
+    if not 2 <= batch_size <= len(x):
+        raise ValueError(f"train_members: batch_size must be in [2, {len(x)}], got {batch_size}")
+    per_pass = len(x) // batch_size
+    steps = examples // batch_size
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     model.train()
-    steps, seen = 0, 0
-    while seen + batch_size <= total:
-        order = torch.randperm(len(x), generator=generator)
-        for start in range(0, len(x) - batch_size + 1, batch_size):
-            if seen + batch_size > total:
-                break
-            idx = order[start:start + batch_size]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            steps += 1
-            seen += batch_size
+    orders = None
+    for step in range(steps):
+        if step % per_pass == 0:
+            orders = torch.stack([torch.randperm(len(x), generator=g) for g in gens])  # (S, len(x))
+        k = step % per_pass
+        idx = orders[:, k * batch_size:(k + 1) * batch_size]  # (S, B)
+        xb = x[idx].transpose(0, 1).flatten(1, 2)  # (B, S*C, H, W): member s reads its own images
+        logits = model(xb)  # (B, S, classes) or (B, classes)
+        logits = logits.view(batch_size, model.members, -1)
+        loss = F.cross_entropy(logits.permute(0, 2, 1), y[idx].T, reduction="none").mean(0).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
     return steps
 
 
 @torch.no_grad()
-def accuracy(model: tnn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1000) -> float:
-    """Fraction of ``x`` classified as ``y`` with the model in its *current* mode (train or eval)."""
-    correct = 0
+def member_accuracy(model: SmallCNN, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1000) -> torch.Tensor:
+    """Per-member fraction of ``x`` classified as ``y`` in the model's *current* mode: ``(S,)``.
+
+    In train mode BatchNorm normalizes each chunk of ``batch_size`` test images by its own statistics.
+    """
+    correct = torch.zeros(model.members)
     for start in range(0, len(x), batch_size):
-        correct += int((model(x[start:start + batch_size]).argmax(1) == y[start:start + batch_size]).sum())
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        logits = model(member_input(xb, model.members)).view(len(xb), model.members, -1)  # (N, S, classes)
+        correct += (logits.argmax(-1) == yb[:, None]).sum(0).float()
     return correct / len(x)
+
+
+def recalibrate(model: tnn.Module, x: torch.Tensor, *, chunk: int = 1000) -> None:
+    """Set every BatchNorm's running statistics to the exact statistics of ``x`` (the training data).
+
+    Uses :func:`normlab.nn.surgery.recalibrate_batchnorm` when it is available; otherwise a precise-BN
+    pass: reset, ``momentum=None`` (cumulative average), forward ``x`` in chunks of ``chunk`` in train mode.
+    """
+    batches = list(torch.split(x, chunk))
+    try:
+        from normlab.nn.surgery import recalibrate_batchnorm
+    except ImportError:
+        recalibrate_batchnorm = None
+    if recalibrate_batchnorm is not None:
+        recalibrate_batchnorm(model, batches)
+        return
+    bns = [m for m in model.modules() if isinstance(m, tnn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    was_training = model.training
+    model.train()
+    with torch.no_grad():
+        for b in batches:
+            model(b)
+    for m, mom in zip(bns, saved, strict=True):
+        m.momentum = mom
+    model.train(was_training)

@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 
 from normlab.lab import stats
-from normlab.lab.cnn import SmallCNN, accuracy, train_epochs
+from normlab.lab.cnn import build_members, member_accuracy, member_input, recalibrate, train_members
 from normlab.lab.images import load_images
 from normlab.lab.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
 from normlab.nn import BatchNorm1d
@@ -239,49 +239,27 @@ def _converge(config: Config, momentum: float | None, batch_size: int, seeds: tu
     return _long(rows)
 
 
-def _recalibrate(model: torch.nn.Module, x: torch.Tensor, chunk: int = 1000) -> None:
-    """Running statistics := the exact statistics of ``x`` (normlab.nn.surgery's, or a precise-BN pass)."""
-    batches = list(torch.split(x, chunk))
-    try:
-        from normlab.nn.surgery import recalibrate_batchnorm
-    except ImportError:
-        recalibrate_batchnorm = None
-    if recalibrate_batchnorm is not None:
-        recalibrate_batchnorm(model, batches)
-        return
-    # Fallback: cumulative average (momentum None) of large-batch statistics in train mode.
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-    model.train()
-    with torch.no_grad():
-        for b in batches:
-            model(b)
-    for m, mom in zip(bns, saved, strict=True):
-        m.momentum = mom
-
-
 def _gap(config: Config, momentum: float | None, steps: int, ctx: CellContext) -> pd.DataFrame:
     data = load_images(config.dataset, train_size=config.train_size, test_size=config.test_size)
+    seeds = ctx.cell.seeds
+    # Member s starts from torch.manual_seed(s) and shuffles with seed s, whatever the momentum: the arms
+    # differ only in momentum, so comparisons across arms are paired by seed.
+    model = build_members(seeds, num_classes=data.num_classes, widths=config.widths, norm="batchnorm",
+                          norm_kwargs={"momentum": momentum})
+    train_members(model, data.x_train, data.y_train, seeds, batch_size=config.gap_batch_size,
+                  examples=steps * config.gap_batch_size, lr=config.lr)
+    # Train mode: each test batch of gap_batch_size normalized by its own statistics (running stats of
+    # this copy change, which does not matter: it is thrown away).
+    acc_batch = member_accuracy(copy.deepcopy(model).train(), data.x_test, data.y_test,
+                                batch_size=config.gap_batch_size)
+    acc_eval = member_accuracy(model.eval(), data.x_test, data.y_test)
+    recal = copy.deepcopy(model)
+    recalibrate(recal, member_input(data.x_train, model.members))
+    acc_recal = member_accuracy(recal.eval(), data.x_test, data.y_test)
     rows = []
-    for i, seed in enumerate(ctx.cell.seeds):
-        torch.manual_seed(seed)  # same init and batch order for every momentum: paired comparisons
-        model = SmallCNN(1, data.num_classes, config.widths, "batchnorm", norm_kwargs={"momentum": momentum})
-        gen = torch.Generator().manual_seed(seed)
-        epochs = steps * config.gap_batch_size / len(data.x_train)
-        train_epochs(model, data.x_train, data.y_train, batch_size=config.gap_batch_size, epochs=epochs,
-                     lr=config.lr, generator=gen)
-        batch_stats = copy.deepcopy(model).train()  # test batches normalized by their own statistics
-        acc_batch = accuracy(batch_stats, data.x_test, data.y_test, batch_size=config.gap_batch_size)
-        acc_eval = accuracy(model.eval(), data.x_test, data.y_test)
-        recal = copy.deepcopy(model)
-        _recalibrate(recal, data.x_train)
-        acc_recal = accuracy(recal.eval(), data.x_test, data.y_test)
-        rows += [(seed, steps, "acc_batch_stats", acc_batch), (seed, steps, "acc_running", acc_eval),
-                 (seed, steps, "acc_recalibrated", acc_recal)]
-        ctx.progress(i + 1, len(ctx.cell.seeds))
+    for s, seed in enumerate(seeds):
+        rows += [(seed, steps, "acc_batch_stats", float(acc_batch[s])), (seed, steps, "acc_running", float(acc_eval[s])),
+                 (seed, steps, "acc_recalibrated", float(acc_recal[s]))]
     return _long(rows)
 
 
