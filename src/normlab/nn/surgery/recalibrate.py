@@ -42,8 +42,9 @@ _WHERE = "recalibrate_batchnorm"
 ESTIMATORS = ("population", "one_pass")
 
 
-class _Stop(Exception):
-    """Raised from a hook to end a forward pass once the measured layer has seen its input."""
+class _Stop(BaseException):
+    """Raised from a hook to end a forward pass once the measured layer has seen its input (a
+    BaseException, like GeneratorExit, so a model's own ``except Exception`` does not swallow it)."""
 
 
 class PooledMoments:
