@@ -42,6 +42,7 @@ import torch.nn as tnn
 import torch.nn.functional as F
 
 from normlab.nn import create_norm
+from normlab.nn.surgery import recalibrate_batchnorm
 
 CNN_NORMS = ("batchnorm", "groupnorm", "layernorm", "instancenorm", "none")
 
@@ -227,30 +228,10 @@ def member_accuracy(model: SmallCNN, x: torch.Tensor, y: torch.Tensor, *, batch_
     return correct / len(x)
 
 
-def recalibrate(model: tnn.Module, x: torch.Tensor, *, chunk: int = 1000) -> None:
-    """Set every BatchNorm's running statistics to the exact statistics of ``x`` (the training data).
+def recalibrate(model: SmallCNN, x: torch.Tensor, *, chunk: int = 1000) -> None:
+    """Set every BatchNorm's running statistics to the exact statistics of images ``x`` (N, C, H, W).
 
-    Uses :func:`normlab.nn.surgery.recalibrate_batchnorm` when it is available; otherwise a precise-BN
-    pass: reset, ``momentum=None`` (cumulative average), forward ``x`` in chunks of ``chunk`` in train mode.
+    Every member sees all of ``x``; :func:`normlab.nn.surgery.recalibrate_batchnorm` does the work
+    (population statistics, layer by layer, in eval mode).
     """
-    batches = list(torch.split(x, chunk))
-    try:
-        from normlab.nn.surgery import recalibrate_batchnorm
-    except ImportError:
-        recalibrate_batchnorm = None
-    if recalibrate_batchnorm is not None:
-        recalibrate_batchnorm(model, batches)
-        return
-    bns = [m for m in model.modules() if isinstance(m, tnn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-    was_training = model.training
-    model.train()
-    with torch.no_grad():
-        for b in batches:
-            model(b)
-    for m, mom in zip(bns, saved, strict=True):
-        m.momentum = mom
-    model.train(was_training)
+    recalibrate_batchnorm(model, [member_input(b, model.members) for b in torch.split(x, chunk)])

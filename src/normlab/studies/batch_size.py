@@ -36,7 +36,6 @@ from normlab.lab.cnn import (
     CNN_NORMS,
     build_members,
     member_accuracy,
-    member_input,
     recalibrate,
     train_members,
 )
@@ -108,7 +107,7 @@ class BatchSize(Study):
                      (seed, steps, "lr", lr)]
         if norm == "batchnorm":
             recal = copy.deepcopy(model)
-            recalibrate(recal, member_input(data.x_train, model.members))
+            recalibrate(recal, data.x_train)
             acc_recal = member_accuracy(recal.eval(), data.x_test, data.y_test)
             rows += [(seed, steps, "test_acc_recalibrated", float(acc_recal[s])) for s, seed in enumerate(seeds)]
         metrics = pd.DataFrame(rows, columns=["seed", "step", "metric", "value"])

@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 
 from normlab.lab import stats
-from normlab.lab.cnn import build_members, member_accuracy, member_input, recalibrate, train_members
+from normlab.lab.cnn import build_members, member_accuracy, recalibrate, train_members
 from normlab.lab.images import load_images
 from normlab.lab.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
 from normlab.nn import BatchNorm1d
@@ -254,7 +254,7 @@ def _gap(config: Config, momentum: float | None, steps: int, ctx: CellContext) -
                                 batch_size=config.gap_batch_size)
     acc_eval = member_accuracy(model.eval(), data.x_test, data.y_test)
     recal = copy.deepcopy(model)
-    recalibrate(recal, member_input(data.x_train, model.members))
+    recalibrate(recal, data.x_train)
     acc_recal = member_accuracy(recal.eval(), data.x_test, data.y_test)
     rows = []
     for s, seed in enumerate(seeds):
