@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import NoReturn
+
 import typer
 
 from normlab import __version__
@@ -27,6 +32,175 @@ def main(
     ),
 ) -> None:
     """normlab: normalization layers, training instruments, and a lab that tests the classic claims."""
+
+
+# -- the lab: list / run / report / show -------------------------------------------------------------
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _study_or_fail(name: str):
+    from normlab.studies import UnknownStudyError, get_study
+
+    try:
+        return get_study(name)
+    except UnknownStudyError as e:
+        _fail(str(e))
+
+
+def _resolve_config(study, *, quick: bool, seeds: int | None, steps: int | None, sets: list[str]):
+    from normlab.lab.config import ConfigError, apply_overrides, field_types, parse_set_options
+
+    config = study.Config()
+    try:
+        if quick:
+            config = apply_overrides(config, dict(study.quick_overrides), source="quick preset")
+        fields = field_types(study.Config)
+        for flag, key, value in (("--seeds", "seeds", seeds), ("--steps", "steps", steps)):
+            if value is None:
+                continue
+            if key not in fields:
+                _fail(f"{flag}: study {study.name!r} has no {key!r} setting; its settings: {', '.join(fields)}")
+            if value < 1:
+                _fail(f"{flag}: expected a positive integer, got {value}")
+            config = apply_overrides(config, {key: value}, source=flag)
+        config = apply_overrides(config, parse_set_options(sets or []))
+    except ConfigError as e:
+        _fail(str(e))
+    return config
+
+
+@app.command("list")
+def list_studies(json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """List the studies with one-line descriptions."""
+    from normlab.studies import discovery_errors, registry
+
+    studies = registry()
+    if json_out:
+        typer.echo(json.dumps([{"name": s.name, "description": s.description, "seeds": list(s.seeds_from)}
+                               for s in studies.values()], indent=2))
+    else:
+        width = max((len(n) for n in studies), default=0)
+        for name, s in studies.items():
+            src = f"  [seed {', '.join(s.seeds_from)}]" if s.seeds_from else ""
+            typer.echo(f"{name:<{width}}  {s.description}{src}")
+    for module, err in discovery_errors().items():
+        typer.echo(f"warning: study module {module} failed to load: {err.strip().splitlines()[-1]}", err=True)
+
+
+@app.command("run")
+def run(
+    study: str = typer.Argument(..., help="Study name (see `normlab list`)."),
+    seeds: int = typer.Option(None, "--seeds", help="Number of seeds per arm (the study's `seeds` setting)."),
+    steps: int = typer.Option(None, "--steps", help="Training steps (the study's `steps` setting)."),
+    quick: bool = typer.Option(False, "--quick", help="The quick preset (seconds; for tests and a first look)."),
+    out: Path = typer.Option(None, "--out", help="Run directory (default: runs/STUDY). Same dir = resume."),
+    sets: list[str] = typer.Option(None, "--set", help="Override a config field: key=value (repeatable)."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary instead of text."),
+    progress: str = typer.Option("auto", "--progress", help="auto | rich | plain | none."),
+) -> None:
+    """Run a study (resuming OUT if it holds the same study and config), then write its report."""
+    from normlab.lab.progress import make_progress
+    from normlab.lab.runner import run_study
+    from normlab.lab.store import RunDirError
+
+    s = _study_or_fail(study)
+    config = _resolve_config(s, quick=quick, seeds=seeds, steps=steps, sets=sets or [])
+    out = out or Path("runs") / s.name
+    if progress not in ("auto", "rich", "plain", "none"):
+        _fail(f"--progress: expected auto, rich, plain or none, got {progress!r}")
+    try:
+        s.cells(config)  # a study validates its config here (e.g. unknown arms): a clear error, not a traceback
+    except ValueError as e:
+        _fail(f"{s.name}: {e}")
+    try:
+        outcome = run_study(s, config, out, progress=make_progress("none" if json_out else progress))
+    except RunDirError as e:
+        _fail(str(e))
+    if json_out:
+        typer.echo(json.dumps({
+            "study": s.name, "run_dir": str(outcome.run_dir), "report": str(outcome.report),
+            "seconds": round(outcome.seconds, 2), "cells_run": len(outcome.cells_run),
+            "cells_skipped": len(outcome.cells_skipped),
+            "claims": [{"id": c.id, "verdict": c.verdict, "claim": c.claim} for c in outcome.claims],
+        }, indent=2))
+        return
+    _print_claims(outcome.claims)
+    typer.echo(f"\n{len(outcome.cells_run)} cells run, {len(outcome.cells_skipped)} resumed, "
+               f"{outcome.seconds:.1f}s")
+    typer.echo(f"Report: {outcome.report}")
+    typer.echo(f"Summary: {outcome.run_dir / 'summary.md'}")
+
+
+@app.command("report")
+def report(run_dir: Path = typer.Argument(..., help="A run directory written by `normlab run`.")) -> None:
+    """Rebuild figures, claims, summary and report.html from RUN_DIR alone."""
+    from normlab.lab.store import RunDirError
+    from normlab.report import build_report
+
+    try:
+        claims, path = build_report(None, run_dir)
+    except RunDirError as e:
+        _fail(str(e))
+    _print_claims(claims)
+    typer.echo(f"Report: {path}")
+
+
+@app.command("show")
+def show(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `normlab run`."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Print the claims table and key numbers of RUN_DIR."""
+    from normlab.lab.store import RunDirError, RunStore
+
+    try:
+        record = RunStore(run_dir).read_config()
+    except RunDirError as e:
+        _fail(str(e))
+    claims_path, numbers_path = run_dir / "claims.json", run_dir / "key_numbers.json"
+    if not claims_path.is_file():
+        _fail(f"{run_dir}: no claims.json yet; finish the run or rebuild with `normlab report {run_dir}`")
+    claims = json.loads(claims_path.read_text())["claims"]
+    numbers = json.loads(numbers_path.read_text()) if numbers_path.is_file() else []
+    if json_out:
+        typer.echo(json.dumps({"study": record["study"], "config": record["config"], "claims": claims,
+                               "key_numbers": numbers}, indent=2))
+        return
+    from normlab.lab.spec import Claim
+
+    typer.echo(f"{record['study']}  ({run_dir})")
+    _print_claims([Claim(**{**c, "ci": tuple(c["ci"]) if c.get("ci") else None,
+                            "value": c["value"] if c["value"] is not None else float("nan")}) for c in claims])
+    if numbers:
+        typer.echo("\nKey numbers (last step; mean [95% CI] over seeds):")
+        for r in numbers:
+            extra = " ".join(f"{k}={v}" for k, v in r.items() if k not in ("arm", "metric", "step", "mean", "lo", "hi", "n"))
+            typer.echo(f"  {r['arm']:<14} {r['metric']:<18} {_num(r['mean'])} [{_num(r['lo'])}, {_num(r['hi'])}]"
+                       f"  n={r['n']}{'  ' + extra if extra else ''}")
+
+
+def _num(x) -> str:
+    return "nan" if x is None else f"{x:.4g}"
+
+
+def _print_claims(claims) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Claims", show_lines=False)
+    for col in ("id", "verdict", "claim", "test", "effect [95% CI]", "n"):
+        table.add_column(col, overflow="fold")
+    style = {"supported": "green", "refuted": "red", "inconclusive": "yellow"}
+    for c in claims:
+        ci = f" [{_num(c.ci[0])}, {_num(c.ci[1])}]" if c.ci else ""
+        p = f", p={_num(c.p_value)}" if c.p_value is not None else ""
+        table.add_row(c.id, f"[{style[c.verdict]}]{c.verdict}[/]", c.claim, f"{c.statistic}={_num(c.value)}{p}",
+                      f"{_num(c.effect_size)}{ci}", str(c.n if c.n is not None else "-"))
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
 if __name__ == "__main__":

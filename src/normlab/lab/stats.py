@@ -314,7 +314,8 @@ def threshold_claim(
     """Judge "the mean of ``values`` is ``direction`` than ``threshold``" (one-sample t-test).
 
     ``supported`` if the one-sided test in the claimed direction has ``p < alpha``; ``refuted`` if the
-    opposite one does; else ``inconclusive``. ``ci`` is the 95% interval of the mean.
+    opposite one does; else ``inconclusive``. ``effect_size`` is ``mean - threshold`` and ``ci`` its 95%
+    interval.
     """
     if direction not in ("less", "greater"):
         raise ValueError(f"direction: expected 'less' or 'greater', got {direction!r}")
@@ -330,7 +331,7 @@ def threshold_claim(
     return Claim(
         id=id, claim=claim, source=source, measurement=measurement, verdict=verdict,
         statistic=test.name, value=test.statistic, p_value=p_claim,
-        effect_size=iv.mean - threshold, ci=(iv.lo, iv.hi), n=iv.n,
+        effect_size=iv.mean - threshold, ci=(iv.lo - threshold, iv.hi - threshold), n=iv.n,
         detail=f"mean {iv.fmt()} vs threshold {threshold:g}; t={test.statistic:.3g}, one-sided p={p_claim:.3g}",
     )
 

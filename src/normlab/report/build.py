@@ -10,7 +10,7 @@ from typing import Any
 from normlab.lab.load import load_run
 from normlab.lab.spec import Claim, Figure, Study
 from normlab.lab.store import ENV_FILE, RunStore, atomic_write_json, atomic_write_text
-from normlab.report.figures import figure_bytes, save_figure
+from normlab.report.figures import save_figure
 from normlab.report.html import render_html
 from normlab.report.summary import key_numbers, summary_markdown
 
@@ -59,8 +59,8 @@ def build_report(study: Study | None, run_dir: Path | str) -> tuple[list[Claim],
 
     fig_records = []
     for f in figures:
-        png = figure_bytes(f.figure, "png")  # before save_figure closes it
-        save_figure(f.figure, run_dir / FIGURES_DIR, f.name)
+        paths = save_figure(f.figure, run_dir / FIGURES_DIR, f.name)
+        png = paths["png"].read_bytes()
         fig_records.append({"name": f.name, "title": f.title, "how_to_read": f.how_to_read, "png": png})
 
     numbers = key_numbers(run.metrics)
