@@ -50,7 +50,10 @@ def _train(model, x, y, steps=3):
     return probe
 
 
-def test_per_member_statistics_equal_each_member_trained_alone():
+@pytest.mark.parametrize("reduce_in_hook", [False, True])
+def test_per_member_statistics_equal_each_member_trained_alone(reduce_in_hook, monkeypatch):
+    if reduce_in_hook:
+        monkeypatch.setattr("normlab.probe.hooks.KEEP_MAX_ELEMENTS", 0)
     singles, ensemble = _members_and_ensemble()
     torch.manual_seed(1)
     x, y = torch.randn(10, 2, dtype=torch.float64), torch.randn(10, dtype=torch.float64)

@@ -39,8 +39,10 @@ def _close(actual, expected, rtol=RTOL, atol=1e-12):
     assert math.isclose(actual, expected, rel_tol=rtol, abs_tol=atol), (actual, expected)
 
 
-@pytest.mark.parametrize("flush_every", [1, 3, 64])
-def test_seed000_statistics_equal_naive_per_tensor_computation(flush_every):
+@pytest.mark.parametrize(("flush_every", "reduce_in_hook"), [(1, False), (3, False), (64, True)])
+def test_seed000_statistics_equal_naive_per_tensor_computation(flush_every, reduce_in_hook, monkeypatch):
+    if reduce_in_hook:  # every output counts as large: reduced in its hook instead of at the step
+        monkeypatch.setattr("normlab.probe.hooks.KEEP_MAX_ELEMENTS", 0)
     model = seed000_ln_model()
     x, y = seed000_data()
     probe, snapshots = _train_with_oracle(model, x, y, steps=5, probe_kwargs={"flush_every": flush_every})
@@ -145,3 +147,18 @@ def test_unused_parameter_gradient_is_absent_not_zero():
     assert len(table[(table.name == "unused.weight") & (table.kind == "grad")]) == 0
     assert len(table[(table.name == "unused.weight") & (table.kind == "weight")]) == 4
     assert np.isfinite(find(step=0, name="model", kind="global", stat="grad_norm"))
+
+
+def test_output_changed_in_place_after_its_hook_is_never_misreported():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(3, 8), nn.ReLU(inplace=True), nn.Linear(8, 1)).double()
+    x, y = torch.randn(16, 3, dtype=torch.float64), torch.randn(16, dtype=torch.float64)
+    probe, snapshots = _train_with_oracle(model, x, y, steps=3, probe_kwargs={})
+    find = Lookup(probe.scalars())
+    # The oracle's clone of Linear 0's output is taken before ReLU overwrites it in place.
+    assert not find.has(step=0, name="0", kind="activation", stat="mean")  # detected, dropped once
+    for step in (1, 2):  # then reduced in the hook, before the in-place change
+        expected = naive_summary(snapshots[step][0]["0"])
+        for stat in ("mean", "std", "absmax", "zero_frac"):
+            _close(find(step=step, name="0", kind="activation", stat=stat), expected[stat])
+    assert find(step=2, name="1", kind="activation", stat="zero_frac") > 0

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from normlab.probe.histograms import SymLogBins
-from normlab.probe.stats import activation_moments
+from normlab.probe.stats import SegmentLayout, activation_moments
 
 ModuleSelector = Iterable[str | type[nn.Module]] | Callable[[str, nn.Module], bool] | None
 
@@ -67,11 +67,21 @@ def _first_tensor(value: Any) -> torch.Tensor | None:
     return None
 
 
+KEEP_MAX_ELEMENTS = 1 << 16  # outputs up to this size are kept by reference and reduced together
+
+
 class ActivationHooks:
-    """Forward hooks on the selected modules; reductions land in ``pending`` until the step is written.
+    """Forward hooks on the selected modules; their reductions are collected by :meth:`take` at the step.
 
     Slots: one ``(name, "activation")`` per ordinary module; norm layers get ``(name, "norm_in")`` and
     ``(name, "norm_out")`` instead.
+
+    Why two paths: a small output costs a kernel launch per statistic but almost no arithmetic, so the
+    hook only keeps a reference and :meth:`take` reduces all kept outputs in one fixed set of kernels
+    (``SegmentLayout``). A kept tensor whose version counter moved was changed in place after the hook
+    (an ``inplace=True`` activation, ``x += ...``): that step's value is dropped and the module is reduced
+    in its hook from then on, as large outputs always are (there, arithmetic dominates and a reference
+    would hold memory through the backward pass).
     """
 
     def __init__(self, selected: list[tuple[str, nn.Module]], members: int, binning: SymLogBins | None,
@@ -82,8 +92,11 @@ class ActivationHooks:
         self.recording = False  # set by the Probe at each step boundary
         self.histogramming = False
         self.slots: list[tuple[str, str]] = []
-        self.pending: dict[int, torch.Tensor] = {}
-        self.pending_histograms: dict[int, torch.Tensor] = {}
+        self._kept: dict[int, tuple[torch.Tensor, int]] = {}  # slot -> (output, its version at the hook)
+        self._reduced: dict[int, torch.Tensor] = {}  # slot -> (members, 4) moments computed in the hook
+        self._reduced_histograms: dict[int, torch.Tensor] = {}
+        self._reduce_in_hook: set[int] = set()
+        self._layouts: dict[tuple, tuple[SegmentLayout, torch.Tensor, torch.Tensor | None]] = {}
         self._member_offsets: dict[torch.device, torch.Tensor] = {}
         self._handles = []
         for name, module in selected:
@@ -116,12 +129,20 @@ class ActivationHooks:
                 f"Probe: module {name!r} gave a tensor of shape {tuple(x.shape)}; an ensemble of {members} "
                 f"members needs shape ({members}, batch, ...)"
             )
-        self.pending[slot] = activation_moments(x, members)
+        x = x.detach()
+        # the last training forward of the step wins
+        self._reduced.pop(slot, None)
+        self._reduced_histograms.pop(slot, None)
+        if slot not in self._reduce_in_hook and x.numel() <= KEEP_MAX_ELEMENTS:
+            self._kept[slot] = (x, x._version)
+            return
+        self._kept.pop(slot, None)
+        self._reduced[slot] = activation_moments(x, members)
         if self.histogramming and self.binning is not None:
-            flat = x.detach().reshape(members, -1)
+            flat = x.reshape(members, -1)
             if flat.dtype not in (torch.float32, torch.float64):
                 flat = flat.float()  # the smallest edges underflow in half precision
-            self.pending_histograms[slot] = self.binning.segment_counts(flat, self._offsets(flat.device), members)
+            self._reduced_histograms[slot] = self.binning.segment_counts(flat, self._offsets(flat.device), members)
 
     def _offsets(self, device: torch.device) -> torch.Tensor:
         offsets = self._member_offsets.get(device)
@@ -130,13 +151,54 @@ class ActivationHooks:
             offsets = self._member_offsets[device] = (torch.arange(self.members, device=device) * width)[:, None]
         return offsets
 
-    def take(self) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
-        """The step's reductions, emptied for the next step."""
-        pending, histograms = self.pending, self.pending_histograms
-        self.pending, self.pending_histograms = {}, {}
-        return pending, histograms
+    def take(self, moments_out: torch.Tensor, histograms_out: torch.Tensor | None) -> frozenset[int]:
+        """Write the step's moments into ``moments_out`` ``(slots * members, 4)`` (and counts into
+        ``histograms_out`` ``(slots * members, bins)`` if given); returns the slots with no record."""
+        members = self.members
+        kept = {}
+        for slot, (x, version) in self._kept.items():
+            if x._version == version:
+                kept[slot] = x
+            else:
+                self._reduce_in_hook.add(slot)  # changed in place after the hook: reduce in the hook
+        if kept:
+            self._reduce_kept(kept, moments_out, histograms_out)
+        for slot, moments in self._reduced.items():
+            moments_out[slot * members : (slot + 1) * members] = moments
+        if histograms_out is not None:
+            for slot, counts in self._reduced_histograms.items():
+                histograms_out[slot * members : (slot + 1) * members] = counts
+        missing = frozenset(range(len(self.slots))) - kept.keys() - self._reduced.keys()
+        self._kept, self._reduced, self._reduced_histograms = {}, {}, {}
+        return missing
+
+    def _reduce_kept(self, kept: dict[int, torch.Tensor], moments_out: torch.Tensor,
+                     histograms_out: torch.Tensor | None) -> None:
+        slots = tuple(sorted(kept))
+        tensors = [kept[slot] for slot in slots]
+        key = (slots, tuple(t.shape for t in tensors))
+        cached = self._layouts.get(key)
+        if cached is None:
+            device = tensors[0].device
+            layout = SegmentLayout([t.shape for t in tensors], self.members, device)
+            rows = torch.tensor([slot * self.members + m for slot in slots for m in range(self.members)],
+                                device=device)
+            offsets = layout.segment * (self.binning.bins + 1) if self.binning is not None else None
+            cached = self._layouts[key] = (layout, rows, offsets)
+        layout, rows, offsets = cached
+        flat = torch.cat([t.reshape(-1) for t in tensors])
+        if flat.dtype not in (torch.float32, torch.float64):
+            flat = flat.float()
+        mean, sum_sq, absmax, zeros = layout.moments(flat[None], zeros=True)[0]
+        counts = layout.device_counts(flat)
+        moments = torch.stack((mean, sum_sq.div_(counts), absmax, zeros.div_(counts)), dim=1)  # (S, 4)
+        moments_out.index_copy_(0, rows, moments.to(moments_out.dtype))
+        if histograms_out is not None and self.histogramming:
+            counts = self.binning.segment_counts(flat, offsets, layout.n_segments)
+            histograms_out.index_copy_(0, rows, counts)
 
     def remove(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        self._kept, self._reduced, self._reduced_histograms = {}, {}, {}

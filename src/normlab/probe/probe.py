@@ -141,9 +141,12 @@ class Probe:
             DeviceBuffer(self.catalog.histogram_segments * self.binning.bins, flush_every, device, torch.int64)
             if self.binning is not None else None
         )
-        self._nan_moments = torch.full((self.members, N_ACTIVATION_MOMENTS), float("nan"), device=device, dtype=dtype)
-        self._zero_counts = (torch.zeros((self.members, self.binning.bins), device=device, dtype=torch.int64)
-                             if self.binning is not None else None)
+        act_rows = len(self.catalog.activation_slots) * self.members
+        self._act_moments = torch.empty((act_rows, N_ACTIVATION_MOMENTS), device=device, dtype=dtype)
+        self._act_counts = (torch.empty((act_rows, self.binning.bins), device=device, dtype=torch.int64)
+                            if self.binning is not None else None)
+        # Parameters are updated in place, so flat views of them stay current (checked by data pointer).
+        self._param_views = [p.detach().reshape(-1) for p in self._params]
         self._tensorboard = (TensorBoardWriter(logdir, self.members, bins) if logdir is not None else None)
         self._scalars_cache: pd.DataFrame | None = None
         self._histograms_cache: pd.DataFrame | None = None
@@ -196,7 +199,13 @@ class Probe:
 
     def _capture_weights(self) -> None:
         if self._params:
-            self._param_layout.flatten_into(self._params, self._param_rows[1])
+            self._flatten_params_into(self._param_rows[1])
+
+    def _flatten_params_into(self, out: torch.Tensor) -> None:
+        views = self._param_views
+        if any(v.data_ptr() != p.data_ptr() for v, p in zip(views, self._params, strict=True)):
+            views = self._param_views = [p.detach().reshape(-1) for p in self._params]  # `.data` was replaced
+        torch.cat(views, out=out)
 
     def _before_step(self) -> None:
         if self.schedule.records(self._step):
@@ -208,7 +217,7 @@ class Probe:
         if self._captured:
             self._captured = False
             if self._params:
-                self._param_layout.flatten_into(self._params, self._param_rows[2])
+                self._flatten_params_into(self._param_rows[2])
                 self._param_rows[2].sub_(self._param_rows[1])
             self._write_step()
         self._step += 1
@@ -216,14 +225,16 @@ class Probe:
 
     def _write_step(self) -> None:
         step = self._step
-        moments, histograms = self._activations.take()
-        n_slots = len(self.catalog.activation_slots)
-        missing = set(self._missing_grads)
+        histogram_step = self._histogram_buffer is not None and self.schedule.records_histograms(step)
         pieces = []
-        for slot in range(n_slots):
-            if slot not in moments:
-                missing.add(("act", slot))
-            pieces.append(moments.get(slot, self._nan_moments).reshape(-1))
+        missing = set(self._missing_grads)
+        if self.catalog.activation_slots:
+            self._act_moments.fill_(float("nan"))
+            if histogram_step:
+                self._act_counts.zero_()
+            missing_slots = self._activations.take(self._act_moments, self._act_counts if histogram_step else None)
+            missing.update(("act", slot) for slot in missing_slots)
+            pieces.append(self._act_moments.reshape(-1))
         if self._params:
             pieces.append(self._param_layout.moments(self._param_rows).reshape(-1))
         if self._running:
@@ -236,8 +247,10 @@ class Probe:
             pieces.append(self._running_layout.moments(self._running_rows).reshape(-1))
         if pieces:
             self._append(self._scalar_buffer, step, torch.cat(pieces), frozenset(missing))
-        if self._histogram_buffer is not None and self.schedule.records_histograms(step):
-            counts = [histograms.get(slot, self._zero_counts).reshape(-1) for slot in range(n_slots)]
+        if histogram_step:
+            counts = []
+            if self.catalog.activation_slots:
+                counts.append(self._act_counts.reshape(-1))
             if self._params:
                 counts.append(self.binning.segment_counts(
                     self._param_rows[:2], self._histogram_offsets, 2 * self._param_layout.n_segments

@@ -27,33 +27,32 @@ import torch
 
 ACTIVATION_STATS = ("mean", "std", "rms", "absmax", "zero_frac")
 TENSOR_STATS = ("norm", "mean", "std", "absmax")
-N_ACTIVATION_MOMENTS = 5  # mean, var, min, max, nonzero fraction
+N_ACTIVATION_MOMENTS = 4  # mean, var, absmax, zero fraction
 N_TENSOR_MOMENTS = 3  # mean, centered sum of squares, absmax
 
 
 def activation_moments(x: torch.Tensor, members: int) -> torch.Tensor:
-    """Raw moments ``(members, 5)`` of one module output: mean, var, min, max, fraction of non-zeros.
+    """Raw moments ``(members, 4)`` of one module output: mean, var, absmax, fraction of zeros.
 
-    ``x`` has shape ``(members, ...)`` for an ensemble, any shape when ``members == 1``. Five kernels,
-    independent of the tensor's size, and no host sync.
+    ``x`` has shape ``(members, ...)`` for an ensemble, any shape when ``members == 1``. A fixed handful
+    of kernels, independent of the tensor's size, and no host sync. Used for large outputs; small ones are
+    reduced all together at the step by ``SegmentLayout`` (same moments, fewer kernels).
     """
     flat = x.detach().reshape(members, -1)
     if flat.dtype not in (torch.float32, torch.float64):
         flat = flat.float()  # half precision accumulates in float32
     var, mean = torch.var_mean(flat, dim=1, correction=0)
-    low, high = torch.aminmax(flat, dim=1)
-    nonzero = torch.count_nonzero(flat, dim=1).to(flat.dtype).div_(flat.shape[1])
-    return torch.stack((mean, var, low, high, nonzero), dim=1)
+    absmax = torch.linalg.vector_norm(flat, float("inf"), dim=1)
+    zero_frac = (flat == 0).to(flat.dtype).mean(dim=1)
+    return torch.stack((mean, var, absmax, zero_frac), dim=1)
 
 
 def activation_stats(moments: np.ndarray) -> np.ndarray:
-    """Host half: ``(..., 5)`` raw moments -> ``(..., 5)`` statistics in ``ACTIVATION_STATS`` order."""
+    """Host half: ``(..., 4)`` raw moments -> ``(..., 5)`` statistics in ``ACTIVATION_STATS`` order."""
     m = moments.astype(np.float64)
-    mean, var, low, high, nonzero = (m[..., i] for i in range(N_ACTIVATION_MOMENTS))
+    mean, var, absmax, zero_frac = (m[..., i] for i in range(N_ACTIVATION_MOMENTS))
     var = np.maximum(var, 0.0)
-    return np.stack(
-        (mean, np.sqrt(var), np.sqrt(var + mean**2), np.maximum(-low, high), 1.0 - nonzero), axis=-1
-    )
+    return np.stack((mean, np.sqrt(var), np.sqrt(var + mean**2), absmax, zero_frac), axis=-1)
 
 
 class SegmentLayout:
@@ -81,23 +80,30 @@ class SegmentLayout:
         """Concatenate ``tensors`` (flattened) into the preallocated row ``out`` (one kernel)."""
         torch.cat([t.detach().reshape(-1) for t in tensors], out=out)
 
-    def moments(self, x: torch.Tensor) -> torch.Tensor:
+    def device_counts(self, like: torch.Tensor) -> torch.Tensor:
+        counts = self._counts_device.get(like.dtype)
+        if counts is None:
+            counts = self._counts_device[like.dtype] = torch.as_tensor(self.counts, device=like.device, dtype=like.dtype)
+        return counts
+
+    def moments(self, x: torch.Tensor, zeros: bool = False) -> torch.Tensor:
         """Raw moments of every segment of every row of ``x`` ``(R, T)`` -> ``(R, 3, S)``.
 
-        The three moments are mean, centered sum of squares and absmax (``N_TENSOR_MOMENTS``).
+        The three moments are mean, centered sum of squares and absmax (``N_TENSOR_MOMENTS``); with
+        ``zeros=True`` a fourth, the number of exact zeros.
         """
         rows, n = x.shape[0], self.n_segments
-        counts = self._counts_device.get(x.dtype)
-        if counts is None:
-            counts = self._counts_device[x.dtype] = torch.as_tensor(self.counts, device=x.device, dtype=x.dtype)
-        mean = x.new_zeros(rows, n).index_add_(1, self.segment, x).div_(counts)
+        mean = x.new_zeros(rows, n).index_add_(1, self.segment, x).div_(self.device_counts(x))
         centered = x - mean.index_select(1, self.segment)
         centered.mul_(centered)
         sum_sq = x.new_zeros(rows, n).index_add_(1, self.segment, centered)
         absmax = x.new_zeros(rows, n).scatter_reduce_(
             1, self.segment.expand(rows, -1), x.abs(), "amax", include_self=True
         )
-        return torch.stack((mean, sum_sq, absmax), dim=1)
+        moments = [mean, sum_sq, absmax]
+        if zeros:
+            moments.append(x.new_zeros(rows, n).index_add_(1, self.segment, (x == 0).to(x.dtype)))
+        return torch.stack(moments, dim=1)
 
 
 def tensor_stats(moments: np.ndarray, counts: np.ndarray) -> np.ndarray:

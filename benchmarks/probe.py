@@ -1,0 +1,217 @@
+"""Overhead of normlab.probe, measured in one run against plain training and the seed's own logging.
+
+(a) Seed 000's `ln` arm (1000 full-batch Adam steps) with a gradient and weight histogram of every parameter
+    every step: Probe / plain, and the seed's tensorboardX `add_histogram` loop / plain (the anchor).
+(b) A convolutional model whose step takes >= 50 ms here: scalar tier every step / plain, and a
+    Cockpit-style table of tier x interval (1, 4, 16, 64).
+
+Times are the minimum over interleaved rounds (the least-disturbed run on a shared machine); ratios
+divide by the plain run measured in the same process. Usage:
+
+    .venv/bin/python benchmarks/probe.py [--rounds 3] [--out benchmarks/results/probe.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from normlab.probe import Probe
+
+SEED_STEPS = 1000
+INTERVALS = (1, 4, 16, 64)
+
+
+# -- (a) seed 000 -------------------------------------------------------------------------------------
+
+
+def seed000_setup():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(2, 20), nn.Linear(20, 20), nn.Linear(20, 20), nn.LayerNorm(20),
+        nn.Linear(20, 20), nn.LayerNorm(20), nn.Linear(20, 1),
+    )
+    x1, x2 = torch.arange(-10, 10).float(), torch.arange(0, 20).float()
+    x = torch.cat((x1.unsqueeze(1), x2.unsqueeze(1)), dim=1)
+    y = 2 * x1 - x2**2 + 1
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01, weight_decay=0.01)
+    return model, optimizer, x, y, nn.MSELoss()
+
+
+def seed000_plain(steps: int) -> float:
+    model, optimizer, x, y, loss_function = seed000_setup()
+    start = time.perf_counter()
+    for _ in range(steps):
+        loss = loss_function(y, model(x).squeeze())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return time.perf_counter() - start
+
+
+def seed000_probe(steps: int, to_disk: bool) -> float:
+    model, optimizer, x, y, loss_function = seed000_setup()
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        with Probe(model, optimizer, histograms=True, logdir=Path(tmp) / "tb" if to_disk else None) as probe:
+            for _ in range(steps):
+                loss = loss_function(y, model(x).squeeze())
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad()
+        if to_disk:
+            probe.save(Path(tmp) / "probe")
+        elapsed = time.perf_counter() - start
+    assert probe.steps == steps
+    return elapsed
+
+
+def seed000_tensorboardx(steps: int) -> float:
+    """The seed's loop: add_histogram of every parameter's gradient and value, and the loss, every step."""
+    from tensorboardX import SummaryWriter
+
+    model, optimizer, x, y, loss_function = seed000_setup()
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = SummaryWriter(logdir=tmp)
+        start = time.perf_counter()
+        for step in range(steps):
+            loss = loss_function(y, model(x).squeeze())
+            loss.backward()
+            for name, layer in model.named_parameters():
+                writer.add_histogram(name + "_grad", layer.grad, step)
+                writer.add_histogram(name + "_data", layer, step)
+            writer.add_scalar("loss", loss, step)
+            optimizer.step()
+            optimizer.zero_grad()
+        writer.close()
+        return time.perf_counter() - start
+
+
+# -- (b) a model with a >= 50 ms step -----------------------------------------------------------------
+
+
+def conv_setup(batch: int):
+    torch.manual_seed(0)
+
+    def block(c_in, c_out):
+        return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+    model = nn.Sequential(
+        *block(3, 32), *block(32, 64), nn.MaxPool2d(2), *block(64, 128), nn.MaxPool2d(2), *block(128, 128),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 10),
+    )
+    x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    return model, optimizer, x, y
+
+
+def conv_run(steps: int, batch: int, tier: str, every: int) -> float:
+    model, optimizer, x, y = conv_setup(batch)
+    probe = None
+    if tier != "plain":
+        probe = Probe(model, optimizer, every=every, histograms=(tier == "scalars+histograms"))
+    start = time.perf_counter()
+    for _ in range(steps):
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    if probe is not None:
+        probe.close()  # the last host copy is part of the cost
+    return time.perf_counter() - start
+
+
+# -- driver -------------------------------------------------------------------------------------------
+
+
+def best_of(rounds: int, runs: dict[str, Callable[[], float]]) -> dict[str, float]:
+    """Minimum time of each run over ``rounds`` interleaved rounds."""
+    best = {name: float("inf") for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            best[name] = min(best[name], run())
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions (min is kept)")
+    parser.add_argument("--anchor-steps", type=int, default=100,
+                        help="steps of the tensorboardX anchor, scaled to 1000 (it is the slow one)")
+    parser.add_argument("--conv-steps", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None, help="also write the tables (markdown) here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    lines = [
+        f"torch {torch.__version__}, {args.threads} intra-op thread(s), {platform.processor() or platform.machine()}, "
+        f"python {platform.python_version()}; min over {args.rounds} interleaved rounds",
+        "",
+    ]
+
+    seed000_plain(50), seed000_probe(50, False), seed000_tensorboardx(5)  # warm-up
+    scale = SEED_STEPS / args.anchor_steps
+    times = best_of(args.rounds, {
+        "plain": lambda: seed000_plain(SEED_STEPS),
+        "probe": lambda: seed000_probe(SEED_STEPS, to_disk=False),
+        "probe_disk": lambda: seed000_probe(SEED_STEPS, to_disk=True),
+        "tensorboardx": lambda: seed000_tensorboardx(args.anchor_steps) * scale,
+    })
+    plain = times["plain"]
+    lines += [
+        f"## (a) seed 000 `ln` arm, {SEED_STEPS} steps, gradient + weight histograms of every parameter every step",
+        "",
+        "| run | time (s) | / plain | target |",
+        "|---|---:|---:|---|",
+        f"| plain training | {plain:.3f} | 1.00 | |",
+        f"| Probe(histograms=True): scalar tier + histograms, records in memory | {times['probe']:.3f} | "
+        f"{times['probe'] / plain:.2f} | <= 1.5 |",
+        f"| same + `logdir=` TensorBoard events + `save()` Parquet | {times['probe_disk']:.3f} | "
+        f"{times['probe_disk'] / plain:.2f} | |",
+        f"| seed's tensorboardX `add_histogram` loop (anchor; {args.anchor_steps} steps x {scale:g}) | "
+        f"{times['tensorboardx']:.3f} | {times['tensorboardx'] / plain:.1f} | |",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+
+    conv_run(2, args.batch, "plain", 1), conv_run(2, args.batch, "scalars+histograms", 1)  # warm-up
+    runs = {("plain", 1): lambda: conv_run(args.conv_steps, args.batch, "plain", 1)}
+    for tier in ("scalars", "scalars+histograms"):
+        for every in INTERVALS:
+            runs[(tier, every)] = (lambda t=tier, e=every: conv_run(args.conv_steps, args.batch, t, e))
+    conv = best_of(args.rounds, runs)
+    step_ms = conv[("plain", 1)] / args.conv_steps * 1e3
+    table = [
+        f"## (b) conv net (4 conv-BN-ReLU blocks, batch {args.batch} of 3x32x32), {args.conv_steps} steps, "
+        f"plain step {step_ms:.0f} ms",
+        "",
+        "Time / plain (target for the scalar tier every step: <= 1.05).",
+        "",
+        "| tier \\ every | " + " | ".join(str(e) for e in INTERVALS) + " |",
+        "|---|" + "---:|" * len(INTERVALS),
+    ]
+    for tier in ("scalars", "scalars+histograms"):
+        ratios = [conv[(tier, e)] / conv[("plain", 1)] for e in INTERVALS]
+        table.append(f"| {tier} | " + " | ".join(f"{r:.3f}" for r in ratios) + " |")
+    print("\n".join(table))
+    lines += [*table, ""]
+    if step_ms < 50:
+        print(f"note: plain step {step_ms:.0f} ms < 50 ms; raise --batch", file=sys.stderr)
+
+    if args.out is not None:
+        command = "cd /work/main && .venv/bin/python benchmarks/probe.py " + shlex.join(sys.argv[1:])
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text("# normlab.probe overhead\n\nCommand: `" + command + "`\n\n" + "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
