@@ -77,7 +77,7 @@ def _assert_stats(model: nn.Module, expected: dict, tol: float) -> None:
         torch.testing.assert_close(bn.running_var.double(), var, rtol=tol, atol=tol)
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(sizes=st.lists(st.integers(1, 6), min_size=1, max_size=4).filter(lambda s: sum(s) >= 2),
        seed=st.integers(0, 999))
 def test_population_equals_whole_dataset_statistics_for_stacked_layers(sizes, seed):
