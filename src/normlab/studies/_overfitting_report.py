@@ -6,10 +6,10 @@ import math
 
 import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
 
 from normlab.lab import stats
 from normlab.lab.spec import Claim, Figure, StoredRun
+from normlab.report.figures import plot_band
 
 SOURCE = "seed 004"
 PAPER = "Srivastava et al. 2014"
@@ -138,23 +138,13 @@ def _seed_plot(run: StoredRun) -> Figure:
         "figures give the spread over seeds.", fig)
 
 
-def _band(ax, table: pd.DataFrame, color: str, label: str, log: bool) -> None:
-    piv = table.pivot_table(index="seed", columns="step", values="value")
-    vals = np.log10(piv) if log else piv
-    mean, half = vals.mean(), vals.std(ddof=1) * 1.96 / np.sqrt(vals.count())
-    tr = (lambda v: 10**v) if log else (lambda v: v)
-    ax.plot(mean.index, tr(mean), color=color, label=label)
-    ax.fill_between(mean.index, tr(mean - half.fillna(0)), tr(mean + half.fillna(0)), color=color, alpha=0.2)
-
-
 def _curves(run: StoredRun) -> Figure:
     c, m = run.config, run.metrics
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
     for ax, metric, log in ((axes[0], "train_mse", True), (axes[1], "heldout_mse", True), (axes[2], "weight_norm", False)):
         for arm, (color, label) in ARM_STYLE.items():
-            _band(ax, m[(m["arm"] == arm) & (m["n_train"] == c.n_train) & (m["metric"] == metric)], color, label, log)
-        if log:
-            ax.set_yscale("log")
+            sel = m[(m["arm"] == arm) & (m["n_train"] == c.n_train) & (m["metric"] == metric)]
+            plot_band(ax, sel, label=label, color=color, log=log)
         ax.set_title(metric.replace("_", " "))
         ax.set_xlabel("step")
     axes[1].axhline(c.test_noise**2, color="grey", ls=":", lw=1, label=f"noise floor {c.test_noise**2:g}")

@@ -36,6 +36,7 @@ import torch.nn as tnn
 from normlab.lab import stats
 from normlab.lab.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
 from normlab.nn.registry import create_norm
+from normlab.report.figures import plot_band
 
 SOURCE = "seed 004"
 YANG = "Yang et al. 2019"
@@ -116,6 +117,7 @@ class DeepBn(Study):
     seeds_from = ("004",)
     Config = Config
     quick_overrides: ClassVar[dict] = {"seeds": 4, "depth": 40, "control_batches": ()}
+    threads = 1  # tiny kernels: more threads only spin-wait on a busy machine
 
     def cells(self, config: Config) -> list[Cell]:
         for init in config.inits:
@@ -279,16 +281,14 @@ def _per_layer_figure(run: StoredRun, metric: str) -> Figure:
             if reason:  # say why a line is missing; never drop it silently
                 ax.plot([], [], color=color, label=f"{init}: {reason}")
                 continue
-            logv = np.log10(table.where(table > 0))
-            mean, half = logv.mean(), logv.std(ddof=1) * 1.96 / np.sqrt(logv.count())
-            layers = mean.index.to_numpy()
-            ax.plot(layers, 10**mean, color=color, label=f"{init} (n={len(table)})")
-            ax.fill_between(layers, 10 ** (mean - half.fillna(0)), 10 ** (mean + half.fillna(0)), color=color, alpha=0.2)
+            long = table.stack().rename("value").reset_index()  # seed, step, value
+            plot_band(ax, long, label=f"{init} (n={len(table)})", color=color, log=True)
+            mean = 10 ** np.log10(table.where(table > 0)).mean()
             stop = run.metrics[(run.metrics["arm"] == arm) & (run.metrics["metric"] == "overflow_layer")]["value"]
             if len(stop):
                 k = int(stop.median())
                 ax.axvline(k, color=color, ls=":", lw=1)
-                ax.annotate(f"inf at layer {k}\n({len(stop)}/{len(table)} seeds)", (k, 10 ** mean.dropna().iloc[-1]),
+                ax.annotate(f"inf at layer {k}\n({len(stop)}/{len(table)} seeds)", (k, mean.dropna().iloc[-1]),
                             color=color, fontsize=8, xytext=(5, -10), textcoords="offset points")
         if metric == "grad_w" and family == "bn":
             ref = YANG_RELU_RATE ** (c.depth - np.arange(1, c.depth + 1))

@@ -114,6 +114,7 @@ class LnDistribution(Study):
     seeds_from = ("001",)
     Config = Config
     quick_overrides: ClassVar[dict] = {"seeds": 8}
+    threads = 1  # tiny kernels: more threads only spin-wait on a busy machine
 
     def cells(self, config: Config) -> list[Cell]:
         if config.seeds < 1:

@@ -158,8 +158,9 @@ class Overfitting(Study):
     description = "Weight decay and dropout on the seed's 10-point regression, held-out data; inverted dropout (seed 004)"
     seeds_from = ("004",)
     Config = Config
-    quick_overrides: ClassVar[dict] = {"seeds": 4, "steps": 300, "eval_every": 100, "n_hidden": 64,
-                                       "size_sweep": (40,), "demo_draws": 200, "n_heldout": 200}
+    quick_overrides: ClassVar[dict] = {"seeds": 4, "steps": 200, "eval_every": 100, "n_hidden": 32,
+                                       "size_sweep": (20,), "demo_draws": 200, "n_heldout": 200}
+    threads = 1  # tiny kernels: more threads only spin-wait on a busy machine
 
     def cells(self, c: Config) -> list[Cell]:
         if c.steps < 1 or c.eval_every < 1:
