@@ -125,3 +125,13 @@ def test_frozen_layer_rejects_wrong_channels():
     freeze_batchnorm(model)
     with pytest.raises(ValueError, match=r"expected input of shape \(N, 3, \*\), got \(2, 4\)"):
         model(torch.randn(2, 4))
+
+
+def test_deepcopy_of_a_frozen_model_unfreezes_independently():
+    model = _model()
+    freeze_batchnorm(model)
+    twin = copy.deepcopy(model)
+    unfreeze_batchnorm(twin)
+    assert isinstance(model[1], FrozenBatchNorm) and type(twin[1]) is nn.BatchNorm2d
+    assert twin[1].weight is not model[1].__dict__["original"].weight
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in twin.state_dict().items())

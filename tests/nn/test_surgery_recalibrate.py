@@ -191,3 +191,14 @@ def test_errors_and_skips():
     report = recalibrate_batchnorm(model, [torch.randn(4, 3)])
     assert report.skipped == [("0", "track_running_stats=False: no running statistics")]
     assert list(report) == ["1"] and "skipped 0" in str(report)
+
+
+def test_dataloader_of_tensor_dataset_is_re_iterable_and_exact():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    batches = _data([10, 10, 4])
+    data = torch.cat(batches)
+    loader = DataLoader(TensorDataset(data, torch.zeros(len(data))), batch_size=10)  # batches of 10, 10, 4
+    model = _stacked()
+    recalibrate_batchnorm(model, loader)
+    _assert_stats(model, _oracle_population(model, batches), tol=1e-10)
