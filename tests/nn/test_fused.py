@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from normlab.nn.fused import counter_dropout_mask, dropout_add_norm
+from normlab.nn.fused import counter_drop_probability, counter_dropout_mask, dropout_add_norm
 
 
 @pytest.fixture(autouse=True)
@@ -94,7 +94,17 @@ def test_counter_mask_matches_composition_with_same_mask() -> None:
     x, r, w, b = _inputs((8, 128))
     fused = dropout_add_norm(x, r, w, b, p=0.2, training=True, mask="counter", seed=5)
     keep = counter_dropout_mask(x.shape, 0.2, 5)
-    torch.testing.assert_close(fused, F.layer_norm(r + x * keep / 0.8, (128,), w, b))
+    scale = 1 / (1 - counter_drop_probability(0.2))  # the rate the mask really has (p rounded to 2^-16)
+    assert abs(counter_drop_probability(0.2) - 0.2) <= 2**-17
+    torch.testing.assert_close(fused, F.layer_norm(r + x * keep * scale, (128,), w, b))
+
+
+def test_counter_mask_odd_sizes_and_extreme_p() -> None:
+    assert counter_dropout_mask((7, 3), 0.5, 0).shape == (7, 3)  # odd count: half of the last hash unused
+    assert counter_dropout_mask((1001,), 0.0, 0).all()
+    x, r, w, b = _inputs((3, 8))
+    y = dropout_add_norm(x, r, w, b, p=1 - 2**-20, training=True, mask="counter", seed=1)  # rounds to 1
+    torch.testing.assert_close(y, F.layer_norm(r, (8,), w, b))
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])

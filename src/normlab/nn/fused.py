@@ -16,7 +16,8 @@ Two mask sources (``mask=``):
     A counter-based hash of (seed, element index): the mask is a pure function of ``seed``, costs a few
     integer passes instead of a pseudo-random stream, and can be recomputed instead of stored. It is a
     different (but still i.i.d.-looking) mask, so it matches the composition only when the same counter
-    mask is used there too (:func:`counter_dropout_mask`).
+    mask is used there too (:func:`counter_dropout_mask`). ``p`` is rounded to a multiple of 2^-16 and
+    the scale uses the rounded keep rate, so the output stays unbiased.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["counter_dropout_mask", "dropout_add_norm"]
+__all__ = ["counter_drop_probability", "counter_dropout_mask", "dropout_add_norm"]
 
 _NORMS = ("layernorm", "rmsnorm")
 _MASKS = ("bernoulli", "counter")
@@ -38,27 +39,40 @@ _MASKS = ("bernoulli", "counter")
 _M1 = 0x7FEB352D
 _M2 = 0x846CA68B
 _GOLDEN = 0x9E3779B9
-_MASK32 = 0xFFFFFFFF
+_RESOLUTION = 1 << 16  # each 32-bit hash gives two 16-bit draws, so p is rounded to a multiple of 2^-16
+
+
+def _int32(value: int) -> int:
+    """``value`` mod 2^32 as a signed int32 (torch has no uint32 shifts on CPU; int32 arithmetic wraps)."""
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def counter_drop_probability(p: float) -> float:
+    """The drop probability the counter mask actually uses: ``p`` rounded to a multiple of 2^-16."""
+    return round(p * _RESOLUTION) / _RESOLUTION
 
 
 def counter_dropout_mask(shape: torch.Size | tuple[int, ...], p: float, seed: int,
                          device: torch.device | str | None = None) -> Tensor:
-    r"""A keep-mask (``bool``, True = keep, probability :math:`1-p`) that is a pure function of ``seed``.
+    r"""A keep-mask (``bool``, True = keep) that is a pure function of ``(seed, element index)``.
 
-    Element :math:`i` keeps iff :math:`\mathrm{hash}(i + \mathrm{seed}\cdot\phi) \bmod 2^{24} \ge p \cdot 2^{24}`,
-    with a 32-bit multiply-xorshift hash computed in int64 (so no overflow) and :math:`\phi` the golden
-    ratio constant. Resolution of :math:`p` is :math:`2^{-24}`.
+    Hash :math:`j` is the 32-bit lowbias32 finalizer of :math:`j + \mathrm{seed}\cdot\phi` (int32
+    arithmetic, logical shifts by masking); its two 16-bit halves decide elements :math:`2j` and
+    :math:`2j+1`: keep iff the half, read as an unsigned number, is at least :math:`p \cdot 2^{16}`
+    (rounded; see :func:`counter_drop_probability`).
     """
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError(f"counter_dropout_mask: seed must be an int, got {type(seed).__name__}")
     n = math.prod(shape)
-    h = torch.arange(n, dtype=torch.int64, device=device)
-    h.add_((seed * _GOLDEN) & _MASK32).bitwise_and_(_MASK32)
-    h.bitwise_xor_(h >> 16).mul_(_M1).bitwise_and_(_MASK32)
-    h.bitwise_xor_(h >> 15).mul_(_M2).bitwise_and_(_MASK32)
-    h.bitwise_xor_(h >> 16)
-    threshold = round(p * (1 << 24))
-    return (h.bitwise_and_((1 << 24) - 1) >= threshold).view(shape)
+    h = torch.arange((n + 1) // 2, dtype=torch.int32, device=device)
+    h.add_(_int32(seed * _GOLDEN))
+    h.bitwise_xor_((h >> 16) & 0xFFFF).mul_(_int32(_M1))
+    h.bitwise_xor_((h >> 15) & 0x1FFFF).mul_(_int32(_M2))
+    h.bitwise_xor_((h >> 16) & 0xFFFF)
+    halves = h.view(torch.int16)[:n]  # signed view of each 16-bit half: unsigned u = v + 2^15
+    threshold = round(p * _RESOLUTION) - (1 << 15)
+    return (halves >= threshold).view(shape)
 
 
 def _check(x: Tensor, residual: Tensor, weight: Tensor | None, bias: Tensor | None, p: float,
@@ -128,9 +142,10 @@ def dropout_add_norm(
     _check(x, residual, weight, bias, p, norm, mask)
     if mask == "counter" and training and p > 0 and seed is None:
         raise ValueError("dropout_add_norm: mask='counter' needs seed= (the mask is a function of it)")
+    drops_all = p == 1 or (mask == "counter" and counter_drop_probability(p) == 1)
     if not training or p == 0:
         summed = residual + x
-    elif p == 1:
+    elif drops_all:
         summed = residual + x * 0  # keeps x in the graph (zero gradient), like F.dropout(p=1)
     else:
         keep = 1.0 - p
@@ -138,6 +153,7 @@ def dropout_add_norm(
             # The draw F.dropout makes on CPU: a float tensor like x filled by bernoulli_(1-p).
             m = torch.empty_like(x).bernoulli_(keep, generator=generator)
         else:
+            keep = 1.0 - counter_drop_probability(p)  # the mask's exact keep rate, so E[output] = x
             m = counter_dropout_mask(x.shape, p, seed, device=x.device).to(x.dtype)
         summed = torch.addcmul(residual, x, m, value=1.0 / keep)  # residual + x*m/(1-p) in one pass
     shape = (x.shape[-1],)

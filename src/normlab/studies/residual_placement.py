@@ -206,6 +206,7 @@ class ResidualPlacement(Study):
                    "transformer on Shakespeare, by depth (seed 003)")
     seeds_from = ("003",)
     Config = Config
+    threads = 1  # width-64 matrices gain nothing from a second thread; on a busy machine it only spin-waits
     quick_overrides: ClassVar[dict[str, Any]] = {
         "depths": (1, 2), "seeds": 2, "steps": 20, "warmups": (0, 10), "width": 16, "heads": 2,
         "block_size": 8, "batch_size": 4, "corpus_chars": 20_000, "eval_batches": 1, "eval_batch_size": 8,
