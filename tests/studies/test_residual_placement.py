@@ -22,7 +22,7 @@ matplotlib.use("Agg")
 STUDY = ResidualPlacement()
 CLAIM_IDS = {
     "post-unstable-at-depth", "post-needs-warmup", "post-grad-grows-toward-output", "pre-grad-flat",
-    "pre-no-warmup-needed", "pre-stable", "pre-slightly-worse", "deepnorm-trains-where-post-fails",
+    "warmup-matters-more-for-post", "pre-stable", "pre-slightly-worse", "deepnorm-trains-where-post-fails",
     "sandwich-stops-value-explosion", "rmsnorm-matches-ln", "rmsnorm-cheaper",
 }
 
