@@ -62,7 +62,7 @@ def test_per_layer_numbers_match_a_hand_written_oracle(init, bn):
         if bn:  # training-mode BN, weight 1, bias 0: biased batch variance, eps 1e-5
             z = (z - z.mean(0)) / torch.sqrt(z.var(0, correction=0) + 1e-5)
         h = torch.relu(z)
-        stds.append(float(h.std()))
+        stds.append(float(h.detach().std()))
     grads = torch.autograd.grad((h * g).sum(), weights)
     np.testing.assert_allclose(got["act_std"], stds, rtol=1e-4)
     np.testing.assert_allclose(got["grad_w"], [float(gr.norm()) for gr in grads], rtol=1e-3)

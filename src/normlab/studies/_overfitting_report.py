@@ -219,7 +219,7 @@ def _demo_figure(run: StoredRun) -> Figure:
     sd = math.sqrt(c.demo_units * c.dropout / (1 - c.dropout))
     xs = np.linspace(train.min(), train.max(), 200)
     ax.plot(xs, np.exp(-0.5 * ((xs - c.demo_units) / sd) ** 2) / (sd * math.sqrt(2 * math.pi)), color="black",
-            lw=1, label="theory: 2·Binomial(n, 1/2), normal approx.")
+            lw=1, label="theory: Binomial(n, 1-p)/(1-p), normal approx.")
     for i, v in enumerate(np.unique(ev)[:3]):  # one line if eval is exact, as it should be
         ax.axvline(v, color="tab:blue", lw=2, label=f"eval mode: {v:g} ({np.mean(ev == v):.0%} of draws)" if i < 3 else None)
     ax.axvline(c.demo_seed_output, color="tab:red", ls="--", label=f"the seed's draw {c.demo_seed_output:g}")

@@ -113,7 +113,7 @@ def _arms(config: Config) -> list[tuple[str, str, bool, int]]:
 
 class DeepBn(Study):
     name = "deep-bn"
-    description = "100-layer ReLU MLP at init: forward std and gradient per layer, 3 inits, with/without BN (seed 004)"
+    description = "100-layer ReLU MLP at init: forward std and gradient per layer, 3 inits, with/without BN"
     seeds_from = ("004",)
     Config = Config
     quick_overrides: ClassVar[dict] = {"seeds": 4, "depth": 40, "control_batches": ()}

@@ -110,7 +110,7 @@ def _long(rows: list[tuple[int, str, float]]) -> pd.DataFrame:
 
 class LnDistribution(Study):
     name = "ln-distribution"
-    description = "LayerNorm standardizes each sample (mean 0, biased var 1) but not each feature (seed 001)"
+    description = "LayerNorm standardizes each sample (mean 0, biased var 1) but not each feature"
     seeds_from = ("001",)
     Config = Config
     quick_overrides: ClassVar[dict] = {"seeds": 8}

@@ -155,7 +155,7 @@ def dropout_demo(c: Config, seeds: tuple[int, ...]) -> pd.DataFrame:
 
 class Overfitting(Study):
     name = "overfitting"
-    description = "Weight decay and dropout on the seed's 10-point regression, held-out data; inverted dropout (seed 004)"
+    description = "Weight decay and dropout on the seed's 10-point regression, held-out data; inverted dropout"
     seeds_from = ("004",)
     Config = Config
     quick_overrides: ClassVar[dict] = {"seeds": 4, "steps": 200, "eval_every": 100, "n_hidden": 32,
