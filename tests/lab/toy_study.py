@@ -22,7 +22,6 @@ class ToyConfig:
     steps: int = 30
     lr: float = 0.05
     arms: tuple[str, ...] = ("fast", "slow")
-    sleep_per_cell: float = 0.0  # lets the kill -9 test interrupt mid-study
 
 
 class ToyStudy(Study):
@@ -50,11 +49,9 @@ class ToyStudy(Study):
             for s, v in zip(ctx.cell.seeds, losses.tolist(), strict=True):
                 rows.append((s, step, "loss", v))
             ctx.progress(step + 1, config.steps)
-        if config.sleep_per_cell:
-            time.sleep(config.sleep_per_cell)
-            marker = os.environ.get("TOY_MARK_DIR")
-            if marker:
-                open(os.path.join(marker, f"{ctx.cell.arm}.started"), "w").close()
+        if os.environ.get("TOY_HANG_ARM") == ctx.cell.arm:  # lets the kill -9 test interrupt mid-study
+            open(os.path.join(os.environ["TOY_MARK_DIR"], f"{ctx.cell.arm}.started"), "w").close()
+            time.sleep(600)
         metrics = pd.DataFrame(rows, columns=["seed", "step", "metric", "value"])
         return CellResult(metrics=metrics, extra={"final": metrics[metrics.step == config.steps - 1]})
 

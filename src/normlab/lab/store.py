@@ -136,6 +136,7 @@ class RunStore:
                     f"{self.run_dir} was created with a different config ({detail}); resume with the same "
                     "settings or choose another --out directory"
                 )
+            self._remove_stale_temp_files()
             return True
         if self.run_dir.exists() and any(self.run_dir.iterdir()):
             raise RunDirError(f"{self.run_dir} exists, is not empty and is not a normlab run directory")
@@ -143,6 +144,13 @@ class RunStore:
         atomic_write_json(self.run_dir / ENV_FILE, env)
         atomic_write_json(self.config_path, record)  # last: its presence marks a run directory
         return False
+
+    def _remove_stale_temp_files(self) -> None:
+        """Temp files of a write that a kill interrupted (cell directories are wiped on rerun anyway)."""
+        for d in (self.run_dir, self.run_dir / "figures"):
+            if d.is_dir():
+                for p in d.glob(".*.tmp"):
+                    p.unlink(missing_ok=True)
 
     # -- cells ----------------------------------------------------------------------------------
     def cell_dir(self, cell: Cell) -> Path:
