@@ -33,6 +33,7 @@ def arm_colors(arms: Sequence[str]) -> dict[str, str]:
 def new_figure(nrows: int = 1, ncols: int = 1, *, width: float = 6.0, height: float = 4.0,
                **kw: object) -> tuple[plt.Figure, np.ndarray]:
     """A figure with an ``(nrows, ncols)`` array of axes sized ``width x height`` inches each."""
+    kw.setdefault("layout", "constrained")  # no overlapping titles/labels, colorbars included
     fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, **kw)
     return fig, axes
 
@@ -74,14 +75,14 @@ def plot_band(ax: plt.Axes, values: pd.DataFrame, *, label: str, color: str | No
         ax.set_yscale("log")
 
 
-def symlog_transform(edges: np.ndarray) -> tuple[np.ndarray, float]:
+def symlog_transform(edges: np.ndarray, linthresh: float | None = None) -> tuple[np.ndarray, float]:
     """Map bin edges to a symmetric-log axis: ``sign(e) * (1 + log10(|e| / m))`` for ``|e| >= m``, linear
-    ``e / m`` inside ``(-m, m)``, where ``m`` is the smallest positive finite edge; ``±inf`` edges land one
-    unit beyond the last finite one. Returns ``(positions, m)``."""
+    ``e / m`` inside ``(-m, m)``, where ``m`` is ``linthresh`` or else the smallest positive finite edge;
+    ``±inf`` edges land one unit beyond the last finite one. Returns ``(positions, m)``."""
     e = np.asarray(edges, dtype=float)
     finite = e[np.isfinite(e)]
     pos = np.abs(finite[finite != 0])
-    m = float(pos.min()) if pos.size else 1.0
+    m = float(linthresh) if linthresh else (float(pos.min()) if pos.size else 1.0)
     out = np.where(np.abs(e) >= m, np.sign(e) * (1 + np.log10(np.maximum(np.abs(e), m) / m)), e / m)
     fin = np.isfinite(out)
     top = float(np.abs(out[fin]).max()) if fin.any() else 1.0
@@ -90,13 +91,14 @@ def symlog_transform(edges: np.ndarray) -> tuple[np.ndarray, float]:
 
 def heatmap_over_time(ax: plt.Axes, hist: pd.DataFrame, *, step: str = "step", lo: str = "bin_lo",
                       hi: str = "bin_hi", count: str = "count", ylabel: str = "value", symlog: bool = True,
-                      cmap: str = "magma") -> object:
+                      linthresh: float | None = None, cmap: str = "magma") -> object:
     """Distribution over time: x = step, y = bin, color = fraction of entries (per step, log color scale).
 
     ``hist`` has one row per (step, bin) (absent bins count 0) with the same bin edges at every step, such
     as ``normlab.probe`` histograms; rows of several members/names are summed. Counts are normalized per
     step, so a narrow (concentrated) distribution shows as a thin bright band. ``symlog`` draws the value
-    axis on a symmetric log scale (use it with the probe's symmetric log bins, whose outer edges are ±inf).
+    axis on a symmetric log scale (use it with the probe's symmetric log bins, whose outer edges are ±inf;
+    pass their smallest magnitude as ``linthresh`` so every panel shares one axis).
     """
     h = hist.groupby([step, lo, hi], as_index=False, observed=True)[count].sum()
     steps = np.sort(h[step].unique())
@@ -109,7 +111,7 @@ def heatmap_over_time(ax: plt.Axes, hist: pd.DataFrame, *, step: str = "step", l
     frac = np.divide(grid, totals, out=np.zeros_like(grid), where=totals > 0)
     x_edges = np.append(steps, steps[-1] + (steps[-1] - steps[-2] if steps.size > 1 else 1))
     if symlog:
-        y_edges, m = symlog_transform(edges)
+        y_edges, m = symlog_transform(edges, linthresh)
     else:
         if not np.isfinite(edges).all():
             raise ValueError("heatmap_over_time: infinite bin edges need symlog=True")

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from normlab.lab.spec import Figure, StoredRun
+from normlab.probe.histograms import DEFAULT_MIN_EXP
 from normlab.report.figures import arm_colors, heatmap_over_time, mean_band, new_figure, plot_band
 from normlab.studies._ln_gradients_claims import measures_of
 
@@ -86,7 +87,7 @@ def gradient_heatmaps(run: StoredRun) -> Figure | None:
     mesh = None
     for ax, arm in zip(axes.ravel(), arms, strict=False):
         ha = h[h["arm"] == arm]
-        mesh = heatmap_over_time(ax, ha, ylabel="gradient value (symlog)")
+        mesh = heatmap_over_time(ax, ha, ylabel="gradient value (symlog)", linthresh=10.0**DEFAULT_MIN_EXP)
         ax.set_title(arm)
     for ax in axes.ravel()[len(arms):]:
         ax.axis("off")
