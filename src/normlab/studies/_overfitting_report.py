@@ -156,7 +156,7 @@ def _curves(run: StoredRun) -> Figure:
         "curves", "Train error, held-out error and weight norm over training",
         "Left: train MSE in eval mode; middle: MSE on the held-out set (dotted: the noise floor, the error of "
         "the true line); right: L2 norm of all weight matrices. A widening distance between left and middle is "
-        "overfitting. Weight decay keeps the weights small; compare where each arm's held-out curve ends.", fig)
+        "overfitting; a regularizer helps if its held-out curve ends lower than the unregularized one.", fig)
 
 
 def _summary(run: StoredRun) -> Figure:

@@ -302,13 +302,15 @@ def _per_layer_figure(run: StoredRun, metric: str) -> Figure:
     fig.tight_layout()
     how = {
         "act_std": "Each line is the std of a layer's output (what the seed prints), geometric mean over seeds "
-                   "with a 95% band; log scale. Left, without BN: the default init shrinks it layer by layer, "
-                   "normal(0,1) grows it until it overflows to inf (dotted line: the layer, with how many seeds), "
-                   "Kaiming keeps it level. Right, with BN: all three inits give the same flat line.",
+                   "with a 95% band; log scale. Left, without BN; right, with BN. A line that falls (rises) "
+                   "steadily means the std vanishes (explodes) with depth; a dotted vertical line marks the layer "
+                   "where an arm overflowed to inf, with how many seeds did. The seed's claim holds if the three "
+                   "right-hand lines are flat and lie on top of each other.",
         "grad_w": "Each line is a layer's weight-gradient norm divided by the last layer's, geometric mean over "
                   "seeds with a 95% band; log scale; the backward pass runs from the right (output) to the left. "
-                  "A line rising to the left means gradients grow with depth. Dashed: Yang et al.'s large-batch "
-                  "rate. Arms whose forward pass overflowed have no gradient and say so in the legend.",
+                  "A line rising to the left means gradients grow with depth; parallel to the dashed line means "
+                  "Yang et al.'s large-batch rate. Arms without a usable gradient (forward overflow, or every "
+                  "value underflowed to 0) say so in the legend.",
     }[metric]
     return Figure(f"per_layer_{metric}", title, how, fig)
 
@@ -340,5 +342,6 @@ def _factor_figure(run: StoredRun) -> Figure:
     return Figure(
         "growth_factors", "Growth per layer, forward and backward",
         "Each dot is the per-layer growth factor (exp of the slope of log value vs layer, fitted per seed) with "
-        "its 95% CI over seeds; log scale; 1 means flat. Left: forward std (BN arms at 1 whatever the init). "
-        "Right: weight-gradient norm going toward the input (BN arms above 1; dashed: Yang et al.'s 1.21).", fig)
+        "its 95% CI over seeds; 1 means flat. Left (log scale): forward std; a stable arm sits on the line at 1. "
+        "Right: weight-gradient norm going toward the input; above 1 means gradients grow with depth; dashed: "
+        "Yang et al.'s large-batch rate sqrt(π/(π-1)).", fig)

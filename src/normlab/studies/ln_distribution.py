@@ -208,14 +208,16 @@ class LnDistribution(Study):
     def notes(self, run: StoredRun) -> str:
         c: Config = run.config
         n = len(c.sample)
+        skew_before = stats.mean_ci(_MetricView(run.metrics).values("layernorm", "sample_skew_before"))
         return (
             f"Seed 001 reproduced at its settings: seed 0 of the `layernorm` arm is the seed's "
             f"`torch.manual_seed(0)` run; {c.seeds} seeds in all. The seed checks the variance with "
             f"`Tensor.var()`, which divides by F-1: for F={n} it reads F/(F-1)·σ²/(σ²+ε), not 1. "
             "Controls: `batchnorm` (same Linear and data) shows what equalizing per-feature variance looks like, "
             "so a failure to see it in LN is not a blind instrument; `layernorm/lognormal` feeds skewed rows to "
-            "LN to test whether LN changes a row's shape (it cannot: it is an affine map per row). The seed's "
-            "rows look normal after LN only because Linear(randn) rows are already Gaussian."
+            "LN to test whether LN changes a row's shape (it cannot: it is an affine map per row). Whether the "
+            "seed's rows look normal after LN says little: before LN their mean skewness is already "
+            f"{skew_before.fmt()} (a Gaussian row: 0), as a Linear map of Gaussian input gives."
         )
 
 
@@ -284,8 +286,8 @@ def _seed_figure(run: StoredRun) -> Figure:
         "seed_figure", "The seed's 2×3 figure, drawn from seed 0",
         "Top: histograms of every value of the batch before/after LN, and of one sample's 50 values (red: "
         "before, black outline: after; same shape, rescaled). Bottom left/middle: each feature's variance over "
-        "the 100 samples; LN rescales every bar by about the same factor, so the bars stay as unequal as "
-        "before (cv in the legend). Bottom right: one sample's variance after LN, biased (1 up to ε) and "
+        "the 100 samples, with their mean and coefficient of variation (cv) in the legend: if LN equalized "
+        "per-feature variance, the after-LN bars would all have the same height (cv near 0). Bottom right: one sample's variance after LN, biased (1 up to ε) and "
         "unbiased (F/(F-1) = 50/49, what `Tensor.var()` prints). The seed's own bottom-right panel shows only "
         "the unbiased bar.", fig)
 
@@ -306,9 +308,10 @@ def _rows_vs_features(run: StoredRun) -> Figure:
     return Figure(
         "rows_vs_features", "LN equalizes samples, BN equalizes features",
         "Each bar is how unequal the variances are (coefficient of variation, mean over seeds with 95% CI). "
-        "Left: the 100 per-sample variances (over features); LN sends them to ~0 spread, BN does not. Right: "
-        "the 50 per-feature variances (over the batch); BN sends them to ~0 spread, LN leaves them about as "
-        "unequal as before. Same Linear weights and data for all three bars of a seed.", fig)
+        "Left: the 100 per-sample variances (over features); right: the 50 per-feature variances (over the "
+        "batch). A norm equalizes an axis when its bar drops to ~0. LN is expected to zero the left panel and "
+        "BN the right one; the claims table says whether they did. Same Linear weights and data for all three "
+        "bars of a seed.", fig)
 
 
 def _single_sample_figure(run: StoredRun) -> Figure:
@@ -355,5 +358,5 @@ def _shape_figure(run: StoredRun) -> Figure:
     return Figure(
         "shape_control", "LN does not make a row normal",
         "Left: one skewed row before and after LN (the histogram is shifted and rescaled, not reshaped). "
-        "Right: each row's skewness before vs after; all points sit on y = x, far from 0 (a normal row). "
-        "LN is an affine map of each row, so any shape the row had survives it.", fig)
+        "Right: each row's skewness before vs after LN. Points on y = x mean LN kept each row's shape; points "
+        "near the red line at 0 would mean LN made rows symmetric like a normal distribution.", fig)
