@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from normlab.probe.histograms import SymLogBins
-from normlab.probe.stats import SegmentLayout, activation_moments
+from normlab.probe.stats import activation_moments
 
 ModuleSelector = Iterable[str | type[nn.Module]] | Callable[[str, nn.Module], bool] | None
 
@@ -78,7 +78,7 @@ class ActivationHooks:
 
     Why two paths: a small output costs a kernel launch per statistic but almost no arithmetic, so the
     hook only keeps a reference and :meth:`take` reduces all kept outputs in one fixed set of kernels
-    (``SegmentLayout``). A kept tensor whose version counter moved was changed in place after the hook
+    (``step_vector.StepVector``). A kept tensor whose version counter moved was changed in place after the hook
     (an ``inplace=True`` activation, ``x += ...``): that step's value is dropped and the module is reduced
     in its hook from then on, as large outputs always are (there, arithmetic dominates and a reference
     would hold memory through the backward pass).
@@ -96,7 +96,6 @@ class ActivationHooks:
         self._reduced: dict[int, torch.Tensor] = {}  # slot -> (members, 4) moments computed in the hook
         self._reduced_histograms: dict[int, torch.Tensor] = {}
         self._reduce_in_hook: set[int] = set()
-        self._layouts: dict[tuple, tuple[SegmentLayout, torch.Tensor, torch.Tensor | None]] = {}
         self._member_offsets: dict[torch.device, torch.Tensor] = {}
         self._handles = []
         for name, module in selected:
@@ -151,9 +150,11 @@ class ActivationHooks:
             offsets = self._member_offsets[device] = (torch.arange(self.members, device=device) * width)[:, None]
         return offsets
 
-    def take(self, moments_out: torch.Tensor, histograms_out: torch.Tensor | None) -> frozenset[int]:
-        """Write the step's moments into ``moments_out`` ``(slots * members, 4)`` (and counts into
-        ``histograms_out`` ``(slots * members, bins)`` if given); returns the slots with no record."""
+    def take(self, moments_out: torch.Tensor, histograms_out: torch.Tensor | None
+             ) -> tuple[dict[int, torch.Tensor], frozenset[int]]:
+        """End of step: write the moments reduced in hooks into ``moments_out`` ``(slots * members, 4)``
+        (and counts into ``histograms_out`` ``(slots * members, bins)`` if given); return the kept outputs
+        still unchanged (slot -> tensor), to be reduced together, and the slots with no record."""
         members = self.members
         kept = {}
         for slot, (x, version) in self._kept.items():
@@ -161,8 +162,6 @@ class ActivationHooks:
                 kept[slot] = x
             else:
                 self._reduce_in_hook.add(slot)  # changed in place after the hook: reduce in the hook
-        if kept:
-            self._reduce_kept(kept, moments_out, histograms_out)
         for slot, moments in self._reduced.items():
             moments_out[slot * members : (slot + 1) * members] = moments
         if histograms_out is not None:
@@ -170,32 +169,7 @@ class ActivationHooks:
                 histograms_out[slot * members : (slot + 1) * members] = counts
         missing = frozenset(range(len(self.slots))) - kept.keys() - self._reduced.keys()
         self._kept, self._reduced, self._reduced_histograms = {}, {}, {}
-        return missing
-
-    def _reduce_kept(self, kept: dict[int, torch.Tensor], moments_out: torch.Tensor,
-                     histograms_out: torch.Tensor | None) -> None:
-        slots = tuple(sorted(kept))
-        tensors = [kept[slot] for slot in slots]
-        key = (slots, tuple(t.shape for t in tensors))
-        cached = self._layouts.get(key)
-        if cached is None:
-            device = tensors[0].device
-            layout = SegmentLayout([t.shape for t in tensors], self.members, device)
-            rows = torch.tensor([slot * self.members + m for slot in slots for m in range(self.members)],
-                                device=device)
-            offsets = layout.segment * (self.binning.bins + 1) if self.binning is not None else None
-            cached = self._layouts[key] = (layout, rows, offsets)
-        layout, rows, offsets = cached
-        flat = torch.cat([t.reshape(-1) for t in tensors])
-        if flat.dtype not in (torch.float32, torch.float64):
-            flat = flat.float()
-        mean, sum_sq, absmax, zeros = layout.moments(flat[None], zeros=True)[0]
-        counts = layout.device_counts(flat)
-        moments = torch.stack((mean, sum_sq.div_(counts), absmax, zeros.div_(counts)), dim=1)  # (S, 4)
-        moments_out.index_copy_(0, rows, moments.to(moments_out.dtype))
-        if histograms_out is not None and self.histogramming:
-            counts = self.binning.segment_counts(flat, offsets, layout.n_segments)
-            histograms_out.index_copy_(0, rows, counts)
+        return kept, missing
 
     def remove(self) -> None:
         for handle in self._handles:

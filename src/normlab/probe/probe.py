@@ -10,10 +10,11 @@ Example::
     probe.scalars()                   # long table: step, member, name, kind, stat, value
     probe.save("runs/probe")          # scalars.parquet, histograms.parquet
 
-Cost model: on a recorded step the probe launches a fixed number of kernels for all parameters together
-(``stats.SegmentLayout``), about five per recorded module output, and one copy per row into a device
-buffer; the only host sync is the buffer flush every ``flush_every`` recorded steps. Memory: three flat
-float copies of the trainable parameters (gradients, weights before the step, update) plus the buffer.
+Cost model: on a recorded step the probe launches a fixed number of kernels for all parameters and all
+small module outputs together (``step_vector.StepVector``), a few per large module output, and one copy
+per row into a device buffer; the only host sync is the buffer flush every ``flush_every`` recorded
+steps. Memory: three flat copies of the trainable parameters (gradients, weights before the step,
+update), the small outputs of the current step, and the buffer.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from normlab.probe.histograms import SymLogBins
 from normlab.probe.hooks import ActivationHooks, ModuleSelector, select_modules
 from normlab.probe.schedule import Schedule, _positive_int
 from normlab.probe.stats import N_ACTIVATION_MOMENTS, SegmentLayout
+from normlab.probe.step_vector import StepVector
 from normlab.probe.tables import Catalog, histograms_frame, scalars_frame
 from normlab.probe.writers import TensorBoardWriter, write_parquet_atomic
 
@@ -115,25 +117,20 @@ class Probe:
         device = named[0][1].device if named else torch.device("cpu")
         dtype = torch.float64 if any(p.dtype == torch.float64 for _, p in named) else torch.float32
         self._params = [p for _, p in named]
-        self._param_layout = SegmentLayout([p.shape for p in self._params], self.members, device)
-        self._param_rows = torch.zeros((3, self._param_layout.total), device=device, dtype=dtype)  # grad, w, Δw
         self._running = [b for _, b in running]
-        self._running_layout = SegmentLayout([b.shape for b in self._running], self.members, device)
-        self._running_rows = torch.zeros((2, self._running_layout.total), device=device, dtype=dtype)  # value, Δ
+        param_layout = SegmentLayout([p.shape for p in self._params], self.members, device)
+        running_layout = SegmentLayout([b.shape for b in self._running], self.members, device)
+        self._vector = StepVector(param_layout, running_layout, device, dtype, self.binning)
         self._running_previous: torch.Tensor | None = None
-        if self.binning is not None:
-            width, segments = self.binning.bins + 1, self._param_layout.n_segments
-            row_offset = torch.arange(2, device=device)[:, None] * segments
-            self._histogram_offsets = (row_offset + self._param_layout.segment) * width  # (2, T)
 
         self._activations = ActivationHooks(select_modules(model, modules), self.members, self.binning, record_eval)
         self.catalog = Catalog(
             members=self.members,
             activation_slots=tuple(self._activations.slots),
             param_names=tuple(name for name, _ in named),
-            param_counts=self._param_layout.counts,
+            param_counts=param_layout.counts,
             running_names=tuple(name for name, _ in running),
-            running_counts=self._running_layout.counts,
+            running_counts=running_layout.counts,
             bin_edges=self.binning.edges(dtype) if self.binning is not None else None,
         )
         self._scalar_buffer = DeviceBuffer(self.catalog.scalar_width, flush_every, device, dtype)
@@ -192,14 +189,14 @@ class Probe:
         self._activations.histogramming = self.schedule.records_histograms(self._step)
 
     def _capture_gradients(self) -> None:
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self._params]
         if self._params:
-            self._param_layout.flatten_into(grads, self._param_rows[0])
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self._params]
+            torch.cat([g.detach().reshape(-1) for g in grads], out=self._vector.region("grad"))
         self._missing_grads = frozenset(("grad", i) for i, p in enumerate(self._params) if p.grad is None)
 
     def _capture_weights(self) -> None:
         if self._params:
-            self._flatten_params_into(self._param_rows[1])
+            self._flatten_params_into(self._vector.region("weight"))
 
     def _flatten_params_into(self, out: torch.Tensor) -> None:
         views = self._param_views
@@ -217,8 +214,9 @@ class Probe:
         if self._captured:
             self._captured = False
             if self._params:
-                self._flatten_params_into(self._param_rows[2])
-                self._param_rows[2].sub_(self._param_rows[1])
+                update = self._vector.region("update")
+                self._flatten_params_into(update)
+                update.sub_(self._vector.region("weight"))
             self._write_step()
         self._step += 1
         self._arm_hooks()
@@ -226,37 +224,35 @@ class Probe:
     def _write_step(self) -> None:
         step = self._step
         histogram_step = self._histogram_buffer is not None and self.schedule.records_histograms(step)
-        pieces = []
         missing = set(self._missing_grads)
+        if self._running:
+            value = self._vector.region("running_value")
+            torch.cat([b.detach().reshape(-1) for b in self._running], out=value)
+            if self._running_previous is None:
+                self._running_previous = value.clone()
+                missing.add(("drift",))
+            torch.sub(value, self._running_previous, out=self._vector.region("running_delta"))
+            self._running_previous.copy_(value)
+        kept = {}
         if self.catalog.activation_slots:
             self._act_moments.fill_(float("nan"))
             if histogram_step:
                 self._act_counts.zero_()
-            missing_slots = self._activations.take(self._act_moments, self._act_counts if histogram_step else None)
+            kept, missing_slots = self._activations.take(self._act_moments,
+                                                         self._act_counts if histogram_step else None)
             missing.update(("act", slot) for slot in missing_slots)
-            pieces.append(self._act_moments.reshape(-1))
-        if self._params:
-            pieces.append(self._param_layout.moments(self._param_rows).reshape(-1))
-        if self._running:
-            self._running_layout.flatten_into(self._running, self._running_rows[0])
-            if self._running_previous is None:
-                self._running_previous = self._running_rows[0].clone()
-                missing.add(("drift",))
-            torch.sub(self._running_rows[0], self._running_previous, out=self._running_rows[1])
-            self._running_previous.copy_(self._running_rows[0])
-            pieces.append(self._running_layout.moments(self._running_rows).reshape(-1))
-        if pieces:
-            self._append(self._scalar_buffer, step, torch.cat(pieces), frozenset(missing))
+        fixed, act_moments, act_rows, counts = self._vector.reduce(kept, self.members, histogram_step)
+        if kept:
+            self._act_moments.index_copy_(0, act_rows, act_moments.to(self._act_moments.dtype))
+        self._append(self._scalar_buffer, step, torch.cat([self._act_moments.reshape(-1), fixed.reshape(-1)]),
+                     frozenset(missing))
         if histogram_step:
-            counts = []
-            if self.catalog.activation_slots:
-                counts.append(self._act_counts.reshape(-1))
-            if self._params:
-                counts.append(self.binning.segment_counts(
-                    self._param_rows[:2], self._histogram_offsets, 2 * self._param_layout.n_segments
-                ).reshape(-1))
+            param_segments = self._vector.histogram_param_segments
+            if kept:
+                self._act_counts.index_copy_(0, act_rows, counts[param_segments:])
+            row = torch.cat([self._act_counts.reshape(-1), counts[:param_segments].reshape(-1)])
             act_missing = frozenset(key for key in missing if key[0] == "act")
-            self._append(self._histogram_buffer, step, torch.cat(counts), act_missing)
+            self._append(self._histogram_buffer, step, row, act_missing)
 
     def _append(self, buffer: DeviceBuffer, step: int, row: torch.Tensor, missing: frozenset) -> None:
         if buffer.full:

@@ -14,6 +14,7 @@ Tensor statistics (per parameter, gradient or update, per member)::
     norm = sqrt(Σx²) = sqrt(Σ(x - mean)² + n·mean²)    mean, std, absmax as above
     update ratio = log10(std(Δp) / std(p))             (p before the step; Δp = p_after - p_before)
 
+Raw moments (device, per segment or per member): mean, var (population), absmax, fraction of zeros.
 Moments are two-pass (mean first, then centered squares): the one-pass ``E[x²] - E[x]²`` loses all its
 digits in float32 when ``|mean| >> std``, which is the normal case for a LayerNorm gain near 1.
 """
@@ -28,7 +29,6 @@ import torch
 ACTIVATION_STATS = ("mean", "std", "rms", "absmax", "zero_frac")
 TENSOR_STATS = ("norm", "mean", "std", "absmax")
 N_ACTIVATION_MOMENTS = 4  # mean, var, absmax, zero fraction
-N_TENSOR_MOMENTS = 3  # mean, centered sum of squares, absmax
 
 
 def activation_moments(x: torch.Tensor, members: int) -> torch.Tensor:
@@ -56,13 +56,9 @@ def activation_stats(moments: np.ndarray) -> np.ndarray:
 
 
 class SegmentLayout:
-    """Many tensors flattened into one vector, cut into segments (one per tensor and ensemble member).
-
-    Reducing all segments at once costs a fixed handful of kernels whatever the number of tensors,
-    which is what makes per-step statistics cheap for models with many small parameters.
-
-    Segment ``i * members + m`` is member ``m`` of tensor ``i``. Tensors of an ensemble have shape
-    ``(members, ...)``, so ``t.reshape(-1)`` lays the members out one after another.
+    """Tensors laid out one after another in a flat vector, cut into segments (one per tensor and
+    ensemble member): segment ``i * members + m`` is member ``m`` of tensor ``i``. Tensors of an ensemble
+    have shape ``(members, ...)``, so ``t.reshape(-1)`` lays the members out one after another.
     """
 
     def __init__(self, shapes: Sequence[torch.Size], members: int, device: torch.device):
@@ -74,42 +70,31 @@ class SegmentLayout:
         self.segment = torch.repeat_interleave(
             torch.arange(self.n_segments, device=device), torch.as_tensor(self.counts, device=device)
         )  # (T,) segment id of every flat element
-        self._counts_device: dict[torch.dtype, torch.Tensor] = {}
 
     def flatten_into(self, tensors: Sequence[torch.Tensor], out: torch.Tensor) -> None:
-        """Concatenate ``tensors`` (flattened) into the preallocated row ``out`` (one kernel)."""
+        """Concatenate ``tensors`` (flattened) into the preallocated ``out`` (one kernel)."""
         torch.cat([t.detach().reshape(-1) for t in tensors], out=out)
 
-    def device_counts(self, like: torch.Tensor) -> torch.Tensor:
-        counts = self._counts_device.get(like.dtype)
-        if counts is None:
-            counts = self._counts_device[like.dtype] = torch.as_tensor(self.counts, device=like.device, dtype=like.dtype)
-        return counts
 
-    def moments(self, x: torch.Tensor, zeros: bool = False) -> torch.Tensor:
-        """Raw moments of every segment of every row of ``x`` ``(R, T)`` -> ``(R, 3, S)``.
+def segment_moments(x: torch.Tensor, segment: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Raw moments ``(4, S)`` of every segment of the flat ``x``: mean, var, absmax, fraction of zeros.
 
-        The three moments are mean, centered sum of squares and absmax (``N_TENSOR_MOMENTS``); with
-        ``zeros=True`` a fourth, the number of exact zeros.
-        """
-        rows, n = x.shape[0], self.n_segments
-        mean = x.new_zeros(rows, n).index_add_(1, self.segment, x).div_(self.device_counts(x))
-        centered = x - mean.index_select(1, self.segment)
-        centered.mul_(centered)
-        sum_sq = x.new_zeros(rows, n).index_add_(1, self.segment, centered)
-        absmax = x.new_zeros(rows, n).scatter_reduce_(
-            1, self.segment.expand(rows, -1), x.abs(), "amax", include_self=True
-        )
-        moments = [mean, sum_sq, absmax]
-        if zeros:
-            moments.append(x.new_zeros(rows, n).index_add_(1, self.segment, (x == 0).to(x.dtype)))
-        return torch.stack(moments, dim=1)
+    ``segment[i]`` is the segment of ``x[i]`` and ``counts`` the size of each segment (in ``x``'s dtype).
+    About fifteen kernels whatever the number of segments: this is what makes per-step statistics of
+    every parameter and every small module output cheap.
+    """
+    n = counts.shape[0]
+    mean = x.new_zeros(n).index_add_(0, segment, x).div_(counts)
+    centered = x - mean.index_select(0, segment)
+    var = x.new_zeros(n).index_add_(0, segment, centered.mul_(centered)).div_(counts)
+    absmax = x.new_zeros(n).scatter_reduce_(0, segment, x.abs(), "amax", include_self=True)
+    zero_frac = x.new_zeros(n).index_add_(0, segment, (x == 0).to(x.dtype)).div_(counts)
+    return torch.stack((mean, var, absmax, zero_frac))
 
 
 def tensor_stats(moments: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Host half: ``(..., 3, S)`` raw moments -> ``(..., 4, S)`` statistics in ``TENSOR_STATS`` order."""
+    """Host half: ``(..., 4, S)`` raw moments (mean, var, absmax, zero fraction) of segments of ``counts``
+    elements -> ``(..., 4, S)`` statistics in ``TENSOR_STATS`` order."""
     m = moments.astype(np.float64)
-    mean, sum_sq, absmax = m[..., 0, :], np.maximum(m[..., 1, :], 0.0), m[..., 2, :]
-    std = np.sqrt(sum_sq / counts)
-    norm = np.sqrt(sum_sq + counts * mean**2)
-    return np.stack((norm, mean, std, absmax), axis=-2)
+    mean, var, absmax = m[..., 0, :], np.maximum(m[..., 1, :], 0.0), m[..., 2, :]
+    return np.stack((np.sqrt(counts * (var + mean**2)), mean, np.sqrt(var), absmax), axis=-2)

@@ -8,6 +8,7 @@ straight into a step × bin heatmap).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,7 +19,6 @@ from normlab.probe.buffer import Chunk
 from normlab.probe.stats import (
     ACTIVATION_STATS,
     N_ACTIVATION_MOMENTS,
-    N_TENSOR_MOMENTS,
     TENSOR_STATS,
     activation_stats,
     tensor_stats,
@@ -26,7 +26,6 @@ from normlab.probe.stats import (
 
 SCALAR_COLUMNS = ("step", "member", "name", "kind", "stat", "value")
 HISTOGRAM_COLUMNS = ("step", "member", "name", "kind", "bin_lo", "bin_hi", "count")
-PARAM_ROWS = ("grad", "weight", "update")  # rows of the parameter block, in order
 UPDATE_STATS = ("norm", "std", "ratio")
 RUNNING_STATS = ("mean", "rms", "drift")
 
@@ -48,12 +47,13 @@ class Catalog:
         return len(self.activation_slots) * self.members * N_ACTIVATION_MOMENTS
 
     @property
-    def param_width(self) -> int:
-        return len(PARAM_ROWS) * N_TENSOR_MOMENTS * len(self.param_counts)
+    def fixed_segments(self) -> int:
+        """Segments of the non-activation block: update, running value, running Δ, grad, weight."""
+        return 3 * len(self.param_counts) + 2 * len(self.running_counts)
 
     @property
     def scalar_width(self) -> int:
-        return self.activation_width + self.param_width + 2 * N_TENSOR_MOMENTS * len(self.running_counts)
+        return self.activation_width + N_ACTIVATION_MOMENTS * self.fixed_segments
 
     @property
     def histogram_segments(self) -> int:
@@ -115,7 +115,6 @@ def scalars_frame(catalog: Catalog, chunks: Sequence[Chunk]) -> pd.DataFrame:
 def _scalars_chunk(catalog: Catalog, chunk: Chunk) -> pd.DataFrame:
     n, members = len(chunk.steps), catalog.members
     out = _Columns(n)
-    offset = 0
 
     slots = catalog.activation_slots
     if slots:
@@ -128,14 +127,17 @@ def _scalars_chunk(catalog: Catalog, chunk: Chunk) -> pd.DataFrame:
             member=np.arange(members)[None, :, None],
             stat=np.array(ACTIVATION_STATS, dtype=object)[None, None, :],
         )
-    offset += catalog.activation_width
 
-    n_seg = len(catalog.param_counts)
-    if n_seg:
-        raw = chunk.values[:, offset : offset + catalog.param_width].reshape(n, 3, N_TENSOR_MOMENTS, n_seg)
+    sp, sr = len(catalog.param_counts), len(catalog.running_counts)
+    fixed = chunk.values[:, catalog.activation_width :].reshape(n, N_ACTIVATION_MOMENTS, catalog.fixed_segments)
+    bounds = np.cumsum([0, sp, sr, sr, sp, sp])
+    update_raw, running_raw, delta_raw, grad_raw, weight_raw = (
+        fixed[:, :, a:b] for a, b in itertools.pairwise(bounds))
+
+    if sp:
         names, seg_members = _segment_labels(catalog.param_names, members)
         grad_valid = np.repeat(_missing_mask(chunk, lambda i: ("grad", i), len(catalog.param_names)), members, 1)
-        grad, weight, update = (tensor_stats(raw[:, r], catalog.param_counts) for r in range(3))
+        grad, weight, update = (tensor_stats(raw, catalog.param_counts) for raw in (grad_raw, weight_raw, update_raw))
         stats = np.array(TENSOR_STATS, dtype=object)[:, None]
         out.add(grad, grad_valid[:, None, :], name=names, member=seg_members, kind="grad", stat=stats)
         out.add(weight, np.ones((n, 1, 1), bool), name=names, member=seg_members, kind="weight", stat=stats)
@@ -151,15 +153,13 @@ def _scalars_chunk(catalog: Catalog, chunk: Chunk) -> pd.DataFrame:
         grad_sq = np.where(grad_valid, grad[:, 0] ** 2, 0.0).reshape(n, len(catalog.param_names), members)
         out.add(np.sqrt(grad_sq.sum(axis=1)), np.ones((n, members), bool), name="model",
                 member=np.arange(members), kind="global", stat="grad_norm")
-        offset += catalog.param_width
 
-    n_run = len(catalog.running_counts)
-    if n_run:
-        raw = chunk.values[:, offset:].reshape(n, 2, N_TENSOR_MOMENTS, n_run)
-        value, delta = tensor_stats(raw[:, 0], catalog.running_counts), tensor_stats(raw[:, 1], catalog.running_counts)
-        counts = catalog.running_counts
+    if sr:
+        value = tensor_stats(running_raw, catalog.running_counts)
+        delta = tensor_stats(delta_raw, catalog.running_counts)
+        root_n = np.sqrt(catalog.running_counts)
         # rms = norm / sqrt(n); drift = rms of the change since the previous recorded step
-        values = np.stack((value[:, 1], value[:, 0] / np.sqrt(counts), delta[:, 0] / np.sqrt(counts)), axis=1)
+        values = np.stack((value[:, 1], value[:, 0] / root_n, delta[:, 0] / root_n), axis=1)
         drift_valid = _missing_mask(chunk, lambda _: ("drift",), 1)[:, :, None]  # (n, 1, 1)
         valid = np.concatenate([np.ones((n, 2, 1), bool), drift_valid], axis=1)
         names, seg_members = _segment_labels(catalog.running_names, members)
