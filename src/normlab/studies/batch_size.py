@@ -73,6 +73,7 @@ class BatchSize(Study):
     description = "BN vs GN/LN/IN/no norm at batch sizes 2..64 on real images; BN degrades at small batch?"
     seeds_from = ("003",)
     Config = Config
+    threads = 1  # small kernels: a second intra-op thread only spin-waits on a busy machine
     quick_overrides: ClassVar[dict] = {
         "dataset": "digits", "train_size": 400, "test_size": None, "epochs": 1.0, "batch_sizes": (2, 16),
         "reference_batch": 16, "seeds": 2, "widths": (4, 8, 8), "num_groups": 2,

@@ -103,6 +103,7 @@ class BnRunningStats(Study):
     description = "BatchNorm's running mean/var: update rule, momentum conventions, convergence, eval gap"
     seeds_from = ("002", "004")
     Config = Config
+    threads = 1  # small kernels: a second intra-op thread only spin-waits on a busy machine
     quick_overrides: ClassVar[dict] = {
         "seeds": 10, "walk_iterations": 3, "convention_steps": 20, "momenta": (0.3, 0.01, None),
         "batch_sizes": (4, 64), "population": 2048, "features": 8, "steps": 150, "dataset": "digits",

@@ -190,6 +190,7 @@ class NormAxes(Study):
     description = "Which axes BN/LN/IN/GN reduce over (images and [batch, seq, hidden]) and what they store"
     seeds_from = ("002", "003", "004")
     Config = Config
+    threads = 1  # small kernels: a second intra-op thread only spin-waits on a busy machine
     quick_overrides: ClassVar[dict] = {"seeds": 3}
 
     def cells(self, config: Config) -> list[Cell]:
