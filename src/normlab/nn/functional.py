@@ -51,7 +51,9 @@ RECENTER_RATIO = 128.0
 def _needs_recentering(mean: torch.Tensor, rstd: torch.Tensor) -> bool:
     if mean.numel() == 0 or torch.compiler.is_compiling():  # no data-dependent branch inside a graph
         return False
-    return bool((mean.abs() * rstd).amax() > RECENTER_RATIO)
+    # two ops, not three: each op over many rows is a parallel region, and on a busy machine every
+    # region can wait a scheduler slice for a descheduled thread
+    return bool(torch.linalg.vector_norm(mean * rstd, float("inf")) > RECENTER_RATIO)
 
 
 def _batch_norm_batch_stats(input, running_mean, running_var, weight, bias, momentum, eps):
@@ -217,8 +219,8 @@ class _RMSNormFunction(torch.autograd.Function):
         n = x2d.shape[-1]
         # vector_norm accumulates in float32 for half inputs (we pass float32 here anyway) and makes no
         # squared copy of x.
-        sumsq = torch.linalg.vector_norm(x2d, dim=-1, keepdim=True).square_()  # (M, 1)
-        rstd = sumsq.div_(n).add_(eps).rsqrt_()  # (M, 1)
+        norm = torch.linalg.vector_norm(x2d, dim=-1, keepdim=True)  # (M, 1)
+        rstd = torch.addcmul(norm.new_full((), eps), norm, norm, value=1.0 / n).rsqrt_()  # (eps + |x|^2/n)^-1/2
         y = torch.mul(x2d, rstd)  # (M, n)
         if weight is not None:
             y.mul_(weight)
@@ -240,16 +242,24 @@ def _rms_norm_backward(grad, x2d, weight, rstd, eps: float, need_dx: bool, need_
         # For double backward rstd must depend on x in the graph: recompute it with differentiable ops.
         rstd = (x2d.square().mean(-1, keepdim=True) + eps).rsqrt()
     dx = dw = None
-    if need_dw and weight is not None:
-        dw = (grad * x2d * rstd).sum(0) if differentiable else (grad * x2d).mul_(rstd).sum(0)
-    if need_dx:
-        gw = grad * weight if weight is not None else grad  # (M, n)
-        dot = torch.linalg.vecdot(gw, x2d).unsqueeze(-1)  # (M, 1): sum_j gw_j x_j
-        if differentiable:
+    if differentiable:
+        if need_dw and weight is not None:
+            dw = (grad * x2d * rstd).sum(0)
+        if need_dx:
+            gw = grad * weight if weight is not None else grad
+            dot = (gw * x2d).sum(-1, keepdim=True)
             dx = (gw - x2d * (dot * rstd.square() / n)) * rstd
-        else:
-            coef = dot.mul_(rstd.square()).div_(-n)  # (M, 1)
-            dx = torch.addcmul(gw, x2d, coef).mul_(rstd)  # gw + x * coef, then * rstd, no extra temporaries
+        return dx, dw, None
+    # One elementwise product g*x serves both sums, each a matrix-vector product (BLAS):
+    #   dw_j = sum_i rstd_i g_ij x_ij = (rstd^T (g*x))_j,   dot_i = sum_j g_ij w_j x_ij = ((g*x) w)_i
+    gx = grad * x2d  # (M, n)
+    if need_dw and weight is not None:
+        dw = torch.mv(gx.t(), rstd.view(-1))  # (n,)
+    if need_dx:
+        dot = torch.mv(gx, weight) if weight is not None else gx.sum(-1)  # (M,)
+        coef = dot.unsqueeze(-1).mul_(rstd.square()).div_(-n)  # (M, 1)
+        dx = torch.mul(grad, weight) if weight is not None else grad.clone()  # gw, (M, n)
+        dx.addcmul_(x2d, coef).mul_(rstd)  # (gw + x * coef) * rstd, in place: no further temporaries
     return dx, dw, None
 
 
