@@ -1,0 +1,64 @@
+"""The lab's command line: list, run (presets, --set, errors, resume), report, show."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from normlab.cli import app
+
+runner = CliRunner()
+TINY = ["--quick", "--seeds", "2", "--steps", "20", "--set", "arms=ln,none", "--set", "probe=false"]
+
+
+def test_list_shows_every_study_with_a_description():
+    r = runner.invoke(app, ["list"])
+    assert r.exit_code == 0
+    assert "ln-gradients" in r.stdout and "LayerNorm" in r.stdout
+    data = json.loads(runner.invoke(app, ["list", "--json"]).stdout)
+    assert {"name": "ln-gradients"}.items() <= next(d for d in data if d["name"] == "ln-gradients").items()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "no-such-study"], "unknown study 'no-such-study'; valid studies:"),
+    (["run", "ln-gradients", "--set", "bogus=1"], "unknown key 'bogus'"),
+    (["run", "ln-gradients", "--set", "steps=many"], "steps: expected an integer, got 'many'"),
+    (["run", "ln-gradients", "--set", "steps"], "expected key=value"),
+    (["run", "ln-gradients", "--seeds", "0"], "--seeds: expected a positive integer"),
+    (["run", "ln-gradients", "--set", "arms=ln,bogus"], "valid arms:"),
+])
+def test_bad_input_gets_a_clear_error(args, message):
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2
+    assert message in r.output
+    assert "Traceback" not in r.output
+
+
+def test_run_json_then_show_report_and_resume(tmp_path):
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["run", "ln-gradients", *TINY, "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert summary["cells_run"] == 2 and summary["report"].endswith("report.html")
+    cfg = json.loads((out / "config.json").read_text())["config"]
+    assert cfg["seeds"] == 2 and cfg["steps"] == 20 and cfg["arms"] == ["ln", "none"] and cfg["probe"] is False
+
+    shown = json.loads(runner.invoke(app, ["show", str(out), "--json"]).stdout)
+    assert shown["study"] == "ln-gradients" and len(shown["claims"]) == len(summary["claims"])
+    text = runner.invoke(app, ["show", str(out)])
+    assert text.exit_code == 0 and "C1a" in text.stdout and "Key numbers" in text.stdout
+
+    (out / "report.html").unlink()
+    r = runner.invoke(app, ["report", str(out)])
+    assert r.exit_code == 0 and (out / "report.html").is_file()
+
+    again = runner.invoke(app, ["run", "ln-gradients", *TINY, "--out", str(out), "--json"])
+    assert json.loads(again.stdout)["cells_skipped"] == 2
+    other = runner.invoke(app, ["run", "ln-gradients", *TINY[:-4], "--out", str(out)])
+    assert other.exit_code == 2 and "different config" in other.output
+
+
+def test_show_and_report_on_a_non_run_directory(tmp_path):
+    for cmd in ("show", "report"):
+        r = runner.invoke(app, [cmd, str(tmp_path)])
+        assert r.exit_code == 2 and "not a normlab run directory" in r.output
