@@ -17,13 +17,6 @@ HAVE_FASHION = all((images.FASHION_MNIST_DIR / name).is_file() for name in image
 needs_fashion = pytest.mark.skipif(not HAVE_FASHION, reason="dataset-fashion-mnist not installed")
 
 
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    images._load_fashion_arrays.cache_clear()
-    yield
-    images._load_fashion_arrays.cache_clear()
-
-
 def _idx_bytes(magic: int, shape: tuple[int, ...], payload: bytes) -> bytes:
     return np.array([magic, *shape], dtype=">u4").tobytes() + payload
 
@@ -61,7 +54,7 @@ def test_corrupted_copy_fails_checksum_with_install_hint(tmp_path, monkeypatch):
     raw[-1] = (raw[-1] + 1) % 10  # one label changed: shape and header still fine
     labels.write_bytes(gzip.compress(bytes(raw)))
     monkeypatch.setenv(images.FASHION_MNIST_ENV, str(tmp_path))
-    with pytest.raises(DatasetUnavailable, match="sha256.*apt-get install dataset-fashion-mnist"):
+    with pytest.raises(DatasetUnavailable, match=r"sha256.*apt-get install dataset-fashion-mnist"):
         load_images("fashion-mnist", fallback=False)
 
 

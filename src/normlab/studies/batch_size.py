@@ -30,6 +30,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
 from normlab.lab import stats
 from normlab.lab.cnn import (
@@ -54,13 +55,14 @@ NORM_LABELS = {"batchnorm": "BN", "groupnorm": "GN", "layernorm": "LN", "instanc
 @dataclass
 class Config:
     dataset: str = "fashion-mnist"  # falls back to "digits" (with a notice) when Fashion-MNIST is absent
-    train_size: int | None = 4000  # a fixed random subset of the 60,000 training images
+    train_size: int | None = 3000  # a fixed random subset of the 60,000 training images
     test_size: int | None = 2000  # ... and of the 10,000 test images
+    downsample: int = 2  # average-pool the images by this factor (28x28 -> 14x14): 4x less compute
     epochs: float = 2.0  # examples per run = epochs * train_size, equal for every batch size
     norms: tuple[str, ...] = CNN_NORMS
     batch_sizes: tuple[int, ...] = (2, 4, 8, 16, 32, 64)
     reference_batch: int = 32  # "large batch" for the claims (the GN paper's 32 images per GPU)
-    seeds: int = 5
+    seeds: int = 3
     lr_per_32: float = 0.1  # lr = lr_per_32 * batch_size / 32
     widths: tuple[int, int, int] = (8, 16, 16)
     num_groups: int = 4  # GroupNorm groups (2 or 4 channels per group at these widths)
@@ -75,7 +77,7 @@ class BatchSize(Study):
     Config = Config
     threads = 1  # small kernels: a second intra-op thread only spin-waits on a busy machine
     quick_overrides: ClassVar[dict] = {
-        "dataset": "digits", "train_size": 400, "test_size": None, "epochs": 1.0, "batch_sizes": (2, 16),
+        "dataset": "digits", "train_size": 400, "test_size": None, "downsample": 1, "epochs": 1.0, "batch_sizes": (2, 16),
         "reference_batch": 16, "seeds": 2, "widths": (4, 8, 8), "num_groups": 2,
     }
 
@@ -95,6 +97,9 @@ class BatchSize(Study):
     def run_cell(self, config: Config, ctx: CellContext) -> CellResult:
         norm, seeds, batch = ctx.cell.arm, ctx.cell.seeds, ctx.cell.param_dict["batch_size"]
         data = load_images(config.dataset, train_size=config.train_size, test_size=config.test_size)
+        if config.downsample > 1 and data.name == "fashion-mnist":
+            data.x_train = F.avg_pool2d(data.x_train, config.downsample)  # (N, 1, 28/d, 28/d)
+            data.x_test = F.avg_pool2d(data.x_test, config.downsample)
         model = build_members(seeds, num_classes=data.num_classes, widths=config.widths, norm=norm,
                               num_groups=config.num_groups)
         examples = round(config.epochs * len(data.x_train))
@@ -118,7 +123,7 @@ class BatchSize(Study):
             if not bool(finite[:, s].all()):
                 metrics.loc[metrics["seed"] == seed, "value"] = math.nan
         info = pd.DataFrame({"dataset": [data.name], "notice": [data.notice], "train_size": [len(data.x_train)],
-                             "test_size": [len(data.x_test)]})
+                             "test_size": [len(data.x_test)], "image_size": [data.x_train.shape[-1]]})
         return CellResult(metrics, extra={"data": info})
 
     def claims(self, run: StoredRun) -> list[Claim]:
@@ -162,13 +167,14 @@ class BatchSize(Study):
         info = run.extra.get("data", pd.DataFrame())
         name = info["dataset"].iloc[0] if len(info) else c.dataset
         notice = info["notice"].iloc[0] if len(info) and info["notice"].iloc[0] else ""
-        sizes = f"{info['train_size'].iloc[0]} training / {info['test_size'].iloc[0]} test images" if len(info) else ""
+        sizes = (f"{info['train_size'].iloc[0]} training / {info['test_size'].iloc[0]} test images of "
+                 f"{info['image_size'].iloc[0]}x{info['image_size'].iloc[0]} pixels" if len(info) else "")
         text = (
             f"Data: {name} ({sizes}, a fixed random subset). Every run sees {c.epochs:g} epochs of training "
             f"examples whatever its batch size; lr = {c.lr_per_32:g} x batch/32 (linear scaling), SGD momentum "
             f"0.9; {c.seeds} seeds per norm and batch size share initial weights across batch sizes. The GN "
-            "paper's ImageNet errors are cited reference data for the trend, not measured here: a 4k-image "
-            "subset and a 3-layer CNN are far from ResNet-50 on ImageNet, so compare shapes, not levels."
+            "paper's ImageNet errors are cited reference data for the trend, not measured here: a few thousand "
+            "small images and a 3-layer CNN are far from ResNet-50 on ImageNet, so compare shapes, not levels."
         )
         return text + (f"\n\n**Dataset notice:** {notice}" if notice else "")
 

@@ -51,8 +51,8 @@ LABELS = {"batchnorm": "BatchNorm", "layernorm": "LayerNorm", "instancenorm": "I
 @dataclass
 class Config:
     seeds: int = 20
-    nchw: tuple[int, int, int, int] = (4, 6, 3, 3)  # (N, C, H, W); small enough for explicit loops
-    sequence: tuple[int, int, int] = (3, 5, 8)  # [batch, seq, hidden]
+    nchw: tuple[int, int, int, int] = (3, 6, 2, 2)  # (N, C, H, W); small enough for loops and 3D cubes
+    sequence: tuple[int, int, int] = (3, 4, 6)  # [batch, seq, hidden]
     num_groups: int = 2  # GroupNorm groups (C and hidden must be divisible)
     eps: float = 1e-5
     tolerance: float = 1e-9  # float64 loops vs layers: "the same numbers"
