@@ -91,7 +91,7 @@ def test_state_table_has_seed004_shapes(run):
 
 def test_statistics_counts_follow_the_shapes(run):
     m = run.metrics
-    n, c, h, w = Config().nchw
+    n, c, _, _ = Config().nchw
     counts = {r.metric: r.value for r in m[(m["arm"] == "nchw") & m["metric"].str.startswith("statistics/")]
               .itertuples()}
     assert counts == {"statistics/batchnorm": c, "statistics/layernorm": n, "statistics/instancenorm": n * c,
