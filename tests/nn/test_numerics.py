@@ -115,3 +115,15 @@ def test_rmsnorm_double_backward_matches_torch():
     x = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
     w = torch.randn(6, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradgradcheck(lambda a, b: N.functional.rms_norm(a, [6], b, 1e-5), (x, w))
+
+
+def test_recentering_off_gives_torchs_numbers_and_on_fixes_them(monkeypatch):
+    gen = torch.Generator().manual_seed(0)
+    x = 1e4 + 1e-2 * torch.randn(8, 3, 16, generator=gen)
+    exact = N.reference.layer_norm(x, [16])
+    torch_y = torch.nn.LayerNorm(16)(x)
+    assert (torch_y.double() - exact).abs().max() > 1e-2  # the failure recentering exists to fix
+    assert (N.LayerNorm(16)(x).double() - exact).abs().max() < 1e-3
+    monkeypatch.setattr(N.functional, "RECENTER_RATIO", float("inf"))
+    assert torch.equal(N.LayerNorm(16)(x), torch_y)
+    assert torch.equal(N.GroupNorm(1, 3)(x), torch.nn.GroupNorm(1, 3)(x))
