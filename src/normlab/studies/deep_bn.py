@@ -329,6 +329,7 @@ def _factor_figure(run: StoredRun) -> Figure:
                 continue
             ax.errorbar(iv.mean, i, xerr=[[iv.mean - iv.lo], [iv.hi - iv.mean]] if iv.n > 1 else None, fmt="o", capsize=4)
         ax.axvline(1.0, color="grey", lw=1)
+        ax.set_ylim(-0.6, len(arms) - 0.4)
         if ref:
             ax.axvline(ref, color="black", ls="--", lw=1, label=f"Yang: {ref:.3f}")
             ax.legend(fontsize=8)
