@@ -83,7 +83,7 @@ def claims_table_html(claims: list[Claim]) -> str:
         rows.append(
             "<tr>"
             f"<td>{html.escape(c.id)}</td>"
-            f"<td>{html.escape(c.claim)}<div class='detail'>source: {html.escape(c.source)}</div></td>"
+            f"<td>{_inline_md(c.claim)}<div class='detail'>source: {html.escape(c.source)}</div></td>"
             f"<td>{html.escape(c.measurement)}<div class='detail'>{html.escape(c.detail)}</div></td>"
             f"<td class='{c.verdict}'>{c.verdict}</td>"
             f"<td>{html.escape(c.statistic)} = {fmt_num(c.value)}<br>p = {fmt_num(c.p_value)}</td>"

@@ -58,7 +58,7 @@ def per_seed_measures(metrics: pd.DataFrame) -> pd.DataFrame:
         gn = piv["grad_norm"].loc[(arm, seed)].dropna().to_numpy()
         sp = piv["grad_spread"].loc[(arm, seed)].dropna().to_numpy()
         ku = piv["grad_kurtosis"].loc[(arm, seed)].dropna().to_numpy()
-        half, tail = n // 2, max(1, int(0.1 * n))
+        half = n // 2
         te = piv["train_loss_eval"].loc[(arm, seed)].dropna()
         hi = piv["heldout_interp"].loc[(arm, seed)].dropna()
         he = piv["heldout_extrap"].loc[(arm, seed)].dropna()
@@ -67,8 +67,8 @@ def per_seed_measures(metrics: pd.DataFrame) -> pd.DataFrame:
             "final_loss": float(lv[-max(1, int(0.05 * n)):].mean()),
             "fluctuation": _fluct(lv[half:]),
             "settle_step": _settle(steps, gn),
-            "spread_end": float(sp[-tail:].mean()),
-            "kurtosis_end": float(ku[-tail:].mean()),
+            "spread_end": float(sp[-max(1, int(0.1 * sp.size)):].mean()),  # recorded every eval_every steps
+            "kurtosis_end": float(ku[-max(1, int(0.1 * ku.size)):].mean()),
             "roughness": _fluct(gn[half:]),
             "train_eval": float(te.iloc[-1]),
             "heldout_interp": float(hi.iloc[-1]),

@@ -66,7 +66,7 @@ class Config:
     weight_decay: float = 0.01
     dropout_p: float = 0.1
     arms: tuple[str, ...] = SEED_ARMS + CONTROL_ARMS
-    eval_every: int = 10  # held-out and eval-mode train loss every this many steps (and the last step)
+    eval_every: int = 10  # held-out loss, eval-mode train loss, gradient spread/kurtosis: every this many steps
     probe_every: int = 10  # normlab.probe scalars (per-parameter gradient/weight/update stats)
     hist_every: int = 50  # normlab.probe histograms of every parameter's gradient and value
     probe: bool = True
@@ -181,13 +181,15 @@ def train_arm(config: Config, ctx: CellContext) -> CellResult:
     else:
         y_fit, loss_scale = y, 1.0
     opt_cls = torch.optim.AdamW if arm.optimizer == "adamw" else torch.optim.Adam
-    opt = opt_cls(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    # foreach: one kernel per op for all parameters (same elementwise math as the seed's per-tensor loop).
+    opt = opt_cls(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True)
     params = [p for p in model.parameters()]
 
     steps = config.steps
-    per_step = torch.empty((4, steps, n), device=ctx.device)  # train_loss, grad_norm, grad_spread, grad_kurtosis
+    per_step = torch.empty((2, steps, n), device=ctx.device)  # train_loss, grad_norm
     eval_steps = sorted(set(range(0, steps, config.eval_every)) | {steps - 1})
-    evals = torch.empty((3, len(eval_steps), n), device=ctx.device)  # train (eval mode), interp, extrap
+    # grad_spread, grad_kurtosis (of the gradient at that step), then train (eval mode), interp, extrap
+    evals = torch.empty((5, len(eval_steps), n), device=ctx.device)
     probe = _make_probe(config, model, opt)
     ei = 0
     try:
@@ -195,21 +197,23 @@ def train_arm(config: Config, ctx: CellContext) -> CellResult:
             model.train()
             losses = member_losses(model(x["train"]).squeeze(-1), y_fit["train"])  # (N,)
             losses.sum().backward()  # the sum: each member gets exactly its own MSELoss gradient
+            is_eval = ei < len(eval_steps) and step == eval_steps[ei]
             with torch.no_grad():
                 g = per_member_flat([p.grad for p in params], n)  # (N, P): every gradient entry of a member
                 per_step[0, step] = losses * loss_scale
                 per_step[1, step] = g.norm(dim=1)
-                per_step[2, step] = g.std(dim=1)
-                per_step[3, step] = excess_kurtosis(g, dim=1)
+                if is_eval:
+                    evals[0, ei] = g.std(dim=1)
+                    evals[1, ei] = excess_kurtosis(g, dim=1)
             opt.step()  # (the probe, if any, records through the optimizer's step hooks)
             opt.zero_grad()
-            if ei < len(eval_steps) and step == eval_steps[ei]:
+            if is_eval:
                 # Evaluated after the update: the model as it stands at the end of `step`.
                 model.eval()
                 with torch.no_grad():
                     for j, split in enumerate(("train", "interp", "extrap")):
                         pred = model(x[split]).squeeze(-1)
-                        evals[j, ei] = member_losses(pred, y_fit[split]) * loss_scale
+                        evals[2 + j, ei] = member_losses(pred, y_fit[split]) * loss_scale
                 ei += 1
             if step % 25 == 0 or step == steps - 1:
                 ctx.progress(step + 1, steps)
@@ -218,10 +222,10 @@ def train_arm(config: Config, ctx: CellContext) -> CellResult:
         if probe is not None:
             probe.close()
 
-    metrics = _long(per_step.cpu().numpy(), np.arange(steps), seeds,
-                    ("train_loss", "grad_norm", "grad_spread", "grad_kurtosis"))
+    metrics = _long(per_step.cpu().numpy(), np.arange(steps), seeds, ("train_loss", "grad_norm"))
     metrics = pd.concat([metrics, _long(evals.cpu().numpy(), np.asarray(eval_steps), seeds,
-                                        ("train_loss_eval", "heldout_interp", "heldout_extrap"))],
+                                        ("grad_spread", "grad_kurtosis", "train_loss_eval", "heldout_interp",
+                                         "heldout_extrap"))],
                         ignore_index=True)
     scalars = hists = None
     if probe is not None:

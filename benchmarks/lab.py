@@ -1,0 +1,134 @@
+"""Benchmark: ln-gradients as vectorized ensembles with the probe vs the seed's own script.
+
+Measured in one run, on this machine:
+
+* anchor: the seed's training loop exactly as written (000_*.txt), logging removed, one seed per arm,
+  for each of the four seed arms (torch's default thread count, and one thread);
+* lab: the same four arms trained by normlab (``ln_gradients.train_arm``), N seeds per arm as one stacked
+  ensemble, with the study's own per-step measures and ``normlab.probe.Probe``: the study's default
+  schedule, and a full probe (scalars every step, histograms of every parameter's gradient and value
+  every 10 steps);
+* per-run throughput ratio = anchor seconds per run / (lab seconds per arm / N);
+* the wall time of the whole default study (``normlab run ln-gradients``: 10 arms x 32 seeds + report).
+
+Usage: ``python benchmarks/lab.py [--seeds 32] [--steps 1000] [--skip-study] [--out benchmarks/results/lab.md]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn, optim
+
+from normlab.lab.spec import Cell, CellContext
+from normlab.studies.ln_gradients import ARMS, SEED_ARMS, Config, SeedModel, train_arm
+
+
+def seed_script(arm: str, iteration: int) -> float:
+    """The seed's loop (its Model, data, Adam, MSELoss, full batch), without the tensorboardX logging."""
+    lr = 0.01
+    x1 = torch.arange(-10, 10).float()
+    x2 = torch.arange(0, 20).float()
+    x = torch.cat((x1.unsqueeze(1), x2.unsqueeze(1)), dim=1)
+    y = 2 * x1 - x2**2 + 1
+    model = SeedModel(ARMS[arm])  # layer for layer the seed's Model (tests/studies/test_ln_gradients.py)
+    optimizer = optim.Adam(model.parameters(), lr=lr, weight_decay=0.01)
+    loss_function = nn.MSELoss()
+    t0 = time.perf_counter()
+    for _ in range(iteration):
+        y_pred = model(x)
+        loss = loss_function(y, y_pred.squeeze())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return time.perf_counter() - t0
+
+
+def lab_arm(arm: str, seeds: int, steps: int, **probe) -> float:
+    cfg = Config(seeds=seeds, steps=steps, **probe)
+    ctx = CellContext(cell=Cell(arm, tuple(range(seeds))), device=torch.device("cpu"), probe_dir=None, tb_dir=None)
+    t0 = time.perf_counter()
+    train_arm(cfg, ctx)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--skip-study", action="store_true", help="skip the whole-default-study wall time")
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "lab.md")
+    args = ap.parse_args()
+    default_threads = torch.get_num_threads()
+
+    rows = []
+    anchor = {}
+    for threads in sorted({default_threads, 1}, reverse=True):
+        torch.set_num_threads(threads)
+        seed_script("ln", 20)  # warm-up
+        per_run = sum(seed_script(a, args.steps) for a in SEED_ARMS) / len(SEED_ARMS)
+        anchor[threads] = per_run
+        rows.append((f"seed script, 1 seed/arm, {threads} thread(s)", per_run, None))
+    best_anchor = min(anchor.values())
+
+    torch.set_num_threads(1)  # what the study runs with (LnGradients.threads)
+    lab_arm("ln", 4, 20)  # warm-up
+    variants = {
+        "normlab, study default probe (scalars /10, histograms /50)": {},
+        "normlab, full probe (scalars every step, histograms /10)": {"probe_every": 1, "hist_every": 10},
+        "normlab, no probe": {"probe": False},
+    }
+    for label, kw in variants.items():
+        per_arm = sum(lab_arm(a, args.seeds, args.steps, **kw) for a in SEED_ARMS) / len(SEED_ARMS)
+        rows.append((f"{label}, {args.seeds} seeds/arm", per_arm / args.seeds, best_anchor / (per_arm / args.seeds)))
+
+    study_wall = None
+    if not args.skip_study:
+        from normlab.lab.runner import run_study
+        from normlab.studies import get_study
+
+        torch.set_num_threads(default_threads)
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            study = get_study("ln-gradients")
+            run_study(study, study.Config(), Path(tmp) / "run")
+            study_wall = time.perf_counter() - t0
+
+    load = os.getloadavg()
+    lines = [
+        "# lab benchmark: ln-gradients ensembles vs the seed's script",
+        "",
+        f"Command: `.venv/bin/python benchmarks/lab.py --seeds {args.seeds} --steps {args.steps}"
+        f"{' --skip-study' if args.skip_study else ''}`",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, default threads "
+        f"{default_threads}; load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
+        "(the machine is shared: absolute times are inflated, ratios are measured in the same run).",
+        "",
+        f"{args.steps} steps per run, the seed's four arms. Ratio = seconds per run of the faster anchor "
+        f"({best_anchor:.3f} s) / seconds per run in the ensemble (target >= 20x).",
+        "",
+        "| what | seconds per run | per-run throughput ratio |",
+        "|---|---|---|",
+    ]
+    for label, sec, ratio in rows:
+        lines.append(f"| {label} | {sec:.4f} | {'anchor' if ratio is None else f'{ratio:.1f}x'} |")
+    if study_wall is not None:
+        lines += ["", f"Whole default study (`normlab run ln-gradients`: 10 arms x 32 seeds x 1000 steps, "
+                      f"probe, report): **{study_wall:.1f} s** wall."]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
