@@ -169,6 +169,7 @@ class Probe:
         """Optimizer steps counted so far."""
         return self._step
 
+    @torch.no_grad()
     def step(self) -> None:
         """Count one optimizer step; call after ``optimizer.step()`` when no optimizer was given."""
         self._check_open()
@@ -191,7 +192,7 @@ class Probe:
     def _capture_gradients(self) -> None:
         if self._params:
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self._params]
-            torch.cat([g.detach().reshape(-1) for g in grads], out=self._vector.region("grad"))
+            torch.cat([g.reshape(-1) for g in grads], out=self._vector.region("grad"))
         self._missing_grads = frozenset(("grad", i) for i, p in enumerate(self._params) if p.grad is None)
 
     def _capture_weights(self) -> None:
@@ -204,12 +205,14 @@ class Probe:
             views = self._param_views = [p.detach().reshape(-1) for p in self._params]  # `.data` was replaced
         torch.cat(views, out=out)
 
+    @torch.no_grad()
     def _before_step(self) -> None:
         if self.schedule.records(self._step):
             self._capture_gradients()
             self._capture_weights()
             self._captured = True
 
+    @torch.no_grad()
     def _after_step(self) -> None:
         if self._captured:
             self._captured = False
@@ -227,7 +230,7 @@ class Probe:
         missing = set(self._missing_grads)
         if self._running:
             value = self._vector.region("running_value")
-            torch.cat([b.detach().reshape(-1) for b in self._running], out=value)
+            torch.cat([b.reshape(-1) for b in self._running], out=value)
             if self._running_previous is None:
                 self._running_previous = value.clone()
                 missing.add(("drift",))

@@ -36,11 +36,20 @@ def write_parquet_atomic(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
     return path
 
 
-def _tag(kind: str, name: str, stat: str | None, member: int, members: int) -> str:
-    parts = [kind, name] + ([stat] if stat else [])
+def _tags(frame: pd.DataFrame, columns: tuple[str, ...], members: int) -> list[str]:
+    """One tag per row: the ``columns`` joined by '/', plus ``member_m`` for ensembles. Built once per
+    distinct combination (a flush has thousands of rows but only hundreds of distinct tags)."""
+    parts = [frame[c].astype(str).to_numpy().tolist() for c in columns]
     if members > 1:
-        parts.append(f"member_{member}")
-    return "/".join(parts)
+        parts.append([f"member_{m}" for m in frame["member"].to_numpy().tolist()])
+    cache: dict[tuple, str] = {}
+    tags = []
+    for key in zip(*parts, strict=True):
+        tag = cache.get(key)
+        if tag is None:
+            tag = cache[key] = "/".join(key)
+        tags.append(tag)
+    return tags
 
 
 class TensorBoardWriter:
@@ -52,35 +61,30 @@ class TensorBoardWriter:
         Path(logdir).mkdir(parents=True, exist_ok=True)
         self.members = members
         self.bins = bins
-        self._writer = EventFileWriter(str(logdir))
+        # A deep queue: the training thread hands events over and never waits for the disk.
+        self._writer = EventFileWriter(str(logdir), max_queue_size=1 << 16)
 
     def write(self, scalars: pd.DataFrame, histograms: pd.DataFrame) -> None:
         from tensorboard.compat.proto.event_pb2 import Event
         from tensorboard.compat.proto.summary_pb2 import HistogramProto, Summary
 
         values_by_step: dict[int, list] = {}
-        for step, kind, name, stat, member, value in zip(
-            scalars["step"].to_numpy(), scalars["kind"].astype(str).to_numpy(),
-            scalars["name"].astype(str).to_numpy(), scalars["stat"].astype(str).to_numpy(),
-            scalars["member"].to_numpy(), scalars["value"].to_numpy(), strict=True,
-        ):
-            tag = _tag(kind, name, stat, member, self.members)
-            values_by_step.setdefault(int(step), []).append(Summary.Value(tag=tag, simple_value=float(value)))
+        if len(scalars):
+            tags = _tags(scalars, ("kind", "name", "stat"), self.members)
+            for step, tag, value in zip(scalars["step"].to_numpy().tolist(), tags,
+                                        scalars["value"].to_numpy().tolist(), strict=True):
+                values_by_step.setdefault(step, []).append(Summary.Value(tag=tag, simple_value=value))
         if len(histograms):
             # Rows come in runs of `bins` consecutive rows per (step, kind, name, member): reshape, no groupby.
             bins = self.bins
             heads = histograms.iloc[::bins]
+            tags = _tags(heads, ("kind", "name"), self.members)
             lo = histograms["bin_lo"].to_numpy()[:bins]
             hi = histograms["bin_hi"].to_numpy()[:bins]
-            counts = histograms["count"].to_numpy().reshape(-1, bins)
-            for row, (step, kind, name, member) in enumerate(zip(
-                heads["step"].to_numpy(), heads["kind"].astype(str).to_numpy(),
-                heads["name"].astype(str).to_numpy(), heads["member"].to_numpy(), strict=True,
-            )):
-                values_by_step.setdefault(int(step), []).append(
-                    Summary.Value(tag=_tag(kind, name, None, member, self.members),
-                                  histo=_histogram_proto(HistogramProto, lo, hi, counts[row]))
-                )
+            counts = histograms["count"].to_numpy().reshape(-1, bins).astype(np.float64)
+            for step, tag, fields in zip(heads["step"].to_numpy().tolist(), tags,
+                                         _histogram_fields(lo, hi, counts), strict=True):
+                values_by_step.setdefault(step, []).append(Summary.Value(tag=tag, histo=HistogramProto(**fields)))
         now = time.time()
         for step, values in sorted(values_by_step.items()):
             self._writer.add_event(Event(wall_time=now, step=step, summary=Summary(value=values)))
@@ -92,18 +96,22 @@ class TensorBoardWriter:
         self._writer.close()
 
 
-def _histogram_proto(proto, lo: np.ndarray, hi: np.ndarray, counts: np.ndarray):
-    """TensorBoard histogram from binned counts; min/max/sum are those of the non-empty bins' edges and
-    midpoints (the exact values are in the scalar tier). Open bins are represented by their finite edge."""
-    counts = counts.astype(np.float64)
-    nonempty = np.flatnonzero(counts)
+def _histogram_fields(lo: np.ndarray, hi: np.ndarray, counts: np.ndarray) -> list[dict]:
+    """TensorBoard histogram fields for every row of ``counts`` ``(H, bins)`` at once. ``min``/``max``/
+    ``sum`` come from the non-empty bins' edges and midpoints (the exact values are in the scalar tier);
+    open bins are represented by their finite edge, and the open last limit by DBL_MAX as TensorFlow does."""
     finite_lo = np.where(np.isfinite(lo), lo, hi)
     finite_hi = np.where(np.isfinite(hi), hi, lo)
     mid = (finite_lo + finite_hi) / 2
-    first, last = (nonempty[0], nonempty[-1]) if len(nonempty) else (0, 0)
-    limits = np.where(np.isfinite(hi), hi, _DBL_MAX)
-    return proto(
-        min=float(finite_lo[first]), max=float(finite_hi[last]), num=float(counts.sum()),
-        sum=float((counts * mid).sum()), sum_squares=float((counts * mid**2).sum()),
-        bucket_limit=limits.tolist(), bucket=counts.tolist(),
-    )
+    nonempty = counts > 0
+    first = nonempty.argmax(axis=1)
+    last = counts.shape[1] - 1 - nonempty[:, ::-1].argmax(axis=1)
+    limits = np.where(np.isfinite(hi), hi, _DBL_MAX).tolist()
+    columns = {
+        "min": finite_lo[first].tolist(), "max": finite_hi[last].tolist(), "num": counts.sum(axis=1).tolist(),
+        "sum": (counts @ mid).tolist(), "sum_squares": (counts @ mid**2).tolist(), "bucket": counts.tolist(),
+    }
+    return [
+        {**{key: column[row] for key, column in columns.items()}, "bucket_limit": limits}
+        for row in range(counts.shape[0])
+    ]
