@@ -1,34 +1,35 @@
 """A small CNN whose normalization is data (``norm="batchnorm"``), and the loop that trains it.
 
 Three ``conv3x3 → norm → ReLU`` stages (max-pool after the first two), global average pooling, one
-linear classifier: a few thousand parameters, fast enough on two CPU cores to train dozens of seeds.
+linear classifier (a grouped 1x1 conv): a few thousand parameters, fast enough on two CPU cores to train
+dozens of seeds.
 
 How each ``norm`` is built for a ``(N, C, H, W)`` feature map, following Wu & He's *Group
 Normalization* (2018), Figure 2, where the four differ only in the set they average over:
 
-=============== ============================ ======================= ==========================
-``norm``        module                       statistics over         affine (gamma, beta)
-=============== ============================ ======================= ==========================
-``batchnorm``   BatchNorm2d(C)               N, H, W (per channel)   per channel; running stats
-``layernorm``   GroupNorm(1, C)              C, H, W (per sample)    per channel
-``instancenorm`` InstanceNorm2d(C, affine=True) H, W (per sample, ch.) per channel
-``groupnorm``   GroupNorm(G, C)              C/G, H, W               per channel
-``none``        Identity (conv gets a bias)  --                      --
-=============== ============================ ======================= ==========================
+================ ================================ ====================== ===========================
+``norm``         module                           statistics over        affine (gamma, beta)
+================ ================================ ====================== ===========================
+``batchnorm``    BatchNorm2d(C)                   N, H, W (per channel)  per channel; running stats
+``layernorm``    GroupNorm(1, C)                  C, H, W (per sample)   per channel
+``instancenorm`` InstanceNorm2d(C, affine=True)   H, W (per sample, ch.) per channel
+``groupnorm``    GroupNorm(G, C)                  C/G, H, W              per channel
+``none``         Identity (conv gets a bias)      --                     --
+================ ================================ ====================== ===========================
+
+LayerNorm here is the GN paper's: GroupNorm with one group, the numbers of ``LayerNorm((C, H, W))`` up
+to its affine (per channel rather than per element), without tying the model to one input size. (It is
+not ConvNeXt's ``LayerNorm2d``, which normalizes each pixel over C only.) ``G`` is ``num_groups``
+(default 8, clipped to C; it must divide C).
 
 **Seeds as one model.** ``SmallCNN(..., members=S)`` is S independent CNNs in one: every conv is grouped
 (``groups=S``), every norm spans ``S x C`` channels with ``S x G`` groups, so member ``s`` owns channel
 block ``s`` and never sees another member's activations; BatchNorm's statistics stay per channel, hence
-per member. :func:`stack_members` builds it from S ordinary ``SmallCNN`` s (``torch.manual_seed(seed);
+per member. :func:`build_members` makes it from S ordinary ``SmallCNN`` s (``torch.manual_seed(seed);
 SmallCNN(...)``) and :func:`train_members` feeds member ``s`` its own shuffled batches; with the loss summed
 over members each member gets exactly its own gradient and SGD updates each element from its own state, so
 an S-member run equals S separate runs (up to float summation order) at a fraction of the per-step
 overhead, which dominates at batch size 2.
-
-LayerNorm here is the GN paper's: GroupNorm with one group, the numbers of ``LayerNorm((C, H, W))`` up
-to its affine (per channel rather than per element), without tying the model to one input size. (It is
-not ConvNeXt's ``LayerNorm2d``, which normalizes each pixel over C only.) ``G`` is ``num_groups`` (default 8, clipped to C; it must
-divide C).
 """
 
 from __future__ import annotations
