@@ -131,20 +131,25 @@ def test_no_gain_claim_follows_the_data(ratio, expected):
 
 def test_quick_preset_in_memory(tmp_path):
     c = dataclasses.replace(Config(), **STUDY.quick_overrides)
-    metrics, extra = [], {}
+    metrics, hists, extra = [], [], {}
     for cell in STUDY.cells(c):
         res = STUDY.run_cell(c, CellContext(cell, torch.device("cpu"), tmp_path, None))
         assert np.isfinite(res.metrics["value"]).all()
         metrics.append(res.metrics.assign(arm=cell.arm, **cell.param_dict))
+        if res.probe_histograms is not None:  # the probe runs on the seed-sized arms only
+            assert cell.param_dict["n_train"] == c.n_train and (res.probe_histograms["count"] > 0).all()
+            assert set(res.probe_histograms["seed"]) == set(cell.seeds)
+            hists.append(res.probe_histograms.assign(arm=cell.arm, **cell.param_dict))
         for k, t in res.extra.items():
             extra.setdefault(k, []).append(t.assign(arm=cell.arm, **cell.param_dict))
-    run = StoredRun(c, pd.concat(metrics), pd.DataFrame(), pd.DataFrame(),
+    assert len(hists) == 3
+    run = StoredRun(c, pd.concat(metrics), pd.DataFrame(), pd.concat(hists),
                     {k: pd.concat(v) for k, v in extra.items()}, tmp_path)
     claims = STUDY.claims(run)
     assert {cl.verdict for cl in claims} <= {"supported", "refuted", "inconclusive"}
     assert len({cl.id for cl in claims}) == len(claims)
     figs = STUDY.figures(run)
-    assert len(figs) == 5 and all(f.how_to_read for f in figs)
+    assert len(figs) == 6 and "distributions" in [f.name for f in figs] and all(f.how_to_read for f in figs)
     for f in figs:
         plt.close(f.figure)
 

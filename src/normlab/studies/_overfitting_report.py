@@ -9,7 +9,7 @@ import numpy as np
 
 from normlab.lab import stats
 from normlab.lab.spec import Claim, Figure, StoredRun
-from normlab.report.figures import plot_band
+from normlab.report.figures import heatmap_over_time, plot_band
 
 SOURCE = "seed 004"
 PAPER = "Srivastava et al. 2014"
@@ -103,7 +103,10 @@ def _demo_claims(run: StoredRun) -> list[Claim]:
 
 
 def figures(run: StoredRun) -> list[Figure]:
-    return [_seed_plot(run), _curves(run), _summary(run), _size_figure(run), _demo_figure(run)]
+    figs = [_seed_plot(run), _curves(run), _summary(run), _size_figure(run), _demo_figure(run)]
+    if len(run.probe_histograms):
+        figs.insert(2, _distributions(run))
+    return figs
 
 
 def _seed_plot(run: StoredRun) -> Figure:
@@ -209,6 +212,30 @@ def _size_figure(run: StoredRun) -> Figure:
         "Left: held-out MSE with and without dropout at each training-set size (mean, 95% CI; dotted: noise "
         "floor). Right: the per-seed ratio dropout/none (geometric mean, 95% CI); below 1 dropout helps, below "
         "the dotted line by the margin the claims use. Srivastava et al. saw no gain on tiny sets.", fig)
+
+
+def _distributions(run: StoredRun) -> Figure:
+    c, h = run.config, run.probe_histograms
+    h = h[(h["n_train"] == c.n_train) & h["name"].astype(str).str.endswith("weight")]
+    fig, axes = plt.subplots(2, len(ARM_STYLE), figsize=(15, 7), sharex=True, layout="constrained")
+    for col, (arm, (_, label)) in enumerate(ARM_STYLE.items()):
+        for row, kind in enumerate(("weight", "grad")):
+            sel = h[(h["arm"] == arm) & (h["kind"] == kind)]
+            ax = axes[row, col]
+            if sel.empty:
+                ax.text(0.5, 0.5, "no probe data for this arm", ha="center", transform=ax.transAxes)
+                continue
+            mesh = heatmap_over_time(ax, sel, ylabel=f"{kind} value", linthresh=1e-7)
+            ax.set_title(f"{label}: {kind}s of all weight matrices", fontsize=10)
+    fig.colorbar(mesh, ax=axes, label="fraction of entries (per step)", shrink=0.8)
+    fig.suptitle(f"distributions over training, pooled over {c.seeds} seeds (symmetric log scale)")
+    return Figure(
+        "distributions", "Weight and gradient distributions over training",
+        "Each panel is a heatmap: x = step, y = value on a symmetric log scale (sign × magnitude), color = "
+        "the fraction of all weight-matrix entries (top) or of their gradients (bottom) in that bin, pooled "
+        "over seeds. A weight band that drifts toward 0 over time is weight decay shrinking the weights; a "
+        "gradient band that sinks toward 0 means training has settled, one that stays wide means every step "
+        "still pushes (as a fresh dropout mask each step would).", fig)
 
 
 def _demo_figure(run: StoredRun) -> Figure:

@@ -21,6 +21,7 @@ output is ``2·Binomial(10000, 0.5)``: mean 10000 (not 5000), sd 100. In eval mo
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -31,6 +32,7 @@ import torch.nn as tnn
 
 from normlab.lab.ensemble import make_ensemble, member_losses
 from normlab.lab.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
+from normlab.probe import Probe
 from normlab.studies import _overfitting_report as report
 
 SOURCE = "seed 004"
@@ -87,8 +89,12 @@ ARMS = {"none": (0.0, False), "weight_decay": (0.0, True), "dropout": (None, Fal
 
 
 def train_arm(c: Config, arm: str, seeds: tuple[int, ...], n_train: int, progress=None,
-              device: torch.device | str = "cpu") -> dict[str, pd.DataFrame]:
-    """Train one arm for all ``seeds`` as one stacked ensemble; evaluation curves and final predictions."""
+              device: torch.device | str = "cpu", probe: bool = False) -> dict[str, pd.DataFrame]:
+    """Train one arm for all ``seeds`` as one stacked ensemble; evaluation curves and final predictions.
+
+    With ``probe``, :class:`normlab.probe.Probe` records weight and gradient statistics and histograms of
+    every parameter, per seed, every ``eval_every`` steps (the weight/gradient distributions over time).
+    """
     p, use_wd = ARMS[arm]
     p = c.dropout if p is None else p
     data = [make_data(c, s, n_train) for s in seeds]
@@ -114,15 +120,18 @@ def train_arm(c: Config, arm: str, seeds: tuple[int, ...], n_train: int, progres
         for name, v in mse.items():
             rows.extend((s, step, name, float(x)) for s, x in zip(seeds, v.tolist(), strict=True))
 
-    for step in range(1, c.steps + 1):
-        losses = member_losses(model(stack["train_x"]), stack["train_y"])  # (N,)
-        opt.zero_grad()
-        losses.sum().backward()  # sum: each member gets its own MSE gradient
-        opt.step()
-        if step % c.eval_every == 0 or step == c.steps:
-            record(step, losses.detach())
-        if progress is not None and step % 50 == 0:
-            progress(step, c.steps)
+    instrument = Probe(model, opt, every=c.eval_every, histograms=c.eval_every, modules=lambda n, m: False) \
+        if probe else contextlib.nullcontext()
+    with instrument:
+        for step in range(1, c.steps + 1):
+            losses = member_losses(model(stack["train_x"]), stack["train_y"])  # (N,)
+            opt.zero_grad()
+            losses.sum().backward()  # sum: each member gets its own MSE gradient
+            opt.step()
+            if step % c.eval_every == 0 or step == c.steps:
+                record(step, losses.detach())
+            if progress is not None and step % 50 == 0:
+                progress(step, c.steps)
     model.eval()
     with torch.no_grad():
         pred = model(grid).squeeze(-1).cpu()  # (N, 101)
@@ -132,8 +141,14 @@ def train_arm(c: Config, arm: str, seeds: tuple[int, ...], n_train: int, progres
     points = pd.concat([pd.DataFrame({"seed": seeds[0], "set": name, "x": first[f"{name}_x"].squeeze(1).numpy(),
                                       "y": first[f"{name}_y"].squeeze(1).numpy()}) for name in ("train", "test")],
                        ignore_index=True)
-    return {"metrics": pd.DataFrame(rows, columns=["seed", "step", "metric", "value"]), "predictions": preds,
-            "points": points}
+    out = {"metrics": pd.DataFrame(rows, columns=["seed", "step", "metric", "value"]), "predictions": preds,
+           "points": points}
+    if probe:  # probe rows name members 0..N-1: add the seed; keep only occupied histogram bins
+        member_seed = dict(enumerate(seeds))
+        out["probe_scalars"] = instrument.scalars().assign(seed=lambda d: d["member"].map(member_seed))
+        hist = instrument.histograms()
+        out["probe_histograms"] = hist[hist["count"] > 0].assign(seed=lambda d: d["member"].map(member_seed))
+    return out
 
 
 def dropout_demo(c: Config, seeds: tuple[int, ...]) -> pd.DataFrame:
@@ -176,9 +191,11 @@ class Overfitting(Study):
     def run_cell(self, c: Config, ctx: CellContext) -> CellResult:
         if ctx.cell.arm == "dropout-demo":
             return CellResult(metrics=dropout_demo(c, ctx.cell.seeds))
-        out = train_arm(c, ctx.cell.arm, ctx.cell.seeds, ctx.cell.param_dict["n_train"], ctx.progress,
-                        ctx.device)
-        return CellResult(metrics=out["metrics"], extra={"predictions": out["predictions"], "points": out["points"]})
+        n_train = ctx.cell.param_dict["n_train"]
+        out = train_arm(c, ctx.cell.arm, ctx.cell.seeds, n_train, ctx.progress, ctx.device, probe=n_train == c.n_train)
+        return CellResult(metrics=out["metrics"], probe_scalars=out.get("probe_scalars"),
+                          probe_histograms=out.get("probe_histograms"),
+                          extra={"predictions": out["predictions"], "points": out["points"]})
 
     def claims(self, run: StoredRun) -> list[Claim]:
         return report.claims(run)
