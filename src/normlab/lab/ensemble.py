@@ -66,9 +66,13 @@ class StackedLinear(nn.Module):
             x = x.unsqueeze(0).expand(n, *x.shape)
         if x.dim() < 3 or x.shape[0] != n:
             raise ValueError(f"StackedLinear: expected input (N={n}, ..., in), got shape {tuple(x.shape)}")
+        wt = self.weight.transpose(1, 2)  # (N, in, out)
+        if x.dim() == 3:  # the common case: no reshapes (bmm takes the expanded, stride-0 shared input as is)
+            if self.bias is None:
+                return torch.bmm(x, wt)
+            return torch.baddbmm(self.bias.unsqueeze(1), x, wt)  # (N, B, out)
         lead = x.shape[1:-1]
         x3 = x.reshape(n, -1, x.shape[-1])  # (N, B, in)
-        wt = self.weight.transpose(1, 2)  # (N, in, out)
         if self.bias is None:
             y = torch.bmm(x3, wt)
         else:

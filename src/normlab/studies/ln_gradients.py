@@ -193,8 +193,8 @@ def train_arm(config: Config, ctx: CellContext) -> CellResult:
     probe = _make_probe(config, model, opt)
     ei = 0
     try:
+        model.train()
         for step in range(steps):
-            model.train()
             losses = member_losses(model(x["train"]).squeeze(-1), y_fit["train"])  # (N,)
             losses.sum().backward()  # the sum: each member gets exactly its own MSELoss gradient
             is_eval = ei < len(eval_steps) and step == eval_steps[ei]
@@ -214,6 +214,7 @@ def train_arm(config: Config, ctx: CellContext) -> CellResult:
                     for j, split in enumerate(("train", "interp", "extrap")):
                         pred = model(x[split]).squeeze(-1)
                         evals[2 + j, ei] = member_losses(pred, y_fit[split]) * loss_scale
+                model.train()
                 ei += 1
             if step % 25 == 0 or step == steps - 1:
                 ctx.progress(step + 1, steps)
