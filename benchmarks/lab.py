@@ -64,13 +64,17 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=32)
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--skip-study", action="store_true", help="skip the whole-default-study wall time")
+    ap.add_argument("--anchor-threads", default="1",
+                    help="comma-separated torch thread counts for the anchor (0 = torch's default); the "
+                         "ratio uses the fastest. On a busy 2-core machine the default (2) can be 10x slower.")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "lab.md")
     args = ap.parse_args()
     default_threads = torch.get_num_threads()
 
     rows = []
     anchor = {}
-    for threads in sorted({default_threads, 1}, reverse=True):
+    thread_counts = sorted({int(t) or default_threads for t in args.anchor_threads.split(",")}, reverse=True)
+    for threads in thread_counts:
         torch.set_num_threads(threads)
         seed_script("ln", 20)  # warm-up
         per_run = sum(seed_script(a, args.steps) for a in SEED_ARMS) / len(SEED_ARMS)
@@ -106,7 +110,7 @@ def main() -> None:
         "# lab benchmark: ln-gradients ensembles vs the seed's script",
         "",
         f"Command: `.venv/bin/python benchmarks/lab.py --seeds {args.seeds} --steps {args.steps}"
-        f"{' --skip-study' if args.skip_study else ''}`",
+        f" --anchor-threads {args.anchor_threads}{' --skip-study' if args.skip_study else ''}`",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, default threads "
         f"{default_threads}; load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
