@@ -50,10 +50,12 @@ def _train(model, x, y, steps=3):
     return probe
 
 
-@pytest.mark.parametrize("reduce_in_hook", [False, True])
-def test_per_member_statistics_equal_each_member_trained_alone(reduce_in_hook, monkeypatch):
-    if reduce_in_hook:
+@pytest.mark.parametrize("path", ["segments", "hook", "split"])
+def test_per_member_statistics_equal_each_member_trained_alone(path, monkeypatch):
+    if path == "hook":
         monkeypatch.setattr("normlab.probe.hooks.KEEP_MAX_ELEMENTS", 0)
+    if path == "split":
+        monkeypatch.setattr("normlab.probe.step_vector.SPLIT_ABOVE_ELEMENTS", 0)
     singles, ensemble = _members_and_ensemble()
     torch.manual_seed(1)
     x, y = torch.randn(10, 2, dtype=torch.float64), torch.randn(10, dtype=torch.float64)

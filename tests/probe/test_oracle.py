@@ -39,10 +39,12 @@ def _close(actual, expected, rtol=RTOL, atol=1e-12):
     assert math.isclose(actual, expected, rel_tol=rtol, abs_tol=atol), (actual, expected)
 
 
-@pytest.mark.parametrize(("flush_every", "reduce_in_hook"), [(1, False), (3, False), (64, True)])
-def test_seed000_statistics_equal_naive_per_tensor_computation(flush_every, reduce_in_hook, monkeypatch):
-    if reduce_in_hook:  # every output counts as large: reduced in its hook instead of at the step
+@pytest.mark.parametrize(("flush_every", "path"), [(1, "segments"), (3, "split"), (64, "hook")])
+def test_seed000_statistics_equal_naive_per_tensor_computation(flush_every, path, monkeypatch):
+    if path == "hook":  # every output counts as large: reduced in its hook instead of at the step
         monkeypatch.setattr("normlab.probe.hooks.KEEP_MAX_ELEMENTS", 0)
+    if path == "split":  # the step vector counts as large: reduced tensor by tensor
+        monkeypatch.setattr("normlab.probe.step_vector.SPLIT_ABOVE_ELEMENTS", 0)
     model = seed000_ln_model()
     x, y = seed000_data()
     probe, snapshots = _train_with_oracle(model, x, y, steps=5, probe_kwargs={"flush_every": flush_every})
@@ -76,7 +78,10 @@ def test_seed000_statistics_equal_naive_per_tensor_computation(flush_every, redu
         _close(find(step=step, name="model", kind="global", stat="grad_norm"), global_norm)
 
 
-def test_running_stats_and_zero_fraction_equal_naive():
+@pytest.mark.parametrize("split", [False, True])
+def test_running_stats_and_zero_fraction_equal_naive(split, monkeypatch):
+    if split:
+        monkeypatch.setattr("normlab.probe.step_vector.SPLIT_ABOVE_ELEMENTS", 0)
     model = bn_relu_model()
     torch.manual_seed(2)
     x, y = torch.randn(16, 3, dtype=torch.float64), torch.randn(16, dtype=torch.float64)

@@ -36,15 +36,22 @@ def activation_moments(x: torch.Tensor, members: int) -> torch.Tensor:
 
     ``x`` has shape ``(members, ...)`` for an ensemble, any shape when ``members == 1``. A fixed handful
     of kernels, independent of the tensor's size, and no host sync. Used for large outputs; small ones are
-    reduced all together at the step by ``SegmentLayout`` (same moments, fewer kernels).
+    reduced all together at the step (``segment_moments``: same moments, fewer kernels).
     """
     flat = x.detach().reshape(members, -1)
     if flat.dtype not in (torch.float32, torch.float64):
         flat = flat.float()  # half precision accumulates in float32
-    var, mean = torch.var_mean(flat, dim=1, correction=0)
-    absmax = torch.linalg.vector_norm(flat, float("inf"), dim=1)
-    zero_frac = (flat == 0).to(flat.dtype).mean(dim=1)
-    return torch.stack((mean, var, absmax, zero_frac), dim=1)
+    return _rows_moments(flat)
+
+
+def _rows_moments(rows: torch.Tensor) -> torch.Tensor:
+    """Moments ``(R, 4)`` of each row of ``rows`` ``(R, n)``, with kernels that stream through memory
+    (on CPU, ``var_mean`` and ``vector_norm(inf)`` are several times slower than these)."""
+    mean = rows.mean(dim=1)
+    var = (rows - mean[:, None]).square_().mean(dim=1)
+    low, high = torch.aminmax(rows, dim=1)
+    zero_frac = 1 - torch.count_nonzero(rows, dim=1).to(rows.dtype) / rows.shape[1]
+    return torch.stack((mean, var, torch.maximum(high, low.neg()), zero_frac), dim=1)
 
 
 def activation_stats(moments: np.ndarray) -> np.ndarray:
@@ -64,6 +71,7 @@ class SegmentLayout:
     def __init__(self, shapes: Sequence[torch.Size], members: int, device: torch.device):
         self.members = members
         numels = [int(np.prod(shape, dtype=np.int64)) for shape in shapes]
+        self.lengths = numels  # elements of each tensor, in order
         self.counts = np.repeat(np.array(numels, dtype=np.int64) // members, members)  # (S,)
         self.n_segments = len(self.counts)
         self.total = int(sum(numels))
@@ -90,6 +98,14 @@ def segment_moments(x: torch.Tensor, segment: torch.Tensor, counts: torch.Tensor
     absmax = x.new_zeros(n).scatter_reduce_(0, segment, x.abs(), "amax", include_self=True)
     zero_frac = x.new_zeros(n).index_add_(0, segment, (x == 0).to(x.dtype)).div_(counts)
     return torch.stack((mean, var, absmax, zero_frac))
+
+
+def split_moments(x: torch.Tensor, lengths: Sequence[int], members: int) -> torch.Tensor:
+    """Same result as ``segment_moments`` for a flat ``x`` made of tensors of ``lengths`` elements (each
+    ``members`` segments): a few streaming kernels per tensor. For large vectors, where the per-element
+    cost of ``index_add_``/``scatter_reduce_`` dominates the per-kernel launch cost."""
+    moments = [_rows_moments(part.view(members, -1)) for part in x.split(list(lengths))]
+    return torch.cat(moments).t()
 
 
 def tensor_stats(moments: np.ndarray, counts: np.ndarray) -> np.ndarray:

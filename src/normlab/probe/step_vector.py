@@ -18,7 +18,9 @@ import numpy as np
 import torch
 
 from normlab.probe.histograms import SymLogBins
-from normlab.probe.stats import SegmentLayout, segment_moments
+from normlab.probe.stats import SegmentLayout, segment_moments, split_moments
+
+SPLIT_ABOVE_ELEMENTS = 1 << 17  # larger step vectors are reduced tensor by tensor
 
 
 class StepVector:
@@ -43,6 +45,8 @@ class StepVector:
                                              params.counts])
         self.fixed_segments = len(self._fixed_counts)
         self.histogram_param_segments = 2 * sp
+        self.members = params.members
+        self._fixed_lengths = [*params.lengths, *running.lengths, *running.lengths, *params.lengths, *params.lengths]
         self._vector = torch.zeros(self.fixed_total, device=device, dtype=dtype)
         self._keys: dict[tuple, tuple] = {}
 
@@ -70,7 +74,8 @@ class StepVector:
                 # histogram segments: grad (sp), weight (sp), then the activation segments
                 offsets = (segment[self.histogram_start :] - (self.fixed_segments - self.histogram_param_segments))
                 offsets = offsets * (self.binning.bins + 1)
-            cached = self._keys[key] = (layout.total, segment, counts, rows, offsets, layout.n_segments)
+            lengths = self._fixed_lengths + layout.lengths
+            cached = self._keys[key] = (layout.total, segment, counts, rows, offsets, layout.n_segments, lengths)
         return cached
 
     def reduce(self, kept: dict[int, torch.Tensor], members: int, histograms: bool
@@ -83,14 +88,17 @@ class StepVector:
         """
         slots = tuple(sorted(kept))
         tensors = [kept[slot] for slot in slots]
-        total, segment, counts, rows, offsets, n_act = self._activation_key(
+        total, segment, counts, rows, offsets, n_act, lengths = self._activation_key(
             slots, tuple(t.shape for t in tensors), members)
         live = self.fixed_total + total
         self._reserve(live)
         vector = self._vector[:live]
         if tensors:
             torch.cat([t.reshape(-1) for t in tensors], out=vector[self.fixed_total :])
-        moments = segment_moments(vector, segment, counts)  # (4, S)
+        if live > SPLIT_ABOVE_ELEMENTS:
+            moments = split_moments(vector, lengths, members)  # (4, S)
+        else:
+            moments = segment_moments(vector, segment, counts)
         fixed = moments[:, : self.fixed_segments]
         activations = moments[:, self.fixed_segments :].t()
         histogram = None
