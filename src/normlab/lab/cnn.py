@@ -1,7 +1,7 @@
 """A small CNN whose normalization is data (``norm="batchnorm"``), and the loop that trains it.
 
-Three ``conv3x3 → norm → ReLU`` stages (max-pool after the first two), global average pooling, one
-linear classifier (a grouped 1x1 conv): a few thousand parameters, fast enough on two CPU cores to train
+Three ``conv3x3 → norm → ReLU`` stages (max-pool after the first two), average pooling to a 3x3 grid, one
+linear classifier (a grouped 3x3 conv on that grid): a few thousand parameters, fast enough on two CPU cores to train
 dozens of seeds.
 
 How each ``norm`` is built for a ``(N, C, H, W)`` feature map, following Wu & He's *Group
@@ -46,6 +46,7 @@ from normlab.nn import create_norm
 from normlab.nn.surgery import recalibrate_batchnorm
 
 CNN_NORMS = ("batchnorm", "groupnorm", "layernorm", "instancenorm", "none")
+HEAD_GRID = 3  # the classifier sees the last feature map average-pooled to HEAD_GRID x HEAD_GRID
 
 
 def norm2d(name: str, channels: int, *, num_groups: int = 8, **kwargs: Any) -> tnn.Module:
@@ -67,7 +68,7 @@ def norm2d(name: str, channels: int, *, num_groups: int = 8, **kwargs: Any) -> t
 
 
 class SmallCNN(tnn.Module):
-    """``[conv3x3 → norm → ReLU → (maxpool)] x 3 → global average pool → linear``, optionally S members.
+    """``[conv3x3 → norm → ReLU → (maxpool)] x 3 → average pool to 3x3 → linear``, optionally S members.
 
     Args:
         in_channels: image channels (1 for grey images).
@@ -123,8 +124,10 @@ class SmallCNN(tnn.Module):
             else:
                 self.norms.append(norm2d(norm, members * c_out, num_groups=members * groups,
                                          **dict(norm_kwargs or {})))
-        # A 1x1 conv is a linear layer on pooled features; grouped, it keeps the members apart.
-        self.head = tnn.Conv2d(members * widths[-1], members * num_classes, 1, groups=members)
+        # The classifier reads a 3x3 average-pooled map (global average pooling alone throws away where
+        # things are, which left the model underfit); a 3x3 conv on it is a linear layer on the flattened
+        # map, and grouped it keeps the members apart.
+        self.head = tnn.Conv2d(members * widths[-1], members * num_classes, HEAD_GRID, groups=members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         expected = self.members * self.in_channels
@@ -134,7 +137,8 @@ class SmallCNN(tnn.Module):
             x = F.relu(norm(conv(x)))  # (N, S*C_i, H_i, W_i)
             if i < 2:
                 x = F.max_pool2d(x, 2)  # halve H, W
-        logits = self.head(x.mean(dim=(2, 3), keepdim=True)).flatten(1)  # (N, S*classes)
+        x = F.adaptive_avg_pool2d(x, HEAD_GRID)  # (N, S*C_3, 3, 3)
+        logits = self.head(x).flatten(1)  # (N, S*classes)
         return logits if self.members == 1 else logits.view(len(x), self.members, self.num_classes)
 
 

@@ -66,14 +66,14 @@ class Config:
     early_step: int = 10  # "short training" for the speed claim
     # train/eval gap on real images
     dataset: str = "fashion-mnist"
-    train_size: int | None = 10000
+    train_size: int | None = 5000
     test_size: int | None = 2000
     gap_momenta: tuple[float | None, ...] = (0.1, 0.01, None)
     gap_steps: tuple[int, int] = (20, 600)  # short, long
     gap_batch_size: int = 32
     gap_seeds: int = 5
     lr: float = 0.05
-    widths: tuple[int, int, int] = (16, 32, 32)
+    widths: tuple[int, int, int] = (8, 16, 16)
 
 
 def _label(m: float | None) -> str:
