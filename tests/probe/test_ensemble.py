@@ -53,7 +53,7 @@ def _train(model, x, y, steps=3):
 @pytest.mark.parametrize("path", ["segments", "hook", "split"])
 def test_per_member_statistics_equal_each_member_trained_alone(path, monkeypatch):
     if path == "hook":
-        monkeypatch.setattr("normlab.probe.hooks.KEEP_MAX_ELEMENTS", 0)
+        monkeypatch.setattr("normlab.probe.hooks.REDUCE_IN_HOOKS", True)
     if path == "split":
         monkeypatch.setattr("normlab.probe.step_vector.SPLIT_ABOVE_ELEMENTS", 0)
     singles, ensemble = _members_and_ensemble()

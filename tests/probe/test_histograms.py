@@ -63,7 +63,7 @@ def test_nan_is_not_counted_and_infinities_land_in_the_open_bins():
 @pytest.mark.parametrize("reduce_in_hook", [False, True])
 def test_probe_histograms_equal_numpy_per_tensor(reduce_in_hook, monkeypatch):
     if reduce_in_hook:
-        monkeypatch.setattr("normlab.probe.hooks.KEEP_MAX_ELEMENTS", 0)
+        monkeypatch.setattr("normlab.probe.hooks.REDUCE_IN_HOOKS", True)
     model = seed000_ln_model(torch.float32)
     x, y = seed000_data(torch.float32)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)

@@ -41,8 +41,8 @@ def _close(actual, expected, rtol=RTOL, atol=1e-12):
 
 @pytest.mark.parametrize(("flush_every", "path"), [(1, "segments"), (3, "split"), (64, "hook")])
 def test_seed000_statistics_equal_naive_per_tensor_computation(flush_every, path, monkeypatch):
-    if path == "hook":  # every output counts as large: reduced in its hook instead of at the step
-        monkeypatch.setattr("normlab.probe.hooks.KEEP_MAX_ELEMENTS", 0)
+    if path == "hook":  # every output reduced in its hook instead of at the step
+        monkeypatch.setattr("normlab.probe.hooks.REDUCE_IN_HOOKS", True)
     if path == "split":  # the step vector counts as large: reduced tensor by tensor
         monkeypatch.setattr("normlab.probe.step_vector.SPLIT_ABOVE_ELEMENTS", 0)
     model = seed000_ln_model()
@@ -167,3 +167,23 @@ def test_output_changed_in_place_after_its_hook_is_never_misreported():
         for stat in ("mean", "std", "absmax", "zero_frac"):
             _close(find(step=step, name="0", kind="activation", stat=stat), expected[stat])
     assert find(step=2, name="1", kind="activation", stat="zero_frac") > 0
+
+
+def test_large_outputs_are_summarized_from_a_sample():
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(300, 300), nn.ReLU()).double()  # outputs of 90,000 > 65,536 elements
+    x = torch.randn(300, 300, dtype=torch.float64)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with Probe(model, optimizer, histograms=True, bins=16) as probe:
+        outputs = [model[0](x).detach()]
+        model(x).pow(2).mean().backward()
+        optimizer.step()
+    find = Lookup(probe.scalars())
+    exact = naive_summary(outputs[0])
+    assert find(step=0, name="0", kind="activation", stat="mean") == pytest.approx(exact["mean"], abs=0.02 * exact["std"])
+    assert find(step=0, name="0", kind="activation", stat="std") == pytest.approx(exact["std"], rel=0.02)
+    assert find(step=0, name="1", kind="activation", stat="zero_frac") == pytest.approx(0.5, abs=0.02)
+    hist = probe.histograms()
+    assert hist[(hist.kind == "activation") & (hist.name == "0")]["count"].sum() == 1 << 16  # the sample
+    # parameters are never sampled
+    assert hist[(hist.kind == "weight") & (hist.name == "0.weight")]["count"].sum() == 90_000

@@ -67,7 +67,9 @@ def _first_tensor(value: Any) -> torch.Tensor | None:
     return None
 
 
-KEEP_MAX_ELEMENTS = 1 << 16  # outputs up to this size are kept by reference and reduced together
+SAMPLE_ABOVE_ELEMENTS = 1 << 16  # larger outputs (per member) are summarized from a sample of this size
+# True: reduce every (small) output inside its hook -- no reference held until the step, more kernels.
+REDUCE_IN_HOOKS = False
 
 
 class ActivationHooks:
@@ -76,12 +78,14 @@ class ActivationHooks:
     Slots: one ``(name, "activation")`` per ordinary module; norm layers get ``(name, "norm_in")`` and
     ``(name, "norm_out")`` instead.
 
-    Why two paths: a small output costs a kernel launch per statistic but almost no arithmetic, so the
-    hook only keeps a reference and :meth:`take` reduces all kept outputs in one fixed set of kernels
-    (``step_vector.StepVector``). A kept tensor whose version counter moved was changed in place after the hook
-    (an ``inplace=True`` activation, ``x += ...``): that step's value is dropped and the module is reduced
-    in its hook from then on, as large outputs always are (there, arithmetic dominates and a reference
-    would hold memory through the backward pass).
+    How it stays cheap: a small output costs a kernel launch per statistic but almost no arithmetic, so
+    the hook only keeps a reference and the Probe reduces all kept outputs of the step together in one
+    fixed set of kernels (``step_vector.StepVector``). A kept tensor whose version counter moved was
+    changed in place after the hook (an ``inplace=True`` activation, ``x += ...``): that step's value is
+    dropped and the module is reduced exactly in its hook from then on. An output larger than
+    ``SAMPLE_ABOVE_ELEMENTS`` per member would cost as much to summarize as the layer costs to compute, so
+    the hook copies a uniform random sample of that many elements per member (fixed indices per shape,
+    drawn with replacement) and that sample is reduced and binned instead: its statistics are estimates.
     """
 
     def __init__(self, selected: list[tuple[str, nn.Module]], members: int, binning: SymLogBins | None,
@@ -97,6 +101,7 @@ class ActivationHooks:
         self._reduced_histograms: dict[int, torch.Tensor] = {}
         self._reduce_in_hook: set[int] = set()
         self._member_offsets: dict[torch.device, torch.Tensor] = {}
+        self._sample_indices: dict[tuple[int, torch.device], torch.Tensor] = {}
         self._handles = []
         for name, module in selected:
             if is_norm_layer(module):
@@ -106,6 +111,8 @@ class ActivationHooks:
                 slot_in, slot_out = None, len(self.slots)
                 self.slots.append((name, "activation"))
             self._handles.append(module.register_forward_hook(self._make_hook(name, slot_in, slot_out)))
+        if REDUCE_IN_HOOKS:
+            self._reduce_in_hook.update(range(len(self.slots)))
 
     def _make_hook(self, name: str, slot_in: int | None, slot_out: int):
         def hook(module: nn.Module, args: tuple, output: Any) -> None:
@@ -132,7 +139,12 @@ class ActivationHooks:
         # the last training forward of the step wins
         self._reduced.pop(slot, None)
         self._reduced_histograms.pop(slot, None)
-        if slot not in self._reduce_in_hook and x.numel() <= KEEP_MAX_ELEMENTS:
+        per_member = x.numel() // members
+        if per_member > SAMPLE_ABOVE_ELEMENTS:
+            sample = x.reshape(members, per_member).index_select(1, self._sample(per_member, x.device))
+            self._kept[slot] = (sample, sample._version)  # a copy: later in-place changes cannot reach it
+            return
+        if slot not in self._reduce_in_hook:
             self._kept[slot] = (x, x._version)
             return
         self._kept.pop(slot, None)
@@ -142,6 +154,15 @@ class ActivationHooks:
             if flat.dtype not in (torch.float32, torch.float64):
                 flat = flat.float()  # the smallest edges underflow in half precision
             self._reduced_histograms[slot] = self.binning.segment_counts(flat, self._offsets(flat.device), members)
+
+    def _sample(self, size: int, device: torch.device) -> torch.Tensor:
+        key = (size, device)
+        index = self._sample_indices.get(key)
+        if index is None:
+            generator = torch.Generator().manual_seed(size)  # reproducible, and the same at every step
+            index = torch.randint(size, (SAMPLE_ABOVE_ELEMENTS,), generator=generator).to(device)
+            self._sample_indices[key] = index
+        return index
 
     def _offsets(self, device: torch.device) -> torch.Tensor:
         offsets = self._member_offsets.get(device)
