@@ -217,7 +217,9 @@ def _size_figure(run: StoredRun) -> Figure:
 def _distributions(run: StoredRun) -> Figure:
     c, h = run.config, run.probe_histograms
     h = h[(h["n_train"] == c.n_train) & h["name"].astype(str).str.endswith("weight")]
-    fig, axes = plt.subplots(2, len(ARM_STYLE), figsize=(15, 7), sharex=True, layout="constrained")
+    fig, axes = plt.subplots(2, len(ARM_STYLE), figsize=(15, 7), sharex=True)
+    fig.subplots_adjust(left=0.06, right=0.9, top=0.9, bottom=0.08, hspace=0.3, wspace=0.3)  # no layout engine: cheap
+    mesh = None
     for col, (arm, (_, label)) in enumerate(ARM_STYLE.items()):
         for row, kind in enumerate(("weight", "grad")):
             sel = h[(h["arm"] == arm) & (h["kind"] == kind)]
@@ -227,7 +229,8 @@ def _distributions(run: StoredRun) -> Figure:
                 continue
             mesh = heatmap_over_time(ax, sel, ylabel=f"{kind} value", linthresh=1e-7)
             ax.set_title(f"{label}: {kind}s of all weight matrices", fontsize=10)
-    fig.colorbar(mesh, ax=axes, label="fraction of entries (per step)", shrink=0.8)
+    if mesh is not None:
+        fig.colorbar(mesh, cax=fig.add_axes((0.92, 0.15, 0.012, 0.7)), label="fraction of entries (per step)")
     fig.suptitle(f"distributions over training, pooled over {c.seeds} seeds (symmetric log scale)")
     return Figure(
         "distributions", "Weight and gradient distributions over training",
