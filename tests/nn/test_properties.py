@@ -34,6 +34,8 @@ def test_layernorm_and_rmsnorm(lead, width, scale, offset, affine, bias, seed):
     torch.testing.assert_close(ln(x), R.layer_norm(x, [width], ln.weight, ln.bias, ln.eps))
     rms = N.RMSNorm(width, elementwise_affine=affine).double()
     torch.testing.assert_close(rms(x), torch.nn.RMSNorm(width, elementwise_affine=affine).double()(x))
+    if offset == 100.0 and scale == 1e-3:
+        return  # dx cancels to ~1e-5 of its terms: float32 gradients (torch's and ours) are noise there
     x32 = x.float().requires_grad_()
     g = torch.randn_like(x32)
     (dx,) = torch.autograd.grad(N.RMSNorm(width)(x32), x32, g)
@@ -59,9 +61,10 @@ def test_batchnorm_and_groupnorm(n, groups_and_per_group, spatial, scale, offset
     x = _x(shape, scale, offset, seed).float()
     gn = N.GroupNorm(groups, c, affine=affine)
     if x[0, :per_group].numel() > 1:
-        torch.testing.assert_close(gn(x), torch.nn.GroupNorm(groups, c, affine=affine)(x), rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(gn(x).double(), R.group_norm(x, groups, gn.weight, gn.bias, gn.eps),
-                                   rtol=1e-4, atol=1e-4)
+                                   rtol=1e-5, atol=1e-5)
+        if offset == 0:  # else torch's float32 mean costs it ~|mean|/std * 2**-22, which normlab avoids
+            torch.testing.assert_close(gn(x), torch.nn.GroupNorm(groups, c, affine=affine)(x))
     if len(spatial) <= 1:
         ours, theirs = N.BatchNorm1d(c, momentum=momentum, affine=affine), torch.nn.BatchNorm1d(
             c, momentum=momentum, affine=affine)
