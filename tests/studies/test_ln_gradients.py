@@ -130,7 +130,7 @@ def test_tiny_run_produces_every_claim_and_figure(tmp_path):
                    "K1", "K2", "K3", "K4", "K5"]
     assert all(c.verdict in ("supported", "refuted", "inconclusive") for c in out.claims)
     figs = {p.stem for p in (out.run_dir / "figures").glob("*.png")}
-    assert figs == {"loss_curves", "fluctuation", "gradient_heatmaps", "gradient_concentration",
+    assert figs == {"loss_curves", "fluctuation", "gradient_heatmaps", "weight_heatmaps", "gradient_concentration",
                     "per_layer_gradients", "fits_and_heldout"}
     _, run = load_run(out.run_dir)
     assert {"grad", "weight"} <= set(run.probe_histograms["kind"].astype(str))

@@ -73,35 +73,44 @@ def fluctuation(run: StoredRun, meas: pd.DataFrame) -> Figure:
         fig)
 
 
-def gradient_heatmaps(run: StoredRun) -> Figure | None:
+_HEATMAP_TEXT = {
+    "grad": ("gradient_heatmaps", "Distribution of all gradient entries over training (all parameters, all seeds)",
+             "gradient value (symlog)",
+             "x: training step; y: gradient value on a symmetric log scale (bins of `normlab.probe`: each decade "
+             "split in 3, the middle band holds |g| < 1e-7); color: fraction of all gradient entries (every "
+             "parameter of every seed) in that bin at that step. This is the seed's TensorBoard histogram view, "
+             "pooled over seeds. A band that narrows and stops moving early means 'settled and concentrated' "
+             "(C3); a band that stays wide and shifting means 'messy' (C5). The band's height is mostly the "
+             "gradient *scale*, which follows the loss."),
+    "weight": ("weight_heatmaps", "Distribution of all parameter values over training (all parameters, all seeds)",
+               "parameter value (symlog)",
+               "Same axes as the gradient heatmaps, for the parameter values themselves (weights, biases, LN "
+               "gains). Weight decay pulls the values toward 0; a distribution that keeps spreading means some "
+               "parameters keep growing. Compare the arms: LN makes the output invariant to the scale of the "
+               "weights feeding it, so their values are free to drift."),
+}
+
+
+def distribution_heatmaps(run: StoredRun, kind: str) -> Figure | None:
     h = run.probe_histograms
     if h is None or h.empty:
         return None
-    h = h[h["kind"] == "grad"]
+    h = h[h["kind"] == kind]
     arms = _seed_arms(_arms(run))
     if h.empty or not arms:
         return None
-    cols = 2
+    name, title, ylabel, how = _HEATMAP_TEXT[kind]
     rows = (len(arms) + 1) // 2
-    fig, axes = new_figure(rows, cols, width=5.5, height=3.6)
+    fig, axes = new_figure(rows, 2, width=5.5, height=3.6)
     mesh = None
     for ax, arm in zip(axes.ravel(), arms, strict=False):
-        ha = h[h["arm"] == arm]
-        mesh = heatmap_over_time(ax, ha, ylabel="gradient value (symlog)", linthresh=10.0**DEFAULT_MIN_EXP)
+        mesh = heatmap_over_time(ax, h[h["arm"] == arm], ylabel=ylabel, linthresh=10.0**DEFAULT_MIN_EXP)
         ax.set_title(arm)
     for ax in axes.ravel()[len(arms):]:
         ax.axis("off")
     if mesh is not None:
-        fig.colorbar(mesh, ax=axes.ravel().tolist(), label="fraction of gradient entries", shrink=0.8)
-    return Figure(
-        "gradient_heatmaps", "Distribution of all gradient entries over training (all parameters, all seeds)",
-        "x: training step; y: gradient value on a symmetric log scale (bins of `normlab.probe`: each decade "
-        "split in 3, the middle band holds |g| < 1e-7); color: fraction of all gradient entries (every "
-        "parameter of every seed) in that bin at that step. This is the seed's TensorBoard histogram view, "
-        "pooled over seeds. A band that narrows and stops moving early means 'settled and concentrated' "
-        "(C3); a band that stays wide and shifting means 'messy' (C5). The band's height is mostly the "
-        "gradient *scale*, which follows the loss.",
-        fig)
+        fig.colorbar(mesh, ax=axes.ravel().tolist(), label="fraction of entries", shrink=0.8)
+    return Figure(name, title, how, fig)
 
 
 def gradient_over_time(run: StoredRun) -> Figure:
@@ -202,6 +211,7 @@ def fits(run: StoredRun, meas: pd.DataFrame) -> Figure | None:
 
 def all_figures(run: StoredRun) -> list[Figure]:
     meas = measures_of(run)
-    figs = [loss_curves(run), fluctuation(run, meas), gradient_heatmaps(run), gradient_over_time(run),
+    figs = [loss_curves(run), fluctuation(run, meas), distribution_heatmaps(run, "grad"),
+            distribution_heatmaps(run, "weight"), gradient_over_time(run),
             per_layer(run), fits(run, meas)]
     return [f for f in figs if f is not None]
