@@ -122,6 +122,8 @@ def test_figures_have_reading_text(run):
     assert len(figs[0].figure.axes) == 6  # the seed's 2x3 layout
 
 
-def test_bad_seed_count_is_named():
-    with pytest.raises(ValueError, match="seeds"):
-        STUDY.cells(Config(seeds=0))
+@pytest.mark.parametrize(("override", "name"), [({"seeds": 1}, "seeds"), ({"sample": (3.0,)}, "sample"),
+                                                ({"batch": 1}, "batch")])
+def test_bad_config_is_named(override, name):
+    with pytest.raises(ValueError, match=name):
+        STUDY.cells(dataclasses.replace(Config(), **override))

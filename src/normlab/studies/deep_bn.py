@@ -123,6 +123,8 @@ class DeepBn(Study):
         for init in config.inits:
             if init not in INITS:
                 raise ValueError(f"inits: expected names from {INITS}, got {init!r}")
+        if config.seeds < 2 or config.batch < 2:
+            raise ValueError(f"seeds and batch: expected >= 2 each, got {config.seeds} and {config.batch}")
         if config.depth <= 2 * config.fit_skip + 2:
             raise ValueError(f"depth: expected > 2*fit_skip + 2 = {2 * config.fit_skip + 2}, got {config.depth}")
         seeds = tuple(range(config.seeds))

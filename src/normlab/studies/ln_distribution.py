@@ -110,15 +110,20 @@ def _long(rows: list[tuple[int, str, float]]) -> pd.DataFrame:
 
 class LnDistribution(Study):
     name = "ln-distribution"
-    description = "LayerNorm standardizes each sample (mean 0, biased var 1) but not each feature"
+    description = "LayerNorm on one sample and on Linear(100,50) outputs: per-sample vs per-feature statistics, BN control"
     seeds_from = ("001",)
     Config = Config
     quick_overrides: ClassVar[dict] = {"seeds": 8}
     threads = 1  # tiny kernels: more threads only spin-wait on a busy machine
 
     def cells(self, config: Config) -> list[Cell]:
-        if config.seeds < 1:
-            raise ValueError(f"seeds: expected >= 1, got {config.seeds}")
+        if config.seeds < 2:
+            raise ValueError(f"seeds: expected >= 2 (intervals need two), got {config.seeds}")
+        if len(config.sample) < 2:
+            raise ValueError(f"sample: expected at least 2 values (a variance needs two), got {config.sample!r}")
+        if min(config.in_features, config.out_features, config.batch) < 2:
+            raise ValueError("in_features, out_features, batch: expected >= 2, got "
+                             f"{config.in_features}, {config.out_features}, {config.batch}")
         seeds = tuple(range(config.seeds))
         return [Cell("single-sample", (0,))] + [
             Cell(arm, seeds) for arm in ("layernorm", "batchnorm", "layernorm/lognormal")

@@ -180,6 +180,8 @@ class Overfitting(Study):
     def cells(self, c: Config) -> list[Cell]:
         if c.steps < 1 or c.eval_every < 1:
             raise ValueError(f"steps and eval_every: expected >= 1, got {c.steps} and {c.eval_every}")
+        if min(c.seeds, c.n_train, c.demo_draws) < 2:
+            raise ValueError(f"seeds, n_train, demo_draws: expected >= 2 each, got {c.seeds}, {c.n_train}, {c.demo_draws}")
         if not 0 < c.dropout < 1:
             raise ValueError(f"dropout: expected a probability in (0, 1), got {c.dropout}")
         seeds = tuple(range(c.seeds))
