@@ -133,7 +133,7 @@ class LnGradients(Study):
     description = "Seed 000: LayerNorm vs dropout on a 5-Linear net; loss, fluctuation, gradient distributions."
     seeds_from = ("000",)
     Config = Config
-    quick_overrides = {"seeds": 5, "steps": 150, "eval_every": 10, "probe_every": 10, "hist_every": 50}  # noqa: RUF012
+    quick_overrides = {"seeds": 4, "steps": 100, "eval_every": 10, "probe_every": 10, "hist_every": 25}  # noqa: RUF012
     threads = 1
 
     def cells(self, config: Config) -> list[Cell]:
