@@ -69,6 +69,15 @@ def check_result(study: Study, cell: Cell, result: Any) -> CellResult:
     clash = sorted(reserved & set(m.columns))
     if clash:
         raise ValueError(f"{where}: metrics must not carry the engine's columns {clash} (it adds them)")
+    tables = {"probe_scalars": result.probe_scalars, "probe_histograms": result.probe_histograms, **result.extra}
+    for name, table in tables.items():
+        if table is None:
+            continue
+        if not isinstance(table, pd.DataFrame):
+            raise TypeError(f"{where}: table {name!r} must be a pandas DataFrame, got {type(table).__name__}")
+        clash = sorted(reserved & set(table.columns))
+        if clash:
+            raise ValueError(f"{where}: table {name!r} must not carry the engine's columns {clash} (it adds them)")
     extra_seeds = sorted(set(m["seed"].unique()) - set(cell.seeds))
     if extra_seeds:
         raise ValueError(f"{where}: metrics has seeds {extra_seeds} that are not the cell's {list(cell.seeds)}")
