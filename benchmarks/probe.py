@@ -147,8 +147,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions (min is kept)")
     parser.add_argument("--anchor-steps", type=int, default=100,
                         help="steps of the tensorboardX anchor, scaled to 1000 (it is the slow one)")
-    parser.add_argument("--conv-steps", type=int, default=32)
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--conv-steps", type=int, default=24)
+    parser.add_argument("--batch", type=int, default=12)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="also write the tables (markdown) here")
     args = parser.parse_args()

@@ -45,6 +45,7 @@ def test_seed000_statistics_equal_naive_per_tensor_computation(flush_every, path
         monkeypatch.setattr("normlab.probe.hooks.REDUCE_IN_HOOKS", True)
     if path == "split":  # the step vector counts as large: reduced tensor by tensor
         monkeypatch.setattr("normlab.probe.step_vector.SPLIT_ABOVE_ELEMENTS", 0)
+        monkeypatch.setattr("normlab.probe.stats.SMALL_TENSOR_ELEMENTS", 10)  # runs of biases, weights alone
     model = seed000_ln_model()
     x, y = seed000_data()
     probe, snapshots = _train_with_oracle(model, x, y, steps=5, probe_kwargs={"flush_every": flush_every})
@@ -82,6 +83,7 @@ def test_seed000_statistics_equal_naive_per_tensor_computation(flush_every, path
 def test_running_stats_and_zero_fraction_equal_naive(split, monkeypatch):
     if split:
         monkeypatch.setattr("normlab.probe.step_vector.SPLIT_ABOVE_ELEMENTS", 0)
+        monkeypatch.setattr("normlab.probe.stats.SMALL_TENSOR_ELEMENTS", 10)  # runs of biases, weights alone
     model = bn_relu_model()
     torch.manual_seed(2)
     x, y = torch.randn(16, 3, dtype=torch.float64), torch.randn(16, dtype=torch.float64)
@@ -171,7 +173,7 @@ def test_output_changed_in_place_after_its_hook_is_never_misreported():
 
 def test_large_outputs_are_summarized_from_a_sample():
     torch.manual_seed(4)
-    model = nn.Sequential(nn.Linear(300, 300), nn.ReLU()).double()  # outputs of 90,000 > 65,536 elements
+    model = nn.Sequential(nn.Linear(300, 300), nn.ReLU()).double()  # outputs of 90,000 > 8,192 elements
     x = torch.randn(300, 300, dtype=torch.float64)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with Probe(model, optimizer, histograms=True, bins=16) as probe:
@@ -180,10 +182,10 @@ def test_large_outputs_are_summarized_from_a_sample():
         optimizer.step()
     find = Lookup(probe.scalars())
     exact = naive_summary(outputs[0])
-    assert find(step=0, name="0", kind="activation", stat="mean") == pytest.approx(exact["mean"], abs=0.02 * exact["std"])
-    assert find(step=0, name="0", kind="activation", stat="std") == pytest.approx(exact["std"], rel=0.02)
-    assert find(step=0, name="1", kind="activation", stat="zero_frac") == pytest.approx(0.5, abs=0.02)
+    assert find(step=0, name="0", kind="activation", stat="mean") == pytest.approx(exact["mean"], abs=0.05 * exact["std"])
+    assert find(step=0, name="0", kind="activation", stat="std") == pytest.approx(exact["std"], rel=0.05)
+    assert find(step=0, name="1", kind="activation", stat="zero_frac") == pytest.approx(0.5, abs=0.03)
     hist = probe.histograms()
-    assert hist[(hist.kind == "activation") & (hist.name == "0")]["count"].sum() == 1 << 16  # the sample
+    assert hist[(hist.kind == "activation") & (hist.name == "0")]["count"].sum() == 1 << 13  # the sample
     # parameters are never sampled
     assert hist[(hist.kind == "weight") & (hist.name == "0.weight")]["count"].sum() == 90_000

@@ -30,7 +30,7 @@ from normlab.probe.buffer import DeviceBuffer
 from normlab.probe.histograms import SymLogBins
 from normlab.probe.hooks import ActivationHooks, ModuleSelector, select_modules
 from normlab.probe.schedule import Schedule, _positive_int
-from normlab.probe.stats import N_ACTIVATION_MOMENTS, SegmentLayout
+from normlab.probe.stats import N_ACTIVATION_MOMENTS, SMALL_TENSOR_ELEMENTS, SegmentLayout
 from normlab.probe.step_vector import StepVector
 from normlab.probe.tables import Catalog, histograms_frame, scalars_frame
 from normlab.probe.writers import TensorBoardWriter, write_parquet_atomic
@@ -105,6 +105,8 @@ class Probe:
         self.model, self.optimizer = model, optimizer
 
         named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        # Small parameters first: they form one run in each region of the step vector (see ReductionPlan).
+        named.sort(key=lambda item: item[1].numel() > SMALL_TENSOR_ELEMENTS * self.members)
         running = [(name, b) for name, b in model.named_buffers()
                    if name.rsplit(".", 1)[-1] in RUNNING_BUFFERS and b.is_floating_point()]
         for what, tensors in (("parameter", named), ("buffer", running)):

@@ -107,12 +107,44 @@ def segment_moments(x: torch.Tensor, segment: torch.Tensor, counts: torch.Tensor
     return torch.stack((mean, var, absmax, zero_frac))
 
 
-def split_moments(x: torch.Tensor, lengths: Sequence[int], members: int) -> torch.Tensor:
-    """Same result as ``segment_moments`` for a flat ``x`` made of tensors of ``lengths`` elements (each
-    ``members`` segments): a few streaming kernels per tensor. For large vectors, where the per-element
-    cost of ``index_add_``/``scatter_reduce_`` dominates the per-kernel launch cost."""
-    moments = [_rows_moments(part.view(members, -1)) for part in x.split(list(lengths))]
-    return torch.cat(moments).t()
+SMALL_TENSOR_ELEMENTS = 1 << 12  # runs of tensors up to this size are reduced together by segment
+
+
+class ReductionPlan:
+    """How to reduce a flat vector made of tensors of ``lengths`` elements (each ``members`` segments):
+    consecutive small tensors are grouped into runs reduced together with ``segment_moments`` (a fixed set
+    of kernels per run), and each large tensor is reduced on its own with streaming kernels, where the
+    per-element cost of ``index_add_``/``scatter_reduce_`` would dominate."""
+
+    def __init__(self, lengths: Sequence[int], members: int, device: torch.device, dtype: torch.dtype):
+        self.members = members
+        self.steps: list[tuple] = []
+        start, run = 0, []
+        for length in [*lengths, None]:
+            if length is not None and length // members <= SMALL_TENSOR_ELEMENTS:
+                run.append(length)
+                continue
+            if run:
+                layout = SegmentLayout([(n,) for n in run], members, device)
+                counts = torch.as_tensor(layout.counts, device=device, dtype=dtype)
+                self.steps.append(("run", start, start + layout.total, layout.segment, counts))
+                start += layout.total
+                run = []
+            if length is not None:
+                self.steps.append(("tensor", start, start + length))
+                start += length
+
+    def moments(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw moments ``(4, S)``, as ``segment_moments`` gives for the whole vector."""
+        pieces = []
+        for step in self.steps:
+            if step[0] == "run":
+                _, begin, end, segment, counts = step
+                pieces.append(segment_moments(x[begin:end], segment, counts))
+            else:
+                _, begin, end = step
+                pieces.append(_rows_moments(x[begin:end].view(self.members, -1)).t())
+        return torch.cat(pieces, dim=1)
 
 
 def tensor_stats(moments: np.ndarray, counts: np.ndarray) -> np.ndarray:

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from normlab.probe.histograms import SymLogBins
-from normlab.probe.stats import SegmentLayout, segment_moments, split_moments
+from normlab.probe.stats import ReductionPlan, SegmentLayout, segment_moments
 
-SPLIT_ABOVE_ELEMENTS = 1 << 17  # larger step vectors are reduced tensor by tensor
+SPLIT_ABOVE_ELEMENTS = 1 << 17  # larger step vectors follow a ReductionPlan (large tensors one by one)
 
 
 class StepVector:
@@ -74,8 +74,10 @@ class StepVector:
                 # histogram segments: grad (sp), weight (sp), then the activation segments
                 offsets = (segment[self.histogram_start :] - (self.fixed_segments - self.histogram_param_segments))
                 offsets = offsets * (self.binning.bins + 1)
-            lengths = self._fixed_lengths + layout.lengths
-            cached = self._keys[key] = (layout.total, segment, counts, rows, offsets, layout.n_segments, lengths)
+            plan = None
+            if self.fixed_total + layout.total > SPLIT_ABOVE_ELEMENTS:
+                plan = ReductionPlan(self._fixed_lengths + layout.lengths, members, self.device, self.dtype)
+            cached = self._keys[key] = (layout.total, segment, counts, rows, offsets, layout.n_segments, plan)
         return cached
 
     def reduce(self, kept: dict[int, torch.Tensor], members: int, histograms: bool
@@ -88,15 +90,15 @@ class StepVector:
         """
         slots = tuple(sorted(kept))
         tensors = [kept[slot] for slot in slots]
-        total, segment, counts, rows, offsets, n_act, lengths = self._activation_key(
+        total, segment, counts, rows, offsets, n_act, plan = self._activation_key(
             slots, tuple(t.shape for t in tensors), members)
         live = self.fixed_total + total
         self._reserve(live)
         vector = self._vector[:live]
         if tensors:
             torch.cat([t.reshape(-1) for t in tensors], out=vector[self.fixed_total :])
-        if live > SPLIT_ABOVE_ELEMENTS:
-            moments = split_moments(vector, lengths, members)  # (4, S)
+        if plan is not None:
+            moments = plan.moments(vector)  # (4, S)
         else:
             moments = segment_moments(vector, segment, counts)
         fixed = moments[:, : self.fixed_segments]
