@@ -21,6 +21,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -64,20 +65,26 @@ def _time(fn) -> float:
     return time.perf_counter() - start
 
 
-def _clocks(fn) -> tuple[float, float]:
-    """(wall seconds, process CPU seconds) of one call."""
+def _clocks(fn, inner: int) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) per call, over ``inner`` back-to-back calls."""
     wall, cpu = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - wall, time.process_time() - cpu
+    for _ in range(inner):
+        fn()
+    return (time.perf_counter() - wall) / inner, (time.process_time() - cpu) / inner
+
+
+MIN_SAMPLE_S = 0.1  # the CPU clock ticks in 4 ms steps on many kernels: make every sample much longer
 
 
 def paired_median(fa, fb, repeats: int) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Median (wall, cpu) seconds of ``fa`` and ``fb``, run alternately (order flipped every repeat)."""
-    fa(), fb()  # warm-up
+    """Median (wall, cpu) seconds per call of ``fa`` and ``fb``, run alternately (order flipped every
+    repeat); each sample repeats the call enough times to last about ``MIN_SAMPLE_S``."""
+    fa()  # warm-up
+    inner = max(1, math.ceil(MIN_SAMPLE_S / max(_time(fb), 1e-6)))
     ta, tb = [], []
     for r in range(repeats):
         for fn, out in ((fb, tb), (fa, ta)) if r % 2 else ((fa, ta), (fb, tb)):
-            out.append(_clocks(fn))
+            out.append(_clocks(fn, inner))
 
     def med(samples):
         return statistics.median(s[0] for s in samples), statistics.median(s[1] for s in samples)
@@ -149,7 +156,7 @@ def _row(r) -> str:
 NOTES = [
     "Notes:",
     "- Ratios are normlab time / torch time from the same run, each the median of paired, alternating "
-    "repeats. The verdicts use CPU time (all threads of this process): on a machine shared with other "
+    "repeats; each repeat loops the call for >= 0.1 s (the CPU clock has 4 ms ticks). The verdicts use CPU time (all threads of this process): on a machine shared with other "
     "processes, wall time mostly measures them. Wall-time ratios are printed alongside.",
     "- Bandwidth is minimum traffic over wall time (forward: read x + write y; fwd+bwd: 5 tensor passes) "
     "against `dst.copy_(src)` measured at the start of the run.",
