@@ -74,6 +74,9 @@ class Probe:
     ``weight`` (norm, mean, std, absmax), ``update`` (norm, std, ratio = log10(std(Δp)/std(p))),
     ``running_stats`` (mean, rms, drift) and ``global`` (grad_norm). :meth:`histograms` has
     ``step, member, name, kind, bin_lo, bin_hi, count``.
+
+    Module outputs larger than ``hooks.SAMPLE_ABOVE_ELEMENTS`` (8192) per member are summarized from a
+    fixed uniform random sample of that size; everything else is exact (see ``docs/probe.md``).
     """
 
     def __init__(
