@@ -113,3 +113,14 @@ def test_pinned_files_cover_the_debian_package_layout():
         f"{split}-{kind}-idx{dim}-ubyte.gz" for split in ("train", "t10k") for kind, dim in (("images", 3), ("labels", 1))
     )
     assert images.FASHION_MNIST_DIR == Path("/usr/share/datasets/fashion-mnist")
+
+
+@needs_fashion
+def test_downsample_is_average_pooling_of_the_standardized_images():
+    full = load_images("fashion-mnist", train_size=20, test_size=10, fallback=False)
+    half = load_images("fashion-mnist", train_size=20, test_size=10, fallback=False, downsample=2)
+    assert half.x_train.shape == (20, 1, 14, 14)
+    expected = full.x_test[:, :, :2, :2].mean(dim=(2, 3))  # the top-left 2x2 block of each test image
+    assert half.x_test[:, :, 0, 0].allclose(expected, atol=1e-6)
+    with pytest.raises(ValueError, match="downsample must be a positive int"):
+        load_images("digits", downsample=0)

@@ -30,7 +30,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from normlab.lab import stats
 from normlab.lab.cnn import (
@@ -77,7 +76,7 @@ class BatchSize(Study):
     Config = Config
     threads = 1  # small kernels: a second intra-op thread only spin-waits on a busy machine
     quick_overrides: ClassVar[dict] = {
-        "dataset": "digits", "train_size": 400, "test_size": None, "downsample": 1, "epochs": 1.0, "batch_sizes": (2, 16),
+        "dataset": "digits", "train_size": 400, "test_size": None, "epochs": 1.0, "batch_sizes": (2, 16),
         "reference_batch": 16, "seeds": 2, "widths": (4, 8, 8), "num_groups": 2,
     }
 
@@ -96,10 +95,8 @@ class BatchSize(Study):
 
     def run_cell(self, config: Config, ctx: CellContext) -> CellResult:
         norm, seeds, batch = ctx.cell.arm, ctx.cell.seeds, ctx.cell.param_dict["batch_size"]
-        data = load_images(config.dataset, train_size=config.train_size, test_size=config.test_size)
-        if config.downsample > 1 and data.name == "fashion-mnist":
-            data.x_train = F.avg_pool2d(data.x_train, config.downsample)  # (N, 1, 28/d, 28/d)
-            data.x_test = F.avg_pool2d(data.x_test, config.downsample)
+        data = load_images(config.dataset, train_size=config.train_size, test_size=config.test_size,
+                           downsample=config.downsample)
         model = build_members(seeds, num_classes=data.num_classes, widths=config.widths, norm=norm,
                               num_groups=config.num_groups)
         examples = round(config.epochs * len(data.x_train))

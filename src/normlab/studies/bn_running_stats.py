@@ -68,6 +68,7 @@ class Config:
     dataset: str = "fashion-mnist"
     train_size: int | None = 5000
     test_size: int | None = 2000
+    downsample: int = 2  # 28x28 -> 14x14 (Fashion-MNIST only): a quarter of the compute
     gap_momenta: tuple[float | None, ...] = (0.1, 0.01, None)
     gap_steps: tuple[int, int] = (20, 600)  # short, long
     gap_batch_size: int = 32
@@ -241,7 +242,8 @@ def _converge(config: Config, momentum: float | None, batch_size: int, seeds: tu
 
 
 def _gap(config: Config, momentum: float | None, steps: int, ctx: CellContext) -> pd.DataFrame:
-    data = load_images(config.dataset, train_size=config.train_size, test_size=config.test_size)
+    data = load_images(config.dataset, train_size=config.train_size, test_size=config.test_size,
+                       downsample=config.downsample)
     seeds = ctx.cell.seeds
     # Member s starts from torch.manual_seed(s) and shuffles with seed s, whatever the momentum: the arms
     # differ only in momentum, so comparisons across arms are paired by seed.
