@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from probe_oracle import Lookup, NaiveOracle, bn_relu_model, naive_summary, seed000_data, seed000_ln_model
 from torch import nn
 
-from normlab.probe import Probe
+from normlab.probe import Probe, hooks
 from normlab.probe.stats import activation_moments, activation_stats
 
 RTOL = 1e-9
@@ -45,7 +45,7 @@ def test_seed000_statistics_equal_naive_per_tensor_computation(flush_every, path
         monkeypatch.setattr("normlab.probe.hooks.REDUCE_IN_HOOKS", True)
     if path == "split":  # the step vector counts as large: reduced tensor by tensor
         monkeypatch.setattr("normlab.probe.step_vector.SPLIT_ABOVE_ELEMENTS", 0)
-        monkeypatch.setattr("normlab.probe.stats.SMALL_TENSOR_ELEMENTS", 10)  # runs of biases, weights alone
+        monkeypatch.setattr("normlab.probe.stats.SMALL_TENSOR_ELEMENTS", 10)  # runs of biases, blocks of weights
     model = seed000_ln_model()
     x, y = seed000_data()
     probe, snapshots = _train_with_oracle(model, x, y, steps=5, probe_kwargs={"flush_every": flush_every})
@@ -83,7 +83,7 @@ def test_seed000_statistics_equal_naive_per_tensor_computation(flush_every, path
 def test_running_stats_and_zero_fraction_equal_naive(split, monkeypatch):
     if split:
         monkeypatch.setattr("normlab.probe.step_vector.SPLIT_ABOVE_ELEMENTS", 0)
-        monkeypatch.setattr("normlab.probe.stats.SMALL_TENSOR_ELEMENTS", 10)  # runs of biases, weights alone
+        monkeypatch.setattr("normlab.probe.stats.SMALL_TENSOR_ELEMENTS", 10)  # runs of biases, blocks of weights
     model = bn_relu_model()
     torch.manual_seed(2)
     x, y = torch.randn(16, 3, dtype=torch.float64), torch.randn(16, dtype=torch.float64)
@@ -173,7 +173,7 @@ def test_output_changed_in_place_after_its_hook_is_never_misreported():
 
 def test_large_outputs_are_summarized_from_a_sample():
     torch.manual_seed(4)
-    model = nn.Sequential(nn.Linear(300, 300), nn.ReLU()).double()  # outputs of 90,000 > 8,192 elements
+    model = nn.Sequential(nn.Linear(300, 300), nn.ReLU()).double()  # outputs of 90,000 elements: sampled
     x = torch.randn(300, 300, dtype=torch.float64)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with Probe(model, optimizer, histograms=True, bins=16) as probe:
@@ -186,6 +186,6 @@ def test_large_outputs_are_summarized_from_a_sample():
     assert find(step=0, name="0", kind="activation", stat="std") == pytest.approx(exact["std"], rel=0.05)
     assert find(step=0, name="1", kind="activation", stat="zero_frac") == pytest.approx(0.5, abs=0.03)
     hist = probe.histograms()
-    assert hist[(hist.kind == "activation") & (hist.name == "0")]["count"].sum() == 1 << 13  # the sample
+    assert hist[(hist.kind == "activation") & (hist.name == "0")]["count"].sum() == hooks.SAMPLE_ABOVE_ELEMENTS  # the sample
     # parameters are never sampled
     assert hist[(hist.kind == "weight") & (hist.name == "0.weight")]["count"].sum() == 90_000

@@ -67,7 +67,7 @@ def _first_tensor(value: Any) -> torch.Tensor | None:
     return None
 
 
-SAMPLE_ABOVE_ELEMENTS = 1 << 13  # larger outputs (per member) are summarized from a sample of this size
+SAMPLE_ABOVE_ELEMENTS = 1 << 12  # larger outputs (per member) are summarized from a sample of this size
 # True: reduce every (small) output inside its hook -- no reference held until the step, more kernels.
 REDUCE_IN_HOOKS = False
 

@@ -75,7 +75,7 @@ class Probe:
     ``running_stats`` (mean, rms, drift) and ``global`` (grad_norm). :meth:`histograms` has
     ``step, member, name, kind, bin_lo, bin_hi, count``.
 
-    Module outputs larger than ``hooks.SAMPLE_ABOVE_ELEMENTS`` (8192) per member are summarized from a
+    Module outputs larger than ``hooks.SAMPLE_ABOVE_ELEMENTS`` (4096) per member are summarized from a
     fixed uniform random sample of that size; everything else is exact (see ``docs/probe.md``).
     """
 

@@ -44,20 +44,24 @@ def activation_moments(x: torch.Tensor, members: int) -> torch.Tensor:
     return _rows_moments(flat)
 
 
-def _rows_moments(rows: torch.Tensor) -> torch.Tensor:
+def _rows_moments(rows: torch.Tensor, zeros: bool = True) -> torch.Tensor:
     """Moments ``(R, 4)`` of each row of ``rows`` ``(R, n)``, with kernels that stream through memory.
 
     Kernel choice is measured, not aesthetic: on CPU, ``var_mean``, ``vector_norm(inf)``, ``aminmax(dim=)``
-    and ``count_nonzero(dim=)`` are several times slower than the plain reductions used here.
+    and ``count_nonzero(dim=)`` are several times slower than the plain reductions used here. Without
+    ``zeros`` the zero fraction is left at 0 (parameters and updates do not report it).
     """
     mean = rows.mean(dim=1)
-    var = (rows - mean[:, None]).square_().mean(dim=1)
+    var = torch.linalg.vector_norm(rows - mean[:, None], dim=1).square_().div_(rows.shape[1])
     absmax = torch.maximum(rows.amax(dim=1), rows.amin(dim=1).neg_())
-    if rows.shape[0] == 1:
-        nonzero = torch.count_nonzero(rows[0]).reshape(1)
+    if not zeros:
+        zero_frac = torch.zeros_like(mean)
     else:
-        nonzero = torch.count_nonzero(rows, dim=1)
-    zero_frac = 1 - nonzero.to(rows.dtype) / rows.shape[1]
+        if rows.shape[0] == 1:
+            nonzero = torch.count_nonzero(rows[0]).reshape(1)
+        else:
+            nonzero = torch.count_nonzero(rows, dim=1)
+        zero_frac = 1 - nonzero.to(rows.dtype) / rows.shape[1]
     return torch.stack((mean, var, absmax, zero_frac), dim=1)
 
 
@@ -107,32 +111,46 @@ def segment_moments(x: torch.Tensor, segment: torch.Tensor, counts: torch.Tensor
     return torch.stack((mean, var, absmax, zero_frac))
 
 
-SMALL_TENSOR_ELEMENTS = 1 << 12  # runs of tensors up to this size are reduced together by segment
+SMALL_TENSOR_ELEMENTS = 1 << 10  # runs of tensors up to this size (per member) are reduced by segment
 
 
 class ReductionPlan:
-    """How to reduce a flat vector made of tensors of ``lengths`` elements (each ``members`` segments):
-    consecutive small tensors are grouped into runs reduced together with ``segment_moments`` (a fixed set
-    of kernels per run), and each large tensor is reduced on its own with streaming kernels, where the
-    per-element cost of ``index_add_``/``scatter_reduce_`` would dominate."""
+    """How to reduce a flat vector made of tensors of ``lengths`` elements (each ``members`` segments).
 
-    def __init__(self, lengths: Sequence[int], members: int, device: torch.device, dtype: torch.dtype):
+    Consecutive small tensors are grouped into runs reduced with ``segment_moments`` (a fixed set of
+    kernels per run); consecutive larger tensors of equal length (e.g. the fixed-size samples of large
+    module outputs) form blocks viewed as a matrix and reduced row-wise with streaming kernels, where the
+    per-element cost of ``index_add_``/``scatter_reduce_`` would dominate. Result order is unchanged."""
+
+    def __init__(self, lengths: Sequence[int], members: int, device: torch.device, dtype: torch.dtype,
+                 zeros_from: int = 0):
+        """``zeros_from``: index of the first tensor whose zero fraction is wanted (the activations)."""
         self.members = members
         self.steps: list[tuple] = []
         start, run = 0, []
-        for length in [*lengths, None]:
-            if length is not None and length // members <= SMALL_TENSOR_ELEMENTS:
-                run.append(length)
-                continue
+
+        def close_run():
+            nonlocal start, run
             if run:
                 layout = SegmentLayout([(n,) for n in run], members, device)
                 counts = torch.as_tensor(layout.counts, device=device, dtype=dtype)
                 self.steps.append(("run", start, start + layout.total, layout.segment, counts))
                 start += layout.total
                 run = []
-            if length is not None:
-                self.steps.append(("tensor", start, start + length))
-                start += length
+
+        for index, length in enumerate(lengths):
+            if length // members <= SMALL_TENSOR_ELEMENTS:
+                run.append(length)
+                continue
+            close_run()
+            zeros = index >= zeros_from
+            last = self.steps[-1] if self.steps else None
+            if last is not None and last[0] == "block" and last[3] == length and last[4] == zeros:
+                self.steps[-1] = ("block", last[1], last[2] + length, length, zeros)
+            else:
+                self.steps.append(("block", start, start + length, length, zeros))
+            start += length
+        close_run()
 
     def moments(self, x: torch.Tensor) -> torch.Tensor:
         """Raw moments ``(4, S)``, as ``segment_moments`` gives for the whole vector."""
@@ -142,8 +160,8 @@ class ReductionPlan:
                 _, begin, end, segment, counts = step
                 pieces.append(segment_moments(x[begin:end], segment, counts))
             else:
-                _, begin, end = step
-                pieces.append(_rows_moments(x[begin:end].view(self.members, -1)).t())
+                _, begin, end, length, zeros = step
+                pieces.append(_rows_moments(x[begin:end].view(-1, length // self.members), zeros).t())
         return torch.cat(pieces, dim=1)
 
 

@@ -76,7 +76,8 @@ class StepVector:
                 offsets = offsets * (self.binning.bins + 1)
             plan = None
             if self.fixed_total + layout.total > SPLIT_ABOVE_ELEMENTS:
-                plan = ReductionPlan(self._fixed_lengths + layout.lengths, members, self.device, self.dtype)
+                plan = ReductionPlan(self._fixed_lengths + layout.lengths, members, self.device, self.dtype,
+                                     zeros_from=len(self._fixed_lengths))
             cached = self._keys[key] = (layout.total, segment, counts, rows, offsets, layout.n_segments, plan)
         return cached
 
