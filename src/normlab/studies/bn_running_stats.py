@@ -511,7 +511,8 @@ def _gap_figure(run: StoredRun) -> Figure:
             ax.bar(x, [iv.mean for iv in ivs], width, label=label,
                    yerr=[[iv.mean - iv.lo for iv in ivs], [iv.hi - iv.mean for iv in ivs]], capsize=3)
         ax.set_xticks(np.arange(len(c.gap_momenta)),
-                      [f"torch {_label(m)}" + ("" if m is None else f"\n(keras {1 - m:g})") for m in c.gap_momenta])
+                      [("momentum=None\n(cumulative)" if m is None else f"torch {m:g}\n(keras {1 - m:g})")
+                       for m in c.gap_momenta])
         ax.set(title=f"after {steps} steps (batch {c.gap_batch_size})", ylabel="test accuracy")
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
