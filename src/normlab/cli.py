@@ -101,6 +101,7 @@ def run(
     sets: list[str] = typer.Option(None, "--set", help="Override a config field: key=value (repeatable)."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary instead of text."),
     progress: str = typer.Option("auto", "--progress", help="auto | rich | plain | none."),
+    no_report: bool = typer.Option(False, "--no-report", help="Only run the cells (build it later: normlab report)."),
 ) -> None:
     """Run a study (resuming OUT if it holds the same study and config), then write its report."""
     from normlab.lab.progress import make_progress
@@ -117,22 +118,28 @@ def run(
     except ValueError as e:
         _fail(f"{s.name}: {e}")
     try:
-        outcome = run_study(s, config, out, progress=make_progress("none" if json_out else progress))
+        outcome = run_study(s, config, out, progress=make_progress("none" if json_out else progress),
+                            report=not no_report)
     except RunDirError as e:
         _fail(str(e))
     if json_out:
         typer.echo(json.dumps({
-            "study": s.name, "run_dir": str(outcome.run_dir), "report": str(outcome.report),
+            "study": s.name, "run_dir": str(outcome.run_dir),
+            "report": str(outcome.report) if outcome.report else None,
             "seconds": round(outcome.seconds, 2), "cells_run": len(outcome.cells_run),
             "cells_skipped": len(outcome.cells_skipped),
             "claims": [{"id": c.id, "verdict": c.verdict, "claim": c.claim} for c in outcome.claims],
         }, indent=2))
         return
-    _print_claims(outcome.claims)
+    if outcome.report:
+        _print_claims(outcome.claims)
     typer.echo(f"\n{len(outcome.cells_run)} cells run, {len(outcome.cells_skipped)} resumed, "
                f"{outcome.seconds:.1f}s")
-    typer.echo(f"Report: {outcome.report}")
-    typer.echo(f"Summary: {outcome.run_dir / 'summary.md'}")
+    if outcome.report:
+        typer.echo(f"Report: {outcome.report}")
+        typer.echo(f"Summary: {outcome.run_dir / 'summary.md'}")
+    else:
+        typer.echo(f"Cells in {outcome.run_dir}; build the report with: normlab report {outcome.run_dir}")
 
 
 @app.command("report")
