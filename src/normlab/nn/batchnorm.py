@@ -16,6 +16,7 @@ import torch
 import torch.nn as tnn
 
 from normlab.nn import functional as NF
+from normlab.nn._fx import is_fx_proxy, traced_as_leaf
 from normlab.nn._validate import (
     check_channels,
     check_eps,
@@ -61,6 +62,8 @@ class _CheckedBatchNorm:
         return to_torch_momentum(momentum, momentum_convention, where)
 
     def _check_input_dim(self, input: torch.Tensor) -> None:
+        if is_fx_proxy(input):  # torch's forward, traced for a root BatchNorm (see normlab.nn._fx)
+            return
         where = type(self).__name__
         check_floating(input, where)
         check_ndim(input, self._allowed_ndim, where, self._layout)
@@ -70,6 +73,8 @@ class _CheckedBatchNorm:
             check_values_per_channel(input, where)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if is_fx_proxy(input):
+            return traced_as_leaf(self, input, super().forward)
         self._check_input_dim(input)
         # torch's semantics (the same steps as torch.nn.modules.batchnorm._BatchNorm.forward), with the
         # normalization done by normlab.nn.functional.batch_norm, which recenters large-mean inputs.

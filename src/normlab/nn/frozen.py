@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn as tnn
+import torch.nn.functional as F
 
+from normlab.nn._fx import is_fx_proxy, traced_as_leaf
 from normlab.nn._validate import check_channels, check_eps, check_floating, check_ndim, check_positive_int
 
 
@@ -73,6 +75,9 @@ class FrozenBatchNorm2d(tnn.Module):
                                       error_msgs)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if is_fx_proxy(input):  # as the root: BatchNorm2d's eval map, reading the buffers when called
+            return traced_as_leaf(self, input, lambda x: F.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps))
         where = type(self).__name__
         check_floating(input, where)
         check_ndim(input, (4,), where, "(N, C, H, W)")

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn as tnn
+import torch.nn.functional as F
 
 from normlab.nn import functional as NF
+from normlab.nn._fx import is_fx_proxy, traced_as_leaf
 from normlab.nn._validate import check_eps, check_floating, check_momentum, check_ndim, check_positive_int
 
 
@@ -55,6 +57,8 @@ class GroupNorm(tnn.GroupNorm):
         super().__init__(num_groups, num_channels, eps, affine, device, dtype, bias=bias)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if is_fx_proxy(input):
+            return traced_as_leaf(self, input, super().forward)
         return NF.group_norm(input, self.num_groups, self.weight, self.bias, self.eps,
                              num_channels=self.num_channels, where=type(self).__name__)
 
@@ -70,6 +74,14 @@ class _CheckedInstanceNorm:
         check_positive_int(num_features, "num_features", where)
         check_eps(eps, where)
         check_momentum(momentum, where)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if is_fx_proxy(input):  # torch's forward reads the input's rank, which a Proxy lacks: batched input
+            return traced_as_leaf(self, input, lambda x: F.instance_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias,
+                self.training or not self.track_running_stats, self.momentum if self.momentum is not None else 0.0,
+                self.eps))
+        return super().forward(input)
 
     def _apply_instance_norm(self, input: torch.Tensor) -> torch.Tensor:
         # torch's forward calls this after _check_input_dim; normlab's functional recenters large means

@@ -13,8 +13,10 @@ import numbers
 
 import torch
 import torch.nn as tnn
+import torch.nn.functional as F
 
 from normlab.nn import functional as NF
+from normlab.nn._fx import is_fx_proxy, traced_as_leaf
 from normlab.nn._validate import check_channels, check_eps, check_positive_int
 
 
@@ -65,6 +67,8 @@ class LayerNorm(tnn.LayerNorm):
         super().__init__(shape, eps, elementwise_affine, bias, device, dtype)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if is_fx_proxy(input):
+            return traced_as_leaf(self, input, super().forward)
         return NF.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
 
 
@@ -99,6 +103,8 @@ class RMSNorm(tnn.RMSNorm):
         super().__init__(shape, eps, elementwise_affine, device, dtype)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if is_fx_proxy(input):
+            return traced_as_leaf(self, input, super().forward)
         return NF.rms_norm(input, list(self.normalized_shape), self.weight, self.eps)
 
 
@@ -129,6 +135,9 @@ class LayerNorm2d(LayerNorm):
         super().__init__(num_channels, eps, elementwise_affine, bias, device, dtype)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if is_fx_proxy(input):  # movedim: the rank of a Proxy is unknown
+            return traced_as_leaf(self, input, lambda x: F.layer_norm(
+                x.movedim(1, -1), self.normalized_shape, self.weight, self.bias, self.eps).movedim(-1, 1))
         _check_channels_first(input, self.normalized_shape[0], type(self).__name__)
         return NF.layer_norm_channels_first(input, self.weight, self.bias, self.eps, where=type(self).__name__)
 
@@ -159,5 +168,8 @@ class RMSNorm2d(RMSNorm):
         super().__init__(num_channels, eps, elementwise_affine, device, dtype)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if is_fx_proxy(input):
+            return traced_as_leaf(self, input, lambda x: F.rms_norm(
+                x.movedim(1, -1), self.normalized_shape, self.weight, self.eps).movedim(-1, 1))
         _check_channels_first(input, self.normalized_shape[0], type(self).__name__)
         return NF.rms_norm_channels_first(input, self.weight, self.eps, where=type(self).__name__)
