@@ -194,6 +194,20 @@ def all_claims(run: StoredRun) -> list[Claim]:
     return out
 
 
+def _geo(values: np.ndarray) -> tuple[float, float, float]:
+    """Geometric mean and its 95% interval (a t-interval on log10): right for positive, skewed measures."""
+    v = values[np.isfinite(values) & (values > 0)]
+    if v.size == 0:
+        return (np.nan, np.nan, np.nan)
+    iv = mean_ci(np.log10(v))
+    return 10**iv.mean, 10**iv.lo, 10**iv.hi
+
+
+def _geo_fmt(values: np.ndarray) -> str:
+    m, lo, hi = _geo(values)
+    return f"{m:.3g} [{lo:.3g}, {hi:.3g}]"
+
+
 def _verdicts(run: StoredRun) -> dict[str, str]:
     return {c.id: c.verdict for c in all_claims(run)}
 
@@ -258,9 +272,16 @@ def notes(run: StoredRun) -> str:
         "overfitting. The overfitting claims are therefore judged on held-out loss (C4, C8), not on histograms.",
     ]
     if len(meas):
-        lines += ["", "### Per-arm measures (mean [95% CI] over seeds)"]
+        gaps = meas.groupby("arm")["gap_ratio"].apply(lambda v: _geo(v.to_numpy(float))[0])
+        worst = gaps.idxmax()
+        lines += ["", f"Across all arms the largest held-out/train ratio is `{worst}`'s "
+                      f"({_geo_fmt(meas.loc[meas['arm'] == worst, 'gap_ratio'].to_numpy(float))}): "
+                      + ("it fits the held-out midpoints worse than its training points (it overfits)."
+                         if gaps.max() > 1 else "no arm fits the midpoints worse than the training points.")]
+        lines += ["", "### Per-arm measures (geometric mean [95% CI] over seeds; settle_step: arithmetic)"]
         for arm, g in meas.groupby("arm", sort=False):
-            parts = [f"{k} {mean_ci(g[k].to_numpy(float)).fmt()}"
-                     for k in ("final_loss", "heldout_interp", "gap_ratio", "fluctuation", "roughness", "settle_step")]
+            parts = [f"{k} {_geo_fmt(g[k].to_numpy(float))}"
+                     for k in ("final_loss", "heldout_interp", "gap_ratio", "fluctuation", "roughness")]
+            parts.append(f"settle_step {mean_ci(g['settle_step'].to_numpy(float)).fmt()}")
             lines.append(f"- `{arm}`: " + "; ".join(parts))
     return "\n".join(lines)
