@@ -193,6 +193,13 @@ def _plot_error(ax, x, ivs, label, **kw) -> None:
     ax.fill_between(x, [iv.lo for iv in ivs], [iv.hi for iv in ivs], color=line.get_color(), alpha=0.15)
 
 
+def _batch_ticks(ax, sizes) -> None:
+    """Log-scaled batch axis labelled at the batch sizes only, largest on the left (the GN paper's order)."""
+    ax.set_xticks(sorted(sizes), [str(b) for b in sorted(sizes)])
+    ax.minorticks_off()
+    ax.invert_xaxis()
+
+
 def _accuracy_figure(run: StoredRun) -> Figure:
     c: Config = run.config
     fig, (ax, ref) = plt.subplots(1, 2, figsize=(11, 4))
@@ -203,15 +210,13 @@ def _accuracy_figure(run: StoredRun) -> Figure:
         bs, ivs = _curve(run, "batchnorm", "test_acc_recalibrated")
         _plot_error(ax, bs, ivs, "BN, recalibrated (control)", ls="--", color="grey")
     ax.set(xscale="log", xlabel="batch size", ylabel="test error (%)", title=f"measured: {c.dataset}, small CNN")
-    ax.set_xticks(sorted(c.batch_sizes), [str(b) for b in sorted(c.batch_sizes)])
-    ax.invert_xaxis()
+    _batch_ticks(ax, c.batch_sizes)
     ax.legend(fontsize=8)
     for norm, errs in GN_PAPER_ERROR.items():
         ref.plot(GN_PAPER_IMAGES_PER_GPU, errs, marker="s", mfc="none", label=f"{NORM_LABELS[norm]} (cited)")
     ref.set(xscale="log", xlabel="images per GPU", ylabel="ImageNet val error (%)",
             title="cited reference: Wu & He 2018, ResNet-50")
-    ref.set_xticks(GN_PAPER_IMAGES_PER_GPU, [str(b) for b in GN_PAPER_IMAGES_PER_GPU])
-    ref.invert_xaxis()
+    _batch_ticks(ref, GN_PAPER_IMAGES_PER_GPU)
     ref.legend(fontsize=8)
     fig.tight_layout()
     return Figure(
@@ -238,8 +243,7 @@ def _degradation_figure(run: StoredRun) -> Figure:
     ax.axhline(0, color="grey", lw=0.5)
     ax.set(xscale="log", xlabel="batch size (images per GPU for cited)",
            ylabel=f"error increase vs batch {c.reference_batch} (points)", title="Degradation at small batch")
-    ax.set_xticks(sorted(c.batch_sizes), [str(b) for b in sorted(c.batch_sizes)])
-    ax.invert_xaxis()
+    _batch_ticks(ax, c.batch_sizes)
     ax.legend(fontsize=7)
     fig.tight_layout()
     return Figure(
