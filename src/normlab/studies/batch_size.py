@@ -173,6 +173,13 @@ class BatchSize(Study):
             "paper's ImageNet errors are cited reference data for the trend, not measured here: a few thousand "
             "small images and a 3-layer CNN are far from ResNet-50 on ImageNet, so compare shapes, not levels."
         )
+        if len(info):
+            side, small = int(info["image_size"].iloc[0]), min(c.batch_sizes)
+            sides = (side, side // 2, side // 4)  # the three conv stages (max-pool after the first two)
+            text += (f"\n\nAt batch {small}, BatchNorm's per-channel statistics average "
+                     + ", ".join(f"{small * h * h}" for h in sides)
+                     + " values in the three layers (batch x H x W); the GN paper's ResNet-50 at 2 images per "
+                     "GPU averages 2 x 7 x 7 = 98 in its last stage.")
         return text + (f"\n\n**Dataset notice:** {notice}" if notice else "")
 
 
