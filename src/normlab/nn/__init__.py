@@ -6,12 +6,13 @@ that name the argument. ``normlab.nn.functional`` has the functional twins; ``no
 slow float64 math, forward and hand-derived backward, for reading and for tests.
 """
 
-from normlab.nn import functional, reference
+from normlab.nn import functional, reference, residual, surgery
 from normlab.nn.batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, to_torch_momentum
 from normlab.nn.frozen import FrozenBatchNorm2d
 from normlab.nn.groupnorm import GroupNorm, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 from normlab.nn.layernorm import LayerNorm, LayerNorm2d, RMSNorm, RMSNorm2d
 from normlab.nn.registry import NORM_NAMES, create_norm
+from normlab.nn.residual import Placement, Residual, deepnorm_constants
 
 __all__ = [
     "NORM_NAMES",
@@ -25,10 +26,15 @@ __all__ = [
     "InstanceNorm3d",
     "LayerNorm",
     "LayerNorm2d",
+    "Placement",
     "RMSNorm",
     "RMSNorm2d",
+    "Residual",
     "create_norm",
+    "deepnorm_constants",
     "functional",
     "reference",
+    "residual",
+    "surgery",
     "to_torch_momentum",
 ]

@@ -27,6 +27,7 @@ from normlab.nn._validate import (
 
 __all__ = [
     "batch_norm",
+    "dropout_add_norm",
     "group_norm",
     "instance_norm",
     "layer_norm",
@@ -322,3 +323,8 @@ def rms_norm_channels_first(input: torch.Tensor, weight: torch.Tensor | None = N
     c = moved.shape[-1]
     _check_param(weight, "weight", c, where)
     return rms_norm(moved, [c], weight, eps).permute(inverse)
+
+
+# The fused "dropout + residual add + norm" lives in its own file (one concept per file); it is part of
+# the functional API, so it is re-exported here. Imported last: fused.py only needs torch.
+from normlab.nn.fused import dropout_add_norm  # noqa: E402
