@@ -23,7 +23,7 @@ STUDY = ResidualPlacement()
 CLAIM_IDS = {
     "post-unstable-at-depth", "post-needs-warmup", "post-grad-grows-toward-output", "pre-grad-flat",
     "warmup-matters-more-for-post", "pre-stable", "pre-slightly-worse", "deepnorm-trains-where-post-fails",
-    "sandwich-stops-value-explosion", "rmsnorm-matches-ln", "rmsnorm-cheaper",
+    "sandwich-stops-value-explosion", "sandwich-stream-stops-growing", "rmsnorm-matches-ln", "rmsnorm-cheaper",
 }
 
 
@@ -119,8 +119,9 @@ def _synthetic(post_fails: bool, seeds: int = 6) -> StoredRun:
         grow = 1.3 if p == "post" else 1.0
         rows += [dict(base, step=k, metric="init_grad_ffn", value=grow**k * (1 + rng.normal(0, 0.01)))
                  for k in range(1, d + 1)]
-        top = 5.0 if p == "sandwich" else 50.0
-        rows.append(dict(base, step=d, metric="stream_maxabs", value=top * (1 + rng.normal(0, 0.05))))
+        top = 5.0 if p == "sandwich" else 50.0  # sandwich: flat at 5 after block 1; pre: grows to 50
+        rows += [dict(base, step=k, metric="stream_maxabs", value=(5.0 if p == "sandwich" else top * k / d)
+                      * (1 + rng.normal(0, 0.05))) for k in range(1, d + 1)]
     for rep in range(10):
         for name, us in (("normlab-layernorm", 20.0), ("normlab-rmsnorm", 15.0), ("torch-layernorm", 10.0),
                          ("torch-rmsnorm", 8.0)):

@@ -282,6 +282,7 @@ class ResidualPlacement(Study):
             out.append(_deepnorm_claim(c, m))
         if {"sandwich", "pre"} <= have:
             out.append(_sandwich_claim(c, m))
+            out.append(_sandwich_growth(c, m))
         if set(NORMS) <= set(c.norms):
             out.append(_rms_matches(c, m))
             out.append(_rms_cheaper(m))
@@ -362,15 +363,21 @@ def _paired_claim(id: str, claim: str, source: str, measurement: str, m: pd.Data
     return stats.compare_claim(id, claim, source, measurement, va, vb, direction, paired=True, labels=labels)
 
 
-def _grad_ratio(m: pd.DataFrame, placement: str, depth: int) -> np.ndarray:
-    """Per (norm, seed): log10 of the init FFN-weight gradient norm at the last layer over the first."""
+def _grad_ratio(m: pd.DataFrame, placement: str, depth: int, metric: str = "init_grad_ffn",
+                first: int | None = None) -> np.ndarray:
+    """Per (norm, seed), no warmup: log10 of a per-layer metric at the last layer over the first.
+
+    ``first`` picks the first layer (default: the lowest recorded, 1 for gradients; pass 1 for the
+    stream, whose layer 0 is the embedding output).
+    """
     sel = _runs(m)
-    sel = sel[(sel["metric"] == "init_grad_ffn") & (sel["placement"] == placement) & (sel["depth"] == depth)
+    sel = sel[(sel["metric"] == metric) & (sel["placement"] == placement) & (sel["depth"] == depth)
               & (sel["warmup"] == 0)]
     table = sel.pivot_table(index=["norm", "seed"], columns="step", values="value", aggfunc="first")
-    if table.empty or table.shape[1] < 2:
+    lo = table.columns.min() if first is None else first
+    if table.empty or lo not in table.columns or table.columns.max() <= lo:
         return np.array([])
-    return np.log10(table[table.columns.max()] / table[table.columns.min()]).to_numpy()
+    return np.log10(table[table.columns.max()] / table[lo]).to_numpy()
 
 
 def _ratio_claim(judge, id: str, claim: str, source: str, measurement: str, values: np.ndarray,
@@ -477,7 +484,7 @@ def _sandwich_claim(c: Config, m: pd.DataFrame) -> Claim:
         return sel[sel["placement"] == p].set_index(["norm", "seed"])["value"]
 
     joined = pd.concat([vals("sandwich").rename("a"), vals("pre").rename("b")], axis=1, join="inner")
-    args = ("sandwich-stops-value-explosion", "Sandwich-LN stops the value explosion of Pre-LN's residual stream",
+    args = ("sandwich-stops-value-explosion", "Sandwich-LN stops value explosion: its residual stream peaks lower than Pre-LN's",
             f"{SOURCE}; {COGVIEW}",
             f"max |activation| of the residual stream after the last block, after training, depth {d}, no warmup: "
             "Sandwich-LN lower than Pre-LN (paired, log scale)")
@@ -485,6 +492,23 @@ def _sandwich_claim(c: Config, m: pd.DataFrame) -> Claim:
         return _no_data(*args, f"fewer than 2 paired runs ({len(joined)})")
     return stats.compare_claim(*args, joined["a"].to_numpy(), joined["b"].to_numpy(), "less", transform="log",
                                paired=True, labels=("sandwich", "pre"))
+
+
+def _sandwich_growth(c: Config, m: pd.DataFrame) -> Claim:
+    d = max(c.depths)
+    args = ("sandwich-stream-stops-growing", "With Sandwich-LN the residual stream stops growing with depth",
+            f"{SOURCE}; {COGVIEW}",
+            f"log10(max |x| after block {d} / after block 1), after training, no warmup, within "
+            f"±log10({c.flat_factor:g}) (TOST); Pre-LN's growth in the detail for comparison")
+    if d < 2:
+        return _no_data(*args, "needs a depth of at least 2")
+    growth = {p: _grad_ratio(m, p, d, metric="stream_maxabs", first=1) for p in ("sandwich", "pre")}
+    if not _enough(growth["sandwich"]):
+        return _no_data(*args, "fewer than 2 runs")
+    cl = stats.equivalence_claim(*args, growth["sandwich"], 0.0, math.log10(c.flat_factor))
+    cl.detail = (f"growth from block 1 to {d}: sandwich {_geo(growth['sandwich'])}, pre {_geo(growth['pre'])}; "
+                 + cl.detail)
+    return cl
 
 
 def _rms_matches(c: Config, m: pd.DataFrame) -> Claim:
