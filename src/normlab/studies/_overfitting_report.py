@@ -278,4 +278,15 @@ def notes(run: StoredRun) -> str:
         "Control: a smaller gap can come from fitting the training set worse, so each gap claim has a held-out "
         f"error claim beside it. The dropout-vs-size sweep ({', '.join(map(str, c.size_sweep))} points) tests "
         "Srivastava et al.'s observation that dropout gives no gain on very small training sets."
+        + _budget_note(run)
     )
+
+
+def _budget_note(run: StoredRun) -> str:
+    """Every size trains for the seed's fixed number of steps: say how well each arm fits at the largest."""
+    c = run.config
+    size = max({c.n_train, *c.size_sweep})
+    fit = {arm: stats.mean_ci(final(run, arm, size, "train_mse")) for arm in ("none", "dropout")}
+    return (f" All sizes train for the same {c.steps} full-batch steps; at {size} points the train MSE (eval "
+            f"mode) is {fit['none'].fmt()} without and {fit['dropout'].fmt()} with dropout, so compare the "
+            "held-out errors knowing how far each arm got in fitting the training set.")
