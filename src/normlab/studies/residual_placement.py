@@ -210,7 +210,7 @@ class ResidualPlacement(Study):
     Config = Config
     threads = 1  # width-64 matrices gain nothing from a second thread; on a busy machine it only spin-waits
     quick_overrides: ClassVar[dict[str, Any]] = {
-        "depths": (1, 2), "seeds": 2, "steps": 20, "warmups": (0, 10), "width": 16, "heads": 2,
+        "depths": (1, 2), "seeds": 2, "steps": 12, "warmups": (0, 6), "width": 16, "heads": 2,
         "block_size": 8, "batch_size": 4, "corpus_chars": 20_000, "eval_batches": 1, "eval_batch_size": 8,
         "track_updates": 3, "log_every": 10, "timing_reps": 3,
     }
