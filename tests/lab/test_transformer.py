@@ -13,14 +13,6 @@ from normlab.nn.residual import Placement, deepnorm_constants
 PLACEMENTS = [p.value for p in Placement]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors on a shared 2-core machine: a second intra-op thread only adds spin-waiting (10x slower).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _model(**kw) -> CharTransformer:
     torch.manual_seed(0)

@@ -11,15 +11,6 @@ from hypothesis import strategies as st
 from normlab.nn.fused import counter_drop_probability, counter_dropout_mask, dropout_add_norm
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors on a shared 2-core machine: a second intra-op thread only adds spin-waiting (10x slower).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _inputs(shape, dtype=torch.float32, seed=0):
     g = torch.Generator().manual_seed(seed)
     c = shape[-1]

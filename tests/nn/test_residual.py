@@ -15,14 +15,6 @@ from normlab.nn.residual import Placement, Residual, deepnorm_constants, deepnor
 DIM = 8
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors on a shared 2-core machine: a second intra-op thread only adds spin-waiting (10x slower).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _ffn(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
