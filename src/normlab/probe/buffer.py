@@ -45,6 +45,16 @@ class DeviceBuffer:
         self._steps.append(step)
         self._missing.append(missing)
 
+    def append_rows(self, steps: list[int], rows: torch.Tensor, missing: list[frozenset]) -> int:
+        """Write as many of ``rows`` ``(n, width)`` as fit (one copy); returns how many were written."""
+        start = len(self._steps)
+        n = min(len(steps), self.capacity - start)
+        if n > 0:
+            self._rows[start : start + n].copy_(rows[:n].reshape(n, self.width))
+            self._steps.extend(steps[:n])
+            self._missing.extend(missing[:n])
+        return n
+
     def flush(self) -> Chunk | None:
         """Copy the filled rows to the host (one sync); returns the new chunk, or None if empty."""
         if not self._steps:

@@ -171,7 +171,12 @@ class ActivationHooks:
             offsets = self._member_offsets[device] = (torch.arange(self.members, device=device) * width)[:, None]
         return offsets
 
-    def take(self, moments_out: torch.Tensor, histograms_out: torch.Tensor | None
+    @property
+    def has_hook_reductions(self) -> bool:
+        """Whether some output of this step was reduced in its hook (``take`` then needs its buffers)."""
+        return bool(self._reduced)
+
+    def take(self, moments_out: torch.Tensor | None, histograms_out: torch.Tensor | None
              ) -> tuple[dict[int, torch.Tensor], frozenset[int]]:
         """End of step: write the moments reduced in hooks into ``moments_out`` ``(slots * members, 4)``
         (and counts into ``histograms_out`` ``(slots * members, bins)`` if given); return the kept outputs

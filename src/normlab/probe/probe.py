@@ -26,7 +26,9 @@ import pandas as pd
 import torch
 from torch import nn
 
+from normlab.probe import deferred
 from normlab.probe.buffer import DeviceBuffer
+from normlab.probe.deferred import StepRing
 from normlab.probe.histograms import SymLogBins
 from normlab.probe.hooks import ActivationHooks, ModuleSelector, select_modules
 from normlab.probe.schedule import Schedule, _positive_int
@@ -104,7 +106,7 @@ class Probe:
         if self.binning is None:
             SymLogBins(bins)  # validate bins even when histograms are off
         self.members = _resolve_members(model, members)
-        flush_every = _positive_int("flush_every", flush_every)
+        self._flush_every = flush_every = _positive_int("flush_every", flush_every)
         self.model, self.optimizer = model, optimizer
 
         named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
@@ -152,6 +154,13 @@ class Probe:
         self._tensorboard = (TensorBoardWriter(logdir, self.members, bins) if logdir is not None else None)
         self._scalars_cache: pd.DataFrame | None = None
         self._histograms_cache: pd.DataFrame | None = None
+
+        # Deferred reduction (see deferred.py): rings of raw step vectors, one per layout of kept outputs.
+        self._rings: dict[tuple, StepRing | None] = {}
+        self._ring: StepRing | None = None  # the ring holding unreduced rows, if any
+        self._ring_act_rows: torch.Tensor | None = None
+        self._ring_steps: list[int] = []
+        self._ring_missing: list[frozenset] = []
 
         self._step = 0
         self._captured = False
@@ -242,13 +251,29 @@ class Probe:
             torch.sub(value, self._running_previous, out=self._vector.region("running_delta"))
             self._running_previous.copy_(value)
         kept = {}
+        staged = False  # whether the per-step staging buffers were reset for this step
         if self.catalog.activation_slots:
-            self._act_moments.fill_(float("nan"))
-            if histogram_step:
-                self._act_counts.zero_()
-            kept, missing_slots = self._activations.take(self._act_moments,
-                                                         self._act_counts if histogram_step else None)
+            if self._activations.has_hook_reductions:
+                self._reset_staging(histogram_step)
+                staged = True
+                kept, missing_slots = self._activations.take(self._act_moments,
+                                                             self._act_counts if histogram_step else None)
+            else:
+                kept, missing_slots = self._activations.take(None, None)
             missing.update(("act", slot) for slot in missing_slots)
+        if not staged:
+            ring = self._ring_for(kept)
+            if ring is not None:  # deferred: one copy now, the reduction every ring.capacity steps
+                slots = sorted(kept)
+                ring.append([self._vector.fixed(), *(kept[slot].reshape(-1) for slot in slots)], histogram_step)
+                self._ring_steps.append(step)
+                self._ring_missing.append(frozenset(missing))
+                if ring.full:
+                    self._reduce_ring()
+                return
+            if self.catalog.activation_slots:
+                self._reset_staging(histogram_step)
+        self._reduce_ring()  # rows reach the buffers in step order
         fixed, act_moments, act_rows, counts = self._vector.reduce(kept, self.members, histogram_step)
         if kept:
             self._act_moments.index_copy_(0, act_rows, act_moments.to(self._act_moments.dtype))
@@ -261,6 +286,69 @@ class Probe:
             row = torch.cat([self._act_counts.reshape(-1), counts[:param_segments].reshape(-1)])
             act_missing = frozenset(key for key in missing if key[0] == "act")
             self._append(self._histogram_buffer, step, row, act_missing)
+
+    def _reset_staging(self, histogram_step: bool) -> None:
+        self._act_moments.fill_(float("nan"))
+        if histogram_step:
+            self._act_counts.zero_()
+
+    def _ring_for(self, kept: dict[int, torch.Tensor]) -> StepRing | None:
+        """The ring for this step's layout (None: too large to defer); reduces a ring of another layout."""
+        key = tuple((slot, kept[slot].shape) for slot in sorted(kept))
+        if key in self._rings:
+            ring = self._rings[key]
+        else:
+            total, act_rows, offsets, n_act, lengths = self._vector.layout(kept, self.members)
+            length = self._vector.fixed_total + total
+            capacity = deferred.ring_rows(length, self._flush_every)
+            ring = None
+            if capacity >= deferred.MIN_RING_ROWS:
+                ring = StepRing(capacity, length, self._vector.fixed_segments, lengths, self._vector.device,
+                                self._vector.dtype, self.binning, self._vector.histogram_start, offsets,
+                                self._vector.histogram_param_segments + n_act)
+                ring.act_rows = act_rows
+            self._rings[key] = ring
+        if ring is not self._ring:
+            self._reduce_ring()
+            self._ring = ring
+        return ring
+
+    def _reduce_ring(self) -> None:
+        """Reduce the rows held in the ring and append them to the device buffers."""
+        ring = self._ring
+        if ring is None or ring.filled == 0:
+            return
+        steps, missing = self._ring_steps, self._ring_missing
+        histogram_rows = list(ring.histogram_rows)
+        self._ring_steps, self._ring_missing = [], []
+        moments, counts = ring.reduce()  # (K, 4, S), (H, segments, bins)
+        k, fixed_segments = len(steps), self._vector.fixed_segments
+        rows = moments[:, :, :fixed_segments].reshape(k, -1)
+        act_width = len(self.catalog.activation_slots) * self.members
+        if act_width:
+            act = moments.new_full((k, act_width, N_ACTIVATION_MOMENTS), float("nan"))
+            if ring.act_rows.numel():
+                act.index_copy_(1, ring.act_rows, moments[:, :, fixed_segments:].transpose(1, 2))
+            rows = torch.cat([act.reshape(k, -1), rows], dim=1)
+        self._append_rows(self._scalar_buffer, steps, rows, missing)
+        if counts is not None:
+            h, param_segments = len(histogram_rows), self._vector.histogram_param_segments
+            rows = counts[:, :param_segments].reshape(h, -1)
+            if act_width:
+                act = counts.new_zeros((h, act_width, self.binning.bins))
+                if ring.act_rows.numel():
+                    act.index_copy_(1, ring.act_rows, counts[:, param_segments:])
+                rows = torch.cat([act.reshape(h, -1), rows], dim=1)
+            act_missing = [frozenset(key for key in missing[i] if key[0] == "act") for i in histogram_rows]
+            self._append_rows(self._histogram_buffer, [steps[i] for i in histogram_rows], rows, act_missing)
+
+    def _append_rows(self, buffer: DeviceBuffer, steps: list[int], rows: torch.Tensor,
+                     missing: list[frozenset]) -> None:
+        done = 0
+        while done < len(steps):
+            if buffer.full:
+                self._flush()
+            done += buffer.append_rows(steps[done:], rows[done:], missing[done:])
 
     def _append(self, buffer: DeviceBuffer, step: int, row: torch.Tensor, missing: frozenset) -> None:
         if buffer.full:
@@ -285,6 +373,7 @@ class Probe:
 
     def scalars(self) -> pd.DataFrame:
         """All scalar records so far: ``step, member, name, kind, stat, value``."""
+        self._reduce_ring()
         self._flush()
         if self._scalars_cache is None:
             self._scalars_cache = scalars_frame(self.catalog, self._scalar_buffer.chunks)
@@ -292,6 +381,7 @@ class Probe:
 
     def histograms(self) -> pd.DataFrame:
         """All histogram records so far: ``step, member, name, kind, bin_lo, bin_hi, count``."""
+        self._reduce_ring()
         self._flush()
         if self._histograms_cache is None:
             chunks = self._histogram_buffer.chunks if self._histogram_buffer is not None else []
@@ -324,6 +414,7 @@ class Probe:
         self._activations.remove()
         for handle in self._hook_handles:
             handle.remove()
+        self._reduce_ring()
         self._flush()
         if self._tensorboard is not None:
             self._tensorboard.close()

@@ -78,8 +78,22 @@ class StepVector:
             if self.fixed_total + layout.total > SPLIT_ABOVE_ELEMENTS:
                 plan = ReductionPlan(self._fixed_lengths + layout.lengths, members, self.device, self.dtype,
                                      zeros_from=len(self._fixed_lengths))
-            cached = self._keys[key] = (layout.total, segment, counts, rows, offsets, layout.n_segments, plan)
+            segment_lengths = np.concatenate([self._fixed_counts, layout.counts])
+            cached = self._keys[key] = (layout.total, segment, counts, rows, offsets, layout.n_segments, plan,
+                                        segment_lengths)
         return cached
+
+    def fixed(self) -> torch.Tensor:
+        """The fixed regions ``update | running value | running Δ | grad | weight``, as one flat view."""
+        return self._vector[: self.fixed_total]
+
+    def layout(self, kept: dict[int, torch.Tensor], members: int) -> tuple:
+        """``(activation elements, staging rows, histogram offsets, activation segments, segment lengths)``
+        of the step vector holding ``kept`` (cached per set of slots and shapes)."""
+        slots = tuple(sorted(kept))
+        total, _, _, rows, offsets, n_act, _, lengths = self._activation_key(
+            slots, tuple(kept[slot].shape for slot in slots), members)
+        return total, rows, offsets, n_act, lengths
 
     def reduce(self, kept: dict[int, torch.Tensor], members: int, histograms: bool
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
@@ -91,7 +105,7 @@ class StepVector:
         """
         slots = tuple(sorted(kept))
         tensors = [kept[slot] for slot in slots]
-        total, segment, counts, rows, offsets, n_act, plan = self._activation_key(
+        total, segment, counts, rows, offsets, n_act, plan, _ = self._activation_key(
             slots, tuple(t.shape for t in tensors), members)
         live = self.fixed_total + total
         self._reserve(live)

@@ -1,0 +1,135 @@
+"""Deferred reduction: keep the raw step vectors of K recorded steps, reduce them all at once.
+
+For a small model the probe's cost is not arithmetic but kernel launches and Python: reducing one step
+vector of a few thousand elements takes a couple of dozen kernels, each as long as a whole small layer.
+So when K step vectors fit in a modest memory budget, a recorded step only copies its step vector
+(``step_vector.StepVector``, same layout) into row ``k`` of a preallocated ``(K, L)`` ring -- one kernel --
+and every K rows the ring is reduced with a fixed handful of kernels for all K steps together:
+
+* the segments (one per tensor and ensemble member) are grouped by their length ``n`` (and whether the
+  zero fraction is wanted) with one column gather, so each group is a ``(K, G, n)`` view reduced along its
+  last axis with streaming kernels (mean, then the norm of the centered values, amax/amin, count_nonzero);
+  the number of groups is the number of distinct tensor sizes, not the number of tensors;
+* histograms of all histogram rows come from one ``bucketize`` and one ``bincount`` (row offsets).
+
+The moments are the same two-pass ones as the per-step path (equal up to float rounding of the sums,
+tested); the histograms are identical (same values, same edges).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from normlab.probe.histograms import SymLogBins
+
+RING_ELEMENTS = 1 << 22  # memory budget of one ring (values, not bytes); rings of < 2 rows are not used
+MIN_RING_ROWS = 2
+
+
+def ring_rows(row_length: int, flush_every: int) -> int:
+    """Rows of a ring for step vectors of ``row_length`` elements; < ``MIN_RING_ROWS`` means don't defer."""
+    return min(flush_every, RING_ELEMENTS // max(row_length, 1))
+
+
+class GroupedSegments:
+    """How to reduce rows made of segments of ``lengths`` elements (segment order = layout order).
+
+    ``zeros[i]``: whether segment ``i`` wants its zero fraction (module outputs); the others report 0.
+    """
+
+    def __init__(self, lengths: np.ndarray, zeros: np.ndarray, device: torch.device):
+        lengths = np.asarray(lengths, dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        keys = sorted(set(zip(lengths.tolist(), np.asarray(zeros, bool).tolist(), strict=True)))
+        columns, order, self.groups = [], [], []
+        column = 0
+        for n, want_zeros in keys:
+            members = np.flatnonzero((lengths == n) & (np.asarray(zeros, bool) == want_zeros))
+            order.append(members)
+            if n > 0:
+                columns.append((starts[members][:, None] + np.arange(n)[None, :]).reshape(-1))
+            self.groups.append((column, len(members), n, want_zeros))
+            column += len(members) * n
+        order = np.concatenate(order) if order else np.zeros(0, np.int64)
+        gather = np.concatenate(columns) if columns else np.zeros(0, np.int64)
+        self.identity = bool(np.array_equal(gather, np.arange(int(lengths.sum()))))
+        self.gather = torch.as_tensor(gather, device=device)
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        self.inverse = torch.as_tensor(inverse, device=device)  # grouped position of each segment
+
+    def moments(self, rows: torch.Tensor) -> torch.Tensor:
+        """Raw moments ``(K, 4, S)`` (mean, var, absmax, zero fraction) of every segment of ``rows`` ``(K, L)``."""
+        grouped = rows if self.identity else rows.index_select(1, self.gather)
+        pieces = []
+        for start, count, n, want_zeros in self.groups:
+            if n == 0:
+                pieces.append(rows.new_full((rows.shape[0], 4, count), float("nan")))
+                continue
+            block = grouped[:, start : start + count * n].reshape(rows.shape[0], count, n)
+            mean = block.mean(dim=2)
+            var = torch.linalg.vector_norm(block - mean[..., None], dim=2).square_().div_(n)
+            absmax = torch.maximum(block.amax(dim=2), block.amin(dim=2).neg_())
+            if want_zeros:
+                zero_frac = 1 - torch.count_nonzero(block, dim=2).to(rows.dtype) / n
+            else:
+                zero_frac = torch.zeros_like(mean)
+            pieces.append(torch.stack((mean, var, absmax, zero_frac), dim=1))
+        return torch.cat(pieces, dim=2).index_select(2, self.inverse)
+
+
+class StepRing:
+    """Up to ``capacity`` step vectors of one layout (one set of kept module outputs), reduced together.
+
+    Args:
+        capacity: rows (recorded steps) held before :meth:`reduce` must run.
+        length: elements of one step vector.
+        fixed_segments: segments of the fixed regions (update, running value/Δ, grad, weight).
+        segment_lengths: elements of every segment, fixed regions first, then the kept outputs.
+        histogram_start: first element of the ``grad | weight | outputs`` suffix that is binned.
+        histogram_offsets: ``(length - histogram_start,)`` bin-slot offset of every binned element.
+        histogram_segments: segments in that suffix.
+    """
+
+    def __init__(self, capacity: int, length: int, fixed_segments: int, segment_lengths: np.ndarray,
+                 device: torch.device, dtype: torch.dtype, binning: SymLogBins | None,
+                 histogram_start: int, histogram_offsets: torch.Tensor | None, histogram_segments: int):
+        self.capacity, self.length, self.fixed_segments = capacity, length, fixed_segments
+        self.rows = torch.empty((capacity, length), device=device, dtype=dtype)
+        zeros = np.arange(len(segment_lengths)) >= fixed_segments
+        self.segments = GroupedSegments(segment_lengths, zeros, device)
+        self.binning = binning
+        self.histogram_start, self.histogram_offsets = histogram_start, histogram_offsets
+        self.histogram_segments = histogram_segments
+        self.filled = 0
+        self.histogram_rows: list[int] = []
+
+    @property
+    def full(self) -> bool:
+        return self.filled == self.capacity
+
+    def append(self, pieces: list[torch.Tensor], histogram: bool) -> None:
+        """Copy one step vector (given as flat pieces laid end to end) into the next row: one kernel."""
+        if histogram:
+            self.histogram_rows.append(self.filled)
+        torch.cat(pieces, out=self.rows[self.filled])
+        self.filled += 1
+
+    def reduce(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Moments ``(K, 4, S)`` of the filled rows, and counts ``(H, histogram_segments, bins)`` of the
+        histogram rows (None if there are none); empties the ring."""
+        rows = self.rows[: self.filled]
+        moments = self.segments.moments(rows)
+        counts = None
+        if self.histogram_rows and self.binning is not None:
+            picked = rows[self.histogram_rows] if len(self.histogram_rows) < self.filled else rows
+            binned = picked[:, self.histogram_start :].contiguous()
+            slots = self.histogram_segments * (self.binning.bins + 1)
+            offsets = self.histogram_offsets[None, :] + slots * torch.arange(
+                len(picked), device=rows.device)[:, None]
+            counts = self.binning.segment_counts(binned, offsets, len(picked) * self.histogram_segments)
+            counts = counts.view(len(picked), self.histogram_segments, self.binning.bins)
+        self.filled = 0
+        self.histogram_rows = []
+        return moments, counts
