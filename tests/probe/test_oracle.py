@@ -39,8 +39,11 @@ def _close(actual, expected, rtol=RTOL, atol=1e-12):
     assert math.isclose(actual, expected, rel_tol=rtol, abs_tol=atol), (actual, expected)
 
 
-@pytest.mark.parametrize(("flush_every", "path"), [(1, "segments"), (3, "split"), (64, "hook")])
+@pytest.mark.parametrize(("flush_every", "path"),
+                         [(1, "segments"), (3, "split"), (64, "hook"), (3, "deferred"), (64, "deferred")])
 def test_seed000_statistics_equal_naive_per_tensor_computation(flush_every, path, monkeypatch):
+    if path != "deferred":  # the per-step reductions (flush_every=1 alone would already not defer)
+        monkeypatch.setattr("normlab.probe.deferred.RING_ELEMENTS", 0)
     if path == "hook":  # every output reduced in its hook instead of at the step
         monkeypatch.setattr("normlab.probe.hooks.REDUCE_IN_HOOKS", True)
     if path == "split":  # the step vector counts as large: reduced tensor by tensor
@@ -79,9 +82,11 @@ def test_seed000_statistics_equal_naive_per_tensor_computation(flush_every, path
         _close(find(step=step, name="model", kind="global", stat="grad_norm"), global_norm)
 
 
-@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("split", [False, True, "deferred"])
 def test_running_stats_and_zero_fraction_equal_naive(split, monkeypatch):
-    if split:
+    if split != "deferred":
+        monkeypatch.setattr("normlab.probe.deferred.RING_ELEMENTS", 0)
+    if split is True:
         monkeypatch.setattr("normlab.probe.step_vector.SPLIT_ABOVE_ELEMENTS", 0)
         monkeypatch.setattr("normlab.probe.stats.SMALL_TENSOR_ELEMENTS", 10)  # runs of biases, blocks of weights
     model = bn_relu_model()

@@ -50,8 +50,10 @@ def _train(model, x, y, steps=3):
     return probe
 
 
-@pytest.mark.parametrize("path", ["segments", "hook", "split"])
+@pytest.mark.parametrize("path", ["deferred", "segments", "hook", "split"])
 def test_per_member_statistics_equal_each_member_trained_alone(path, monkeypatch):
+    if path != "deferred":
+        monkeypatch.setattr("normlab.probe.deferred.RING_ELEMENTS", 0)
     if path == "hook":
         monkeypatch.setattr("normlab.probe.hooks.REDUCE_IN_HOOKS", True)
     if path == "split":

@@ -1,0 +1,131 @@
+"""The deferred path (a ring of raw step vectors reduced every K steps) records the same tables as the
+per-step path, whatever the schedule, the flush points and the layout changes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from probe_oracle import bn_relu_model, seed000_data, seed000_ln_model
+from torch import nn
+
+from normlab.probe import Probe, deferred
+from normlab.probe.deferred import GroupedSegments
+
+SCALAR_KEYS = ["step", "member", "name", "kind", "stat"]
+HISTOGRAM_KEYS = ["step", "member", "name", "kind", "bin_lo"]
+
+
+def _bn_data(rows):
+    torch.manual_seed(rows)
+    return torch.randn(rows, 3, dtype=torch.float64), torch.randn(rows, dtype=torch.float64)
+
+
+def _train(make_model, batches, monkeypatch, defer, manual=False, read_midway=None, **kwargs):
+    """Train on ``batches`` (a list of (x, y)); ``defer=False`` forces the per-step path."""
+    with monkeypatch.context() as patch:
+        if not defer:
+            patch.setattr(deferred, "RING_ELEMENTS", 0)
+        model = make_model()
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.01, weight_decay=0.01)
+        probe = Probe(model, None if manual else optimizer, **kwargs)
+        with probe:
+            for index, (x, y) in enumerate(batches):
+                optimizer.zero_grad()
+                nn.functional.mse_loss(model(x).squeeze(-1), y).backward()
+                optimizer.step()
+                if manual:
+                    probe.step()
+                if read_midway == index:
+                    probe.scalars(), probe.histograms()  # reduces a partly filled ring
+            if defer:
+                assert any(ring is not None for ring in probe._rings.values())  # the deferred path ran
+            else:
+                assert all(ring is None for ring in probe._rings.values())
+    return probe
+
+
+def _assert_same_tables(deferred_probe, per_step_probe):
+    a, b = (p.scalars().astype({"name": str, "kind": str, "stat": str}) for p in (deferred_probe, per_step_probe))
+    assert len(a) == len(b) > 0
+    merged = pd.merge(a, b, on=SCALAR_KEYS, how="outer", suffixes=("_deferred", "_step"))
+    assert len(merged) == len(a)  # the same rows: nothing added, nothing left out
+    np.testing.assert_allclose(merged.value_deferred, merged.value_step, rtol=1e-9, atol=1e-12)
+    ha, hb = (p.histograms().astype({"name": str, "kind": str}) for p in (deferred_probe, per_step_probe))
+    assert len(ha) == len(hb)
+    merged = pd.merge(ha, hb, on=HISTOGRAM_KEYS, how="outer", suffixes=("_deferred", "_step"))
+    assert len(merged) == len(ha)
+    np.testing.assert_array_equal(merged.count_deferred, merged.count_step)
+
+
+@pytest.mark.parametrize(("every", "histograms", "flush_every", "steps"),
+                         [(1, True, 4, 10), (3, 2, 4, 11), (2, 5, 3, 13), (1, False, 64, 7)])
+def test_deferred_tables_equal_per_step_tables(every, histograms, flush_every, steps, monkeypatch):
+    batches = [_bn_data(16)] * steps
+    kwargs = {"every": every, "histograms": histograms, "flush_every": flush_every, "bins": 16}
+    runs = [_train(bn_relu_model, batches, monkeypatch, defer, **kwargs) for defer in (True, False)]
+    _assert_same_tables(*runs)
+    recorded = sorted(runs[0].scalars().step.unique())
+    assert recorded == [s for s in range(steps) if s % every == 0 or (histograms is not False and
+                                                                      s % (every if histograms is True
+                                                                           else histograms) == 0)]
+
+
+def test_manual_steps_and_reads_midway_give_the_same_tables(monkeypatch):
+    x, y = seed000_data()
+    batches = [(x, y)] * 9
+    kwargs = {"histograms": 2, "flush_every": 4, "manual": True, "read_midway": 5}
+    runs = [_train(seed000_ln_model, batches, monkeypatch, defer, **kwargs) for defer in (True, False)]
+    _assert_same_tables(*runs)
+
+
+def test_layout_change_reduces_the_ring_and_keeps_step_order(monkeypatch):
+    # A smaller batch changes the kept outputs' shapes, hence the ring, in the middle of a ring.
+    batches = [_bn_data(16)] * 3 + [_bn_data(10)] * 2 + [_bn_data(16)] * 4
+    runs = [_train(bn_relu_model, batches, monkeypatch, defer, histograms=True, flush_every=4, bins=16)
+            for defer in (True, False)]
+    _assert_same_tables(*runs)
+    assert len(runs[0]._rings) == 2
+
+
+def test_outputs_changed_in_place_fall_back_to_the_per_step_path(monkeypatch):
+    # ReLU(inplace=True) overwrites the Linear output after its hook: that module is then reduced in its
+    # hook, and steps with in-hook reductions take the per-step path after the ring is reduced.
+    def make_model():
+        torch.manual_seed(3)
+        return nn.Sequential(nn.Linear(3, 8), nn.ReLU(inplace=True), nn.Linear(8, 1)).double()
+
+    batches = [_bn_data(16)] * 6
+    runs = [_train(make_model, batches, monkeypatch, defer, histograms=True, flush_every=4, bins=16)
+            for defer in (True, False)]
+    _assert_same_tables(*runs)
+
+
+def test_ring_rows_follow_the_memory_budget(monkeypatch):
+    assert deferred.ring_rows(1000, 64) == 64
+    monkeypatch.setattr(deferred, "RING_ELEMENTS", 10_000)
+    assert deferred.ring_rows(1000, 64) == 10
+    assert deferred.ring_rows(20_000, 64) < deferred.MIN_RING_ROWS  # too large: the per-step path
+
+
+@settings(max_examples=25, deadline=None)
+@given(lengths=st.lists(st.integers(1, 7), min_size=1, max_size=8), rows=st.integers(1, 4),
+       seed=st.integers(0, 2**16))
+def test_grouped_segment_moments_equal_naive_per_segment(lengths, rows, seed):
+    generator = torch.Generator().manual_seed(seed)
+    values = torch.randn(rows, sum(lengths), generator=generator, dtype=torch.float64)
+    values[values.abs() < 0.3] = 0.0  # exact zeros for the zero fraction
+    zeros = np.arange(len(lengths)) % 2 == 1
+    moments = GroupedSegments(np.array(lengths), zeros, torch.device("cpu")).moments(values)
+    assert moments.shape == (rows, 4, len(lengths))
+    start = 0
+    for index, n in enumerate(lengths):
+        for row in range(rows):
+            x = values[row, start : start + n]
+            expected = [x.mean(), x.var(correction=0), x.abs().max(), (x == 0).double().mean() if zeros[index] else 0]
+            np.testing.assert_allclose(moments[row, :, index].numpy(), [float(e) for e in expected],
+                                       rtol=1e-12, atol=1e-15)
+        start += n
