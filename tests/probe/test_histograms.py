@@ -105,3 +105,21 @@ def test_histograms_off_gives_empty_table_with_columns():
 def test_bad_bins_are_rejected_with_the_argument_named(bins):
     with pytest.raises(ValueError, match="bins"):
         Probe(seed000_ln_model(), histograms=True, bins=bins)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bins", [6, 16, 64, 100])
+def test_bucket_equals_torch_bucketize_on_edges_neighbours_and_extremes(bins, dtype):
+    binning = SymLogBins(bins)
+    edges = binning.inner_edges("cpu", dtype)
+    finfo = torch.finfo(dtype)
+    special = torch.tensor([0.0, -0.0, np.inf, -np.inf, np.nan, finfo.tiny, -finfo.tiny, finfo.max, -finfo.max,
+                            finfo.eps, 1e-45 if dtype == torch.float32 else 5e-324], dtype=dtype)
+    up, down = torch.nextafter(edges, edges.new_full((), np.inf)), torch.nextafter(edges, edges.new_full((), -np.inf))
+    generator = torch.Generator().manual_seed(bins)
+    spread = torch.randn(20_000, generator=generator, dtype=dtype) * torch.exp(
+        10 * torch.randn(20_000, generator=generator, dtype=dtype))
+    x = torch.cat([edges, up, down, special, spread])
+    for values in (x, x.repeat(2).reshape(-1, 2)[:, 0]):  # contiguous, and a strided view
+        expected = torch.bucketize(values.contiguous(), edges, right=True).masked_fill_(values.isnan(), bins)
+        assert torch.equal(binning.bucket(values), expected)

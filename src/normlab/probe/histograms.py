@@ -59,9 +59,33 @@ class SymLogBins:
         inner = torch.tensor(self._inner, dtype=dtype).double().numpy()
         return np.concatenate([[-np.inf], inner, [np.inf]])
 
+    def _padded_edges(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """``[-inf, inner edges..., nan]``: entry ``i`` is bin ``i``'s lower edge; the NaN makes the upper
+        edge of the last bin compare false, so +inf stays in the last bin."""
+        key = (torch.device(device), dtype, "padded")
+        if key not in self._device_edges:
+            inner = self.inner_edges(device, dtype)
+            self._device_edges[key] = torch.cat([inner.new_full((1,), -np.inf), inner, inner.new_full((1,), np.nan)])
+        return self._device_edges[key]
+
     def bucket(self, x: torch.Tensor) -> torch.Tensor:
-        """Bin index of every element, in ``[0, bins)``; NaN goes to ``bins`` (a slot callers drop)."""
-        index = torch.bucketize(x, self.inner_edges(x.device, x.dtype), right=True)
+        """Bin index of every element, in ``[0, bins)``; NaN goes to ``bins`` (a slot callers drop).
+
+        Equal to ``torch.bucketize(x, inner_edges, right=True)`` (tested on the edges and their float
+        neighbours), at about half its cost on CPU: the bin is estimated from ``log10|x|`` (the edges are
+        log-uniform), then moved by at most one bin by comparing with the two edges around it, so rounding
+        in ``log10`` cannot misplace a value.
+        """
+        k = self.bins // 2
+        per_bin = (self.max_exp - self.min_exp) / (k - 2)  # decades per log bin
+        # count of positive edges <= |x|, estimated: floor((log10|x| - min_exp) / per_bin) + 1, in [0, k-1]
+        estimate = x.abs().log10_().mul_(1 / per_bin).add_(1 - self.min_exp / per_bin).floor_().clamp_(0, k - 1)
+        # x >= 0: k + count; x < 0: k - 1 - count (a -0.0 lands one off and is corrected below)
+        estimate = estimate.add_(0.5).copysign_(x).add_(k - 0.5).nan_to_num_(0.0)
+        index = estimate.to(torch.int64)
+        edges = self._padded_edges(x.device, x.dtype)
+        index.add_((edges.take(index + 1) <= x).to(torch.int64))  # x at or above the next edge
+        index.sub_((edges.take(index) > x).to(torch.int64))  # x below this bin's lower edge
         return index.masked_fill_(x.isnan(), self.bins)
 
     def segment_counts(self, x: torch.Tensor, slot_offsets: torch.Tensor, n_slots: int) -> torch.Tensor:
