@@ -115,6 +115,19 @@ def test_ring_rows_follow_the_memory_budget(monkeypatch):
 @given(lengths=st.lists(st.integers(1, 7), min_size=1, max_size=8), rows=st.integers(1, 4),
        seed=st.integers(0, 2**16))
 def test_grouped_segment_moments_equal_naive_per_segment(lengths, rows, seed):
+    _check_grouped_moments(lengths, rows, seed)
+
+
+@settings(max_examples=25, deadline=None)
+@given(lengths=st.lists(st.sampled_from([1, 3, 5, 12, 13]), min_size=1, max_size=8), rows=st.integers(1, 3),
+       seed=st.integers(0, 2**16))
+def test_long_segments_read_in_place_equal_naive_per_segment(lengths, rows, seed):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(deferred, "GATHER_MAX_ELEMENTS", 4)  # 5, 12 and 13 are "long": blocks, no gather
+        _check_grouped_moments(lengths, rows, seed)
+
+
+def _check_grouped_moments(lengths, rows, seed):
     generator = torch.Generator().manual_seed(seed)
     values = torch.randn(rows, sum(lengths), generator=generator, dtype=torch.float64)
     values[values.abs() < 0.3] = 0.0  # exact zeros for the zero fraction
@@ -129,3 +142,4 @@ def test_grouped_segment_moments_equal_naive_per_segment(lengths, rows, seed):
             np.testing.assert_allclose(moments[row, :, index].numpy(), [float(e) for e in expected],
                                        rtol=1e-12, atol=1e-15)
         start += n
+

@@ -6,10 +6,11 @@ So when K step vectors fit in a modest memory budget, a recorded step only copie
 (``step_vector.StepVector``, same layout) into row ``k`` of a preallocated ``(K, L)`` ring -- one kernel --
 and every K rows the ring is reduced with a fixed handful of kernels for all K steps together:
 
-* the segments (one per tensor and ensemble member) are grouped by their length ``n`` (and whether the
-  zero fraction is wanted) with one column gather, so each group is a ``(K, G, n)`` view reduced along its
-  last axis with streaming kernels (mean, then the norm of the centered values, amax/amin, count_nonzero);
-  the number of groups is the number of distinct tensor sizes, not the number of tensors;
+* the short segments (one per tensor and ensemble member) are grouped by their length ``n`` (and whether
+  the zero fraction is wanted) with one column gather, so each group is a ``(K, G, n)`` view reduced along
+  its last axis with streaming kernels (mean, then the norm of the centered values, amax/amin,
+  count_nonzero); the number of groups is the number of distinct tensor sizes, not the number of tensors.
+  Long segments are reduced the same way in place, consecutive equal-length ones as one block;
 * histograms of all histogram rows come from one ``bucketize`` and one ``bincount`` (row offsets).
 
 The moments are the same two-pass ones as the per-step path (equal up to float rounding of the sums,
@@ -32,42 +33,60 @@ def ring_rows(row_length: int, flush_every: int) -> int:
     return min(flush_every, RING_ELEMENTS // max(row_length, 1))
 
 
+GATHER_MAX_ELEMENTS = 1 << 10  # segments up to this long are gathered into groups; longer ones are read in place
+
+
 class GroupedSegments:
     """How to reduce rows made of segments of ``lengths`` elements (segment order = layout order).
 
+    Short segments are gathered (one ``index_select`` of their columns) into groups of equal length;
+    consecutive long segments of equal length (the members of one tensor, equal-size samples) are
+    reduced in place as blocks, so the gather never copies the bulk of a large model.
     ``zeros[i]``: whether segment ``i`` wants its zero fraction (module outputs); the others report 0.
     """
 
     def __init__(self, lengths: np.ndarray, zeros: np.ndarray, device: torch.device):
         lengths = np.asarray(lengths, dtype=np.int64)
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        keys = sorted(set(zip(lengths.tolist(), np.asarray(zeros, bool).tolist(), strict=True)))
-        columns, order, self.groups = [], [], []
+        zeros = np.asarray(zeros, dtype=bool)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        short = lengths <= GATHER_MAX_ELEMENTS
+        columns, order = [], []
+        self.groups: list[tuple[bool, int, int, int, bool]] = []  # (gathered, start, count, n, zeros)
         column = 0
-        for n, want_zeros in keys:
-            members = np.flatnonzero((lengths == n) & (np.asarray(zeros, bool) == want_zeros))
+        for n, want_zeros in sorted(set(zip(lengths[short].tolist(), zeros[short].tolist(), strict=True))):
+            members = np.flatnonzero(short & (lengths == n) & (zeros == want_zeros))
             order.append(members)
-            if n > 0:
-                columns.append((starts[members][:, None] + np.arange(n)[None, :]).reshape(-1))
-            self.groups.append((column, len(members), n, want_zeros))
+            columns.append((starts[members][:, None] + np.arange(n)[None, :]).reshape(-1))
+            self.groups.append((True, column, len(members), n, want_zeros))
             column += len(members) * n
+        for index in np.flatnonzero(~short):  # long segments: extend the previous block or open one
+            n, want_zeros = int(lengths[index]), bool(zeros[index])
+            last = self.groups[-1] if self.groups else None
+            if (last is not None and not last[0] and last[3] == n and last[4] == want_zeros
+                    and last[1] + last[2] * n == starts[index]):
+                self.groups[-1] = (False, last[1], last[2] + 1, n, want_zeros)
+            else:
+                self.groups.append((False, int(starts[index]), 1, n, want_zeros))
+            order.append(np.array([index]))
         order = np.concatenate(order) if order else np.zeros(0, np.int64)
         gather = np.concatenate(columns) if columns else np.zeros(0, np.int64)
-        self.identity = bool(np.array_equal(gather, np.arange(int(lengths.sum()))))
-        self.gather = torch.as_tensor(gather, device=device)
+        self.gather = torch.as_tensor(gather, device=device) if len(gather) else None
         inverse = np.empty_like(order)
         inverse[order] = np.arange(len(order))
         self.inverse = torch.as_tensor(inverse, device=device)  # grouped position of each segment
+        self.identity = bool(np.array_equal(inverse, np.arange(len(inverse))))
 
     def moments(self, rows: torch.Tensor) -> torch.Tensor:
         """Raw moments ``(K, 4, S)`` (mean, var, absmax, zero fraction) of every segment of ``rows`` ``(K, L)``."""
-        grouped = rows if self.identity else rows.index_select(1, self.gather)
+        k = rows.shape[0]
+        gathered = rows.index_select(1, self.gather) if self.gather is not None else None
         pieces = []
-        for start, count, n, want_zeros in self.groups:
+        for is_gathered, start, count, n, want_zeros in self.groups:
             if n == 0:
-                pieces.append(rows.new_full((rows.shape[0], 4, count), float("nan")))
+                pieces.append(rows.new_full((k, 4, count), float("nan")))
                 continue
-            block = grouped[:, start : start + count * n].reshape(rows.shape[0], count, n)
+            source = gathered if is_gathered else rows
+            block = source[:, start : start + count * n].reshape(k, count, n)
             mean = block.mean(dim=2)
             var = torch.linalg.vector_norm(block - mean[..., None], dim=2).square_().div_(n)
             absmax = torch.maximum(block.amax(dim=2), block.amin(dim=2).neg_())
@@ -76,7 +95,8 @@ class GroupedSegments:
             else:
                 zero_frac = torch.zeros_like(mean)
             pieces.append(torch.stack((mean, var, absmax, zero_frac), dim=1))
-        return torch.cat(pieces, dim=2).index_select(2, self.inverse)
+        moments = torch.cat(pieces, dim=2)
+        return moments if self.identity else moments.index_select(2, self.inverse)
 
 
 class StepRing:
