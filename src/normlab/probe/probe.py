@@ -13,8 +13,12 @@ Example::
 Cost model: on a recorded step the probe launches a fixed number of kernels for all parameters and all
 small module outputs together (``step_vector.StepVector``), a few per large module output, and one copy
 per row into a device buffer; the only host sync is the buffer flush every ``flush_every`` recorded
-steps. Memory: three flat copies of the trainable parameters (gradients, weights before the step,
-update), the small outputs of the current step, and the buffer.
+steps. For small models even that fixed set costs as much as a training step, so when ``flush_every``
+step vectors fit in ``deferred.RING_ELEMENTS`` a recorded step only copies its step vector into a ring
+(one kernel) and the ring is reduced every ``flush_every`` steps for all of them at once
+(``deferred.StepRing``; same tables, tested). Memory: three flat copies of the trainable parameters
+(gradients, weights before the step, update), the small outputs of the current step, the buffer, and
+the ring (small models only).
 """
 
 from __future__ import annotations
