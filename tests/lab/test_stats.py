@@ -123,3 +123,19 @@ def test_threshold_equivalence_exact_and_combine():
     assert stats.combine_verdicts(["supported", "supported"]) == "supported"
     assert stats.combine_verdicts(["supported", "refuted"]) == "refuted"
     assert stats.combine_verdicts(["supported", "inconclusive"]) == "inconclusive"
+
+
+
+def test_verdict_agrees_with_the_shown_95pct_interval_at_the_boundary():
+    """One-sided p between 0.025 and 0.05: the 95% interval printed beside the verdict still admits no
+    effect, so the claim must not be 'supported' (the default alpha is the interval's 0.025 per side)."""
+    n = 10
+    z = np.linspace(-1.0, 1.0, n)
+    z = (z - z.mean()) / z.std(ddof=1)  # mean 0, sd 1: the paired t statistic is shift * sqrt(n)
+    b = np.linspace(1.0, 2.0, n)
+    a = b - 2.0 / math.sqrt(n) + z  # t = -2.0 with 9 df: one-sided p ~ 0.038
+    p_one_sided = sps.ttest_rel(a, b, alternative="less").pvalue
+    assert 0.025 < p_one_sided < 0.05
+    c = stats.compare_claim("x", "a < b", "test", "m", a, b, "less", effect="cohen_d", paired=True)
+    assert c.ci is not None and c.ci[0] < 0 < c.ci[1]
+    assert c.verdict == "inconclusive"

@@ -13,6 +13,9 @@ Verdict rule (``compare_claim``), for a claim "``a`` is ``direction`` than ``b``
   the claim needs);
 * ``inconclusive`` otherwise (too few seeds, too much noise).
 
+``alpha`` defaults to 0.025 one-sided: the same evidence as the two-sided 95% interval the report prints
+beside each verdict, so a claim is never ``supported`` while its shown interval still admits no effect.
+
 Tests: Welch's t-test for independent groups, the paired t-test when the two arms share seeds *and* the
 seed fixes something common to both (the same initial weights, the same data). Set ``transform="log"``
 for positive quantities that vary over orders of magnitude (losses): the test then runs on ``log10``
@@ -207,7 +210,7 @@ def compare_claim(
     b: Sequence[float] | np.ndarray,
     direction: Direction,
     *,
-    alpha: float = 0.05,
+    alpha: float = 0.025,
     min_effect: float = 0.0,
     effect: Effect = "relative",
     transform: Transform = "none",
@@ -309,7 +312,7 @@ def threshold_claim(
     direction: Direction,
     threshold: float,
     *,
-    alpha: float = 0.05,
+    alpha: float = 0.025,
 ) -> Claim:
     """Judge "the mean of ``values`` is ``direction`` than ``threshold``" (one-sample t-test).
 
