@@ -143,3 +143,22 @@ def _check_grouped_moments(lengths, rows, seed):
                                        rtol=1e-12, atol=1e-15)
         start += n
 
+
+
+def test_parameter_data_replaced_mid_run_is_followed(monkeypatch):
+    # `p.data = ...` gives the parameter new storage: the probe's cached flat views must follow it.
+    model = seed000_ln_model()
+    x, y = seed000_data()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    with Probe(model, optimizer, flush_every=4) as probe:
+        for step in range(3):
+            if step == 2:
+                model[0].weight.data = torch.full_like(model[0].weight, 0.5)
+            nn.functional.mse_loss(model(x).squeeze(-1), y).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    table = probe.scalars()
+    row = table[(table.step == 2) & (table.name == "0.weight") & (table.kind == "weight") & (table.stat == "mean")]
+    assert row.value.item() == pytest.approx(0.5)
+    after = table[(table.step == 2) & (table.name == "0.weight") & (table.kind == "update") & (table.stat == "norm")]
+    assert after.value.item() > 0  # the update is measured on the new storage, not the stale one

@@ -42,6 +42,7 @@ from normlab.probe.tables import Catalog, histograms_frame, scalars_frame
 from normlab.probe.writers import TensorBoardWriter, write_parquet_atomic
 
 RUNNING_BUFFERS = ("running_mean", "running_var")
+_data_ptr = torch.Tensor.data_ptr
 
 
 def _resolve_members(model: nn.Module, members: object) -> int:
@@ -155,6 +156,7 @@ class Probe:
                             if self.binning is not None else None)
         # Parameters are updated in place, so flat views of them stay current (checked by data pointer).
         self._param_views = [p.detach().reshape(-1) for p in self._params]
+        self._param_pointers = list(map(_data_ptr, self._params))
         self._tensorboard = (TensorBoardWriter(logdir, self.members, bins) if logdir is not None else None)
         self._scalars_cache: pd.DataFrame | None = None
         self._histograms_cache: pd.DataFrame | None = None
@@ -218,10 +220,10 @@ class Probe:
             self._flatten_params_into(self._vector.region("weight"))
 
     def _flatten_params_into(self, out: torch.Tensor) -> None:
-        views = self._param_views
-        if any(v.data_ptr() != p.data_ptr() for v, p in zip(views, self._params, strict=True)):
-            views = self._param_views = [p.detach().reshape(-1) for p in self._params]  # `.data` was replaced
-        torch.cat(views, out=out)
+        if list(map(_data_ptr, self._params)) != self._param_pointers:  # `.data` was replaced
+            self._param_views = [p.detach().reshape(-1) for p in self._params]
+            self._param_pointers = list(map(_data_ptr, self._params))
+        torch.cat(self._param_views, out=out)
 
     @torch.no_grad()
     def _before_step(self) -> None:

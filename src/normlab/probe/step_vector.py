@@ -49,15 +49,20 @@ class StepVector:
         self._fixed_lengths = [*params.lengths, *running.lengths, *running.lengths, *params.lengths, *params.lengths]
         self._vector = torch.zeros(self.fixed_total, device=device, dtype=dtype)
         self._keys: dict[tuple, tuple] = {}
+        self._regions: dict[str, torch.Tensor] = {}
 
     def region(self, name: str) -> torch.Tensor:
-        return self._vector[self._slices[name]]
+        view = self._regions.get(name)
+        if view is None:  # views are cached until the vector grows
+            view = self._regions[name] = self._vector[self._slices[name]]
+        return view
 
     def _reserve(self, total: int) -> None:
         if self._vector.numel() < total:  # grow, keeping the regions captured before the step
             grown = torch.zeros(max(total, 2 * self._vector.numel()), device=self.device, dtype=self.dtype)
             grown[: self.fixed_total] = self._vector[: self.fixed_total]
             self._vector = grown
+            self._regions = {}
 
     def _activation_key(self, slots: tuple[int, ...], shapes: tuple, members: int) -> tuple:
         key = (slots, shapes)
