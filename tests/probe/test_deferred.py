@@ -124,6 +124,7 @@ def test_grouped_segment_moments_equal_naive_per_segment(lengths, rows, seed):
 def test_long_segments_read_in_place_equal_naive_per_segment(lengths, rows, seed):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(deferred, "GATHER_MAX_ELEMENTS", 4)  # 5, 12 and 13 are "long": blocks, no gather
+        patch.setattr(deferred, "IN_PLACE_MIN_ELEMENTS", 9)  # and so are runs such as 3, 3, 3
         _check_grouped_moments(lengths, rows, seed)
 
 

@@ -33,15 +33,16 @@ def ring_rows(row_length: int, flush_every: int) -> int:
     return min(flush_every, RING_ELEMENTS // max(row_length, 1))
 
 
-GATHER_MAX_ELEMENTS = 1 << 10  # segments up to this long are gathered into groups; longer ones are read in place
+GATHER_MAX_ELEMENTS = 1 << 10  # segments up to this long may be gathered into groups; longer ones are read in place
+IN_PLACE_MIN_ELEMENTS = 1 << 12  # ... and so are runs of equal-length segments this long in total
 
 
 class GroupedSegments:
     """How to reduce rows made of segments of ``lengths`` elements (segment order = layout order).
 
     Short segments are gathered (one ``index_select`` of their columns) into groups of equal length;
-    consecutive long segments of equal length (the members of one tensor, equal-size samples) are
-    reduced in place as blocks, so the gather never copies the bulk of a large model.
+    long segments, and runs of consecutive equal-length segments that are long in total (the members of
+    one ensemble tensor), are reduced in place as blocks, so the gather never copies the bulk of a model.
     ``zeros[i]``: whether segment ``i`` wants its zero fraction (module outputs); the others report 0.
     """
 
@@ -49,7 +50,11 @@ class GroupedSegments:
         lengths = np.asarray(lengths, dtype=np.int64)
         zeros = np.asarray(zeros, dtype=bool)
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        short = lengths <= GATHER_MAX_ELEMENTS
+        # Runs of consecutive segments of one length (e.g. the members of one tensor) that are long in
+        # total are reduced in place; the rest is gathered into groups of equal length.
+        run_id = np.concatenate([[0], np.cumsum((lengths[1:] != lengths[:-1]) | (zeros[1:] != zeros[:-1]))])
+        run_total = np.bincount(run_id, weights=lengths)[run_id] if len(lengths) else lengths
+        short = (lengths <= GATHER_MAX_ELEMENTS) & (run_total < IN_PLACE_MIN_ELEMENTS)
         columns, order = [], []
         self.groups: list[tuple[bool, int, int, int, bool]] = []  # (gathered, start, count, n, zeros)
         column = 0
@@ -59,7 +64,7 @@ class GroupedSegments:
             columns.append((starts[members][:, None] + np.arange(n)[None, :]).reshape(-1))
             self.groups.append((True, column, len(members), n, want_zeros))
             column += len(members) * n
-        for index in np.flatnonzero(~short):  # long segments: extend the previous block or open one
+        for index in np.flatnonzero(~short):  # in place: extend the previous block or open one
             n, want_zeros = int(lengths[index]), bool(zeros[index])
             last = self.groups[-1] if self.groups else None
             if (last is not None and not last[0] and last[3] == n and last[4] == want_zeros
