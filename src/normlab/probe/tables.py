@@ -85,10 +85,21 @@ class _Columns:
         width = values.shape[1]
         columns = {"step": np.repeat(steps, width)[valid]}
         for key in ("member", "name", "kind", "stat"):
-            column = np.tile(np.concatenate(self.labels[key]), self.n_rows)[valid]
-            columns[key] = column.astype(np.int64) if key == "member" else pd.Categorical(column)
+            label = np.concatenate(self.labels[key])
+            if key == "member":
+                columns[key] = np.tile(label.astype(np.int64), self.n_rows)[valid]
+            else:
+                columns[key] = _tiled_categorical(label, self.n_rows, valid)
         columns["value"] = values.reshape(-1)[valid]
         return pd.DataFrame(columns, columns=list(SCALAR_COLUMNS))
+
+
+def _tiled_categorical(label: np.ndarray, n_rows: int, valid: np.ndarray, repeat: int = 1) -> pd.Categorical:
+    """``pd.Categorical(np.tile(np.repeat(label, repeat), n_rows)[valid])``, built from integer codes: the
+    strings are factorized once per row layout instead of once per table cell."""
+    categories, codes = np.unique(label.astype(str), return_inverse=True)
+    codes = np.tile(np.repeat(codes.reshape(-1), repeat), n_rows)[valid]
+    return pd.Categorical.from_codes(codes, categories=pd.Index(categories)).remove_unused_categories()
 
 
 def _segment_labels(names: Sequence[str], members: int) -> tuple[np.ndarray, np.ndarray]:
@@ -201,8 +212,8 @@ def _histograms_chunk(catalog: Catalog, chunk: Chunk) -> pd.DataFrame:
     frame = {
         "step": np.repeat(chunk.steps, per_row)[valid],
         "member": np.tile(np.repeat(seg_members, bins), n)[valid].astype(np.int64),
-        "name": pd.Categorical(np.tile(np.repeat(names, bins), n)[valid]),
-        "kind": pd.Categorical(np.tile(np.repeat(kinds, bins), n)[valid]),
+        "name": _tiled_categorical(names, n, valid, repeat=bins),
+        "kind": _tiled_categorical(kinds, n, valid, repeat=bins),
         "bin_lo": np.tile(edges[:-1], n * segments)[valid],
         "bin_hi": np.tile(edges[1:], n * segments)[valid],
         "count": chunk.values.reshape(-1)[valid].astype(np.int64),
