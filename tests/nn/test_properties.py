@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,6 +12,18 @@ import normlab.nn as N
 from normlab.nn import reference as R
 
 SETTINGS = settings(max_examples=25, deadline=None)
+
+
+@contextlib.contextmanager
+def _recentering_off():
+    """normlab recenters rows whose |mean|/std exceeds RECENTER_RATIO (closer to float64 than torch); with
+    it off, the layers must give torch's numbers exactly. Small groups hit the ratio by chance."""
+    before = N.functional.RECENTER_RATIO
+    N.functional.RECENTER_RATIO = float("inf")
+    try:
+        yield
+    finally:
+        N.functional.RECENTER_RATIO = before
 
 
 def _x(shape, scale, offset, seed):
@@ -63,7 +77,7 @@ def test_batchnorm_and_groupnorm(n, groups_and_per_group, spatial, scale, offset
     if x[0, :per_group].numel() > 1:
         torch.testing.assert_close(gn(x).double(), R.group_norm(x, groups, gn.weight, gn.bias, gn.eps),
                                    rtol=1e-5, atol=1e-5)
-        if offset == 0:  # else torch's float32 mean costs it ~|mean|/std * 2**-22, which normlab avoids
+        with _recentering_off():
             torch.testing.assert_close(gn(x), torch.nn.GroupNorm(groups, c, affine=affine)(x))
     if len(spatial) <= 1:
         ours, theirs = N.BatchNorm1d(c, momentum=momentum, affine=affine), torch.nn.BatchNorm1d(
