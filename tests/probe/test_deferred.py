@@ -163,3 +163,11 @@ def test_parameter_data_replaced_mid_run_is_followed(monkeypatch):
     assert row.value.item() == pytest.approx(0.5)
     after = table[(table.step == 2) & (table.name == "0.weight") & (table.kind == "update") & (table.stat == "norm")]
     assert after.value.item() > 0  # the update is measured on the new storage, not the stale one
+
+
+def test_varying_shapes_keep_a_bounded_number_of_rings(monkeypatch):
+    batches = [_bn_data(rows) for rows in range(8, 17)]  # a new layout every step
+    runs = [_train(bn_relu_model, batches, monkeypatch, defer, histograms=2, flush_every=4, bins=16)
+            for defer in (True, False)]
+    _assert_same_tables(*runs)
+    assert len(runs[0]._rings) <= 4

@@ -43,6 +43,7 @@ from normlab.probe.writers import TensorBoardWriter, write_parquet_atomic
 
 RUNNING_BUFFERS = ("running_mean", "running_var")
 _data_ptr = torch.Tensor.data_ptr
+MAX_RINGS = 4  # rings kept for layouts of kept outputs (a smaller last batch is a second layout)
 
 
 def _resolve_members(model: nn.Module, members: object) -> int:
@@ -313,6 +314,9 @@ class Probe:
                                 self._vector.dtype, self.binning, self._vector.histogram_start, offsets,
                                 self._vector.histogram_param_segments + n_act)
                 ring.act_rows = act_rows
+            if len(self._rings) >= MAX_RINGS:  # varying shapes: keep the memory bounded
+                stale = next(k for k, r in self._rings.items() if r is None or r is not self._ring)
+                del self._rings[stale]
             self._rings[key] = ring
         if ring is not self._ring:
             self._reduce_ring()
