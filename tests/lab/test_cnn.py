@@ -21,14 +21,6 @@ from normlab.lab.cnn import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_norm2d_sets_match_their_definitions():
     x = torch.randn(3, 6, 5, 5, dtype=torch.float64) * 3 + 1
     cases = {

@@ -17,13 +17,6 @@ STUDY = BatchSize()
 CONFIG = Config(**BatchSize.quick_overrides)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def test_cells_cover_norms_by_batch_sizes_with_all_seeds():
     cells = STUDY.cells(Config())

@@ -17,13 +17,6 @@ STUDY = BnRunningStats()
 CONFIG = Config(**BnRunningStats.quick_overrides)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _run(cell: Cell, config: Config = CONFIG) -> pd.DataFrame:
     ctx = CellContext(cell=cell, device=torch.device("cpu"), probe_dir=Path("."), tb_dir=None)

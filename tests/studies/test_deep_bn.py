@@ -26,14 +26,6 @@ from normlab.studies.deep_bn import (
 STUDY = DeepBn()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny kernels: on a busy 2-core machine a second torch thread only spin-waits (the study sets this too)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def test_model_is_the_usual_setup():
     linears, norms = _build(Config(), "default", bn=True)

@@ -16,14 +16,6 @@ from normlab.studies.ln_distribution import Config, LnDistribution
 STUDY = LnDistribution()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny kernels: on a busy 2-core machine a second torch thread only spin-waits (the study sets this too)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _ctx(cell: Cell, tmp: Path) -> CellContext:
     return CellContext(cell=cell, device=torch.device("cpu"), probe_dir=tmp, tb_dir=None)

@@ -18,14 +18,6 @@ from normlab.studies.overfitting import Config, Overfitting, dropout_demo, make_
 STUDY = Overfitting()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny kernels: on a busy 2-core machine a second torch thread only spin-waits (the study sets this too)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def test_mlp_is_the_seeds():
     net = mlp(200, 0.0)
