@@ -123,3 +123,23 @@ def test_bucket_equals_torch_bucketize_on_edges_neighbours_and_extremes(bins, dt
     for values in (x, x.repeat(2).reshape(-1, 2)[:, 0]):  # contiguous, and a strided view
         expected = torch.bucketize(values.contiguous(), edges, right=True).masked_fill_(values.isnan(), bins)
         assert torch.equal(binning.bucket(values), expected)
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 1 << 16])
+def test_chunked_segment_and_row_counts_equal_numpy_per_segment(chunk, monkeypatch):
+    monkeypatch.setattr("normlab.probe.histograms.CHUNK_ELEMENTS", chunk)
+    binning = SymLogBins(16)
+    edges = binning.edges(torch.float64)
+    generator = torch.Generator().manual_seed(chunk)
+    rows = torch.randn(5, 30, generator=generator, dtype=torch.float64) * 10.0 ** torch.randint(
+        -8, 4, (5, 30), generator=generator)
+    lengths = [4, 11, 15]
+    segment = torch.repeat_interleave(torch.arange(3), torch.tensor(lengths))
+    offsets = segment * (binning.bins + 1)
+    by_row = binning.rows_counts(rows, offsets, 3)
+    for r in range(5):
+        flat = binning.segment_counts(rows[r], offsets, 3)
+        for s, piece in enumerate(torch.split(rows[r], lengths)):
+            expected = _numpy_counts(piece, edges)
+            np.testing.assert_array_equal(flat[s].numpy(), expected)
+            np.testing.assert_array_equal(by_row[r, s].numpy(), expected)

@@ -149,12 +149,8 @@ class StepRing:
         counts = None
         if self.histogram_rows and self.binning is not None:
             picked = rows[self.histogram_rows] if len(self.histogram_rows) < self.filled else rows
-            binned = picked[:, self.histogram_start :].contiguous()
-            slots = self.histogram_segments * (self.binning.bins + 1)
-            offsets = self.histogram_offsets[None, :] + slots * torch.arange(
-                len(picked), device=rows.device)[:, None]
-            counts = self.binning.segment_counts(binned, offsets, len(picked) * self.histogram_segments)
-            counts = counts.view(len(picked), self.histogram_segments, self.binning.bins)
+            counts = self.binning.rows_counts(picked[:, self.histogram_start :], self.histogram_offsets,
+                                              self.histogram_segments)
         self.filled = 0
         self.histogram_rows = []
         return moments, counts

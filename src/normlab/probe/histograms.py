@@ -26,6 +26,7 @@ import torch
 
 DEFAULT_MIN_EXP = -7
 DEFAULT_MAX_EXP = 3
+CHUNK_ELEMENTS = 1 << 16  # values binned per pass (see segment_counts)
 
 
 class SymLogBins:
@@ -89,11 +90,33 @@ class SymLogBins:
         return index.masked_fill_(x.isnan(), self.bins)
 
     def segment_counts(self, x: torch.Tensor, slot_offsets: torch.Tensor, n_slots: int) -> torch.Tensor:
-        """Counts per segment: ``x`` and ``slot_offsets`` have one shape; offsets are ``segment * (bins + 1)``.
+        """Counts per segment: ``slot_offsets`` (``x``'s shape, or broadcastable to it) is ``segment * (bins + 1)``.
 
-        Returns an int64 tensor ``(n_slots, bins)`` from a single ``bincount``.
+        Returns an int64 tensor ``(n_slots, bins)`` from a single ``bincount``. Binned in chunks of
+        ``CHUNK_ELEMENTS``: the binning's temporaries then stay in cache and in the allocator's pool
+        (measured: whole-vector binning of a few hundred thousand values costs 2-3x more per value).
         """
         width = self.bins + 1
-        index = self.bucket(x).add_(slot_offsets)
-        counts = torch.bincount(index.reshape(-1), minlength=n_slots * width)
+        flat, offsets = x.reshape(-1), slot_offsets.broadcast_to(x.shape).reshape(-1)
+        index = torch.empty(flat.shape, dtype=torch.int64, device=x.device)
+        for start in range(0, flat.numel(), CHUNK_ELEMENTS):
+            end = start + CHUNK_ELEMENTS
+            torch.add(self.bucket(flat[start:end]), offsets[start:end], out=index[start:end])
+        counts = torch.bincount(index, minlength=n_slots * width)
         return counts.view(n_slots, width)[:, : self.bins]
+
+    def rows_counts(self, rows: torch.Tensor, slot_offsets: torch.Tensor, n_segments: int) -> torch.Tensor:
+        """Counts ``(R, n_segments, bins)`` of every row of ``rows`` ``(R, C)``, whose columns belong to
+        segments given by ``slot_offsets`` ``(C,)`` ``= segment * (bins + 1)``; one ``bincount``."""
+        n_rows, n_columns = rows.shape
+        width = self.bins + 1
+        stride = n_segments * width
+        index = torch.empty((n_rows, n_columns), dtype=torch.int64, device=rows.device)
+        per_chunk = max(1, CHUNK_ELEMENTS // max(n_columns, 1))
+        for first in range(0, n_rows, per_chunk):
+            last = min(n_rows, first + per_chunk)
+            block = self.bucket(rows[first:last]).add_(slot_offsets)
+            block.add_(torch.arange(first * stride, last * stride, stride, device=rows.device)[:, None])
+            index[first:last] = block
+        counts = torch.bincount(index.reshape(-1), minlength=n_rows * stride)
+        return counts.view(n_rows, n_segments, width)[:, :, : self.bins]
