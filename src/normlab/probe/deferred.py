@@ -115,11 +115,13 @@ class StepRing:
         histogram_start: first element of the ``grad | weight | outputs`` suffix that is binned.
         histogram_offsets: ``(length - histogram_start,)`` bin-slot offset of every binned element.
         histogram_segments: segments in that suffix.
+        act_rows: staging row (``slot * members + member``) of every kept-output segment, in order.
     """
 
     def __init__(self, capacity: int, length: int, fixed_segments: int, segment_lengths: np.ndarray,
                  device: torch.device, dtype: torch.dtype, binning: SymLogBins | None,
-                 histogram_start: int, histogram_offsets: torch.Tensor | None, histogram_segments: int):
+                 histogram_start: int, histogram_offsets: torch.Tensor | None, histogram_segments: int,
+                 act_rows: torch.Tensor):
         self.capacity, self.length, self.fixed_segments = capacity, length, fixed_segments
         self.rows = torch.empty((capacity, length), device=device, dtype=dtype)
         zeros = np.arange(len(segment_lengths)) >= fixed_segments
@@ -127,6 +129,7 @@ class StepRing:
         self.binning = binning
         self.histogram_start, self.histogram_offsets = histogram_start, histogram_offsets
         self.histogram_segments = histogram_segments
+        self.act_rows = act_rows
         self.filled = 0
         self.histogram_rows: list[int] = []
 

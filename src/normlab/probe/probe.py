@@ -165,7 +165,6 @@ class Probe:
         # Deferred reduction (see deferred.py): rings of raw step vectors, one per layout of kept outputs.
         self._rings: dict[tuple, StepRing | None] = {}
         self._ring: StepRing | None = None  # the ring holding unreduced rows, if any
-        self._ring_act_rows: torch.Tensor | None = None
         self._ring_steps: list[int] = []
         self._ring_missing: list[frozenset] = []
 
@@ -312,8 +311,7 @@ class Probe:
             if capacity >= deferred.MIN_RING_ROWS:
                 ring = StepRing(capacity, length, self._vector.fixed_segments, lengths, self._vector.device,
                                 self._vector.dtype, self.binning, self._vector.histogram_start, offsets,
-                                self._vector.histogram_param_segments + n_act)
-                ring.act_rows = act_rows
+                                self._vector.histogram_param_segments + n_act, act_rows)
             if len(self._rings) >= MAX_RINGS:  # varying shapes: keep the memory bounded
                 stale = next(k for k, r in self._rings.items() if r is None or r is not self._ring)
                 del self._rings[stale]
