@@ -30,7 +30,9 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
 
 bench: $(STAMP)
-	for f in benchmarks/*.py; do $(BIN)/python $$f || exit 1; done
+	@# Each script prints its table; the commands in benchmarks/results/*.md (with --out) update the files.
+	for f in benchmarks/*.py; do [ $$f = benchmarks/collect_results.py ] || $(BIN)/python $$f || exit 1; done
+	$(BIN)/python benchmarks/collect_results.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
