@@ -96,19 +96,25 @@ def _check_param(t: torch.Tensor | None, name: str, size: int, where: str) -> No
         raise ValueError(f"{where}: {name} must have {size} elements (one per channel), got shape {tuple(t.shape)}")
 
 
-def batch_norm(input: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
-               weight: torch.Tensor | None = None, bias: torch.Tensor | None = None, training: bool = False,
-               momentum: float = 0.1, eps: float = 1e-5) -> torch.Tensor:
-    """Batch normalization over dim 1 of (N, C, *); see :class:`normlab.nn.BatchNorm2d`."""
-    where = "batch_norm"
+def _check_per_channel_args(input, ndims, running_mean, running_var, weight, bias, momentum, eps, where) -> None:
+    """Shared checks of batch_norm and instance_norm: an (N, C, *) float input, sane eps/momentum, and
+    every per-channel tensor of length C."""
     check_floating(input, where)
-    check_ndim(input, (2, 3, 4, 5), where, "(N, C, *)")
+    check_ndim(input, ndims, where, "(N, C, *)")
     check_eps(eps, where)
     check_momentum(momentum, where)
     channels = input.shape[1]
     for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
                     ("bias", bias)):
         _check_param(t, name, channels, where)
+
+
+def batch_norm(input: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
+               weight: torch.Tensor | None = None, bias: torch.Tensor | None = None, training: bool = False,
+               momentum: float = 0.1, eps: float = 1e-5) -> torch.Tensor:
+    """Batch normalization over dim 1 of (N, C, *); see :class:`normlab.nn.BatchNorm2d`."""
+    where = "batch_norm"
+    _check_per_channel_args(input, (2, 3, 4, 5), running_mean, running_var, weight, bias, momentum, eps, where)
     if training or running_mean is None:
         check_values_per_channel(input, where)
     if not (training or running_mean is None) or input.numel() == 0:
@@ -122,14 +128,7 @@ def instance_norm(input: torch.Tensor, running_mean: torch.Tensor | None = None,
                   eps: float = 1e-5) -> torch.Tensor:
     """Instance normalization of (N, C, *): per sample and channel; see :class:`normlab.nn.InstanceNorm2d`."""
     where = "instance_norm"
-    check_floating(input, where)
-    check_ndim(input, (3, 4, 5), where, "(N, C, *)")
-    check_eps(eps, where)
-    check_momentum(momentum, where)
-    channels = input.shape[1]
-    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
-                    ("bias", bias)):
-        _check_param(t, name, channels, where)
+    _check_per_channel_args(input, (3, 4, 5), running_mean, running_var, weight, bias, momentum, eps, where)
     if not use_input_stats or input.numel() == 0:
         return F.instance_norm(input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps)
     # torch's own recipe: instance norm is batch norm of the (1, N*C, *) view, with the per-channel
