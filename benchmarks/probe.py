@@ -6,8 +6,9 @@
     Cockpit-style table of tier x interval (1, 4, 16, 64).
 
 Times are process CPU times (``time.process_time``: all threads of this process, so TensorBoard's writer
-thread counts) -- on a shared machine wall time mostly measures the scheduler -- and the minimum over
-interleaved rounds; ratios divide by the plain run measured in the same process. Usage:
+thread counts) -- on a shared machine wall time mostly measures the scheduler. (a) keeps the minimum
+over interleaved rounds; (b), where the differences are a few percent, pairs each arm's block of steps
+with the plain arm's block in the same round and reports the mean ratio with its 95% interval. Usage:
 
     .venv/bin/python benchmarks/probe.py [--rounds 3] [--out benchmarks/results/probe.md]
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import random
 import shlex
 import sys
 import tempfile
@@ -23,7 +25,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
+from scipy import stats
 from torch import nn
 
 from normlab.probe import Probe
@@ -116,19 +120,51 @@ def conv_setup(batch: int):
     return model, optimizer, x, y
 
 
-def conv_run(steps: int, batch: int, tier: str, every: int) -> float:
-    model, optimizer, x, y = conv_setup(batch)
-    probe = None
-    if tier != "plain":
-        probe = Probe(model, optimizer, every=every, histograms=(tier == "scalars+histograms"))
-    start = time.process_time()
-    for _ in range(steps):
-        nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    if probe is not None:
-        probe.close()  # the last host copy is part of the cost
-    return time.process_time() - start
+class ConvArm:
+    """One conv model (and its probe, unless ``tier`` is plain) trained in timed blocks of steps.
+
+    Every arm keeps its own model and probe for the whole measurement, so the probe's one-time set-up
+    (two warm-up steps) is not counted and a block of an interval-``e`` arm holds its share of recorded steps.
+    """
+
+    def __init__(self, batch: int, tier: str, every: int, warmup: int = 2):
+        self.model, self.optimizer, self.x, self.y = conv_setup(batch)
+        self.probe = None
+        if tier != "plain":
+            self.probe = Probe(self.model, self.optimizer, every=every, histograms=(tier == "scalars+histograms"))
+        self.block(warmup)
+
+    def block(self, steps: int) -> float:
+        start = time.process_time()
+        for _ in range(steps):
+            nn.functional.cross_entropy(self.model(self.x), self.y).backward()
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+        return time.process_time() - start
+
+
+def paired_ratios(arms: dict, rounds: int, block: int, seed: int = 0) -> dict:
+    """Per arm: the ratio of its block time to the plain arm's block time in each round.
+
+    Rounds visit the arms in a random order, so slow drifts of a shared machine hit every arm alike and
+    cancel in the per-round ratio; ``rounds * block`` should be a multiple of the longest interval.
+    """
+    order = random.Random(seed)
+    times = {key: [] for key in arms}
+    for _ in range(rounds):
+        keys = list(arms)
+        order.shuffle(keys)
+        for key in keys:
+            times[key].append(arms[key].block(block))
+    plain = np.asarray(times[("plain", 1)])
+    return {key: np.asarray(value) / plain for key, value in times.items()}, float(np.median(plain)) / block
+
+
+def mean_interval(ratios: np.ndarray) -> tuple[float, float, float]:
+    """Mean and 95% t-interval of the per-round ratios."""
+    mean = float(ratios.mean())
+    half = float(stats.t.ppf(0.975, len(ratios) - 1) * ratios.std(ddof=1) / np.sqrt(len(ratios)))
+    return mean, mean - half, mean + half
 
 
 # -- driver -------------------------------------------------------------------------------------------
@@ -143,23 +179,8 @@ def best_of(rounds: int, runs: dict[str, Callable[[], float]]) -> dict[str, floa
     return best
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions (min is kept)")
-    parser.add_argument("--anchor-steps", type=int, default=100,
-                        help="steps of the tensorboardX anchor, scaled to 1000 (it is the slow one)")
-    parser.add_argument("--conv-steps", type=int, default=24)
-    parser.add_argument("--batch", type=int, default=12)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=None, help="also write the tables (markdown) here")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    lines = [
-        f"torch {torch.__version__}, {args.threads} intra-op thread(s), {platform.processor() or platform.machine()}, "
-        f"python {platform.python_version()}; min over {args.rounds} interleaved rounds",
-        "",
-    ]
-
+def part_a(args) -> list[str]:
+    """(a): seed 000 with histograms every step; min over interleaved rounds."""
     seed000_plain(50), seed000_probe(50), seed000_tensorboardx(5)  # warm-up
     scale = SEED_STEPS / args.anchor_steps
     times = best_of(args.rounds, {
@@ -171,8 +192,10 @@ def main() -> None:
         "tensorboardx": lambda: seed000_tensorboardx(args.anchor_steps) * scale,
     })
     plain = times["plain"]
-    lines += [
+    lines = [
         f"## (a) seed 000 `ln` arm, {SEED_STEPS} steps, gradient + weight histograms of every parameter every step",
+        "",
+        f"CPU time, minimum over {args.rounds} interleaved rounds.",
         "",
         "| run | CPU time (s) | / plain | target |",
         "|---|---:|---:|---|",
@@ -190,36 +213,64 @@ def main() -> None:
         "",
     ]
     print("\n".join(lines), flush=True)
+    return lines
 
-    conv_run(2, args.batch, "plain", 1), conv_run(2, args.batch, "scalars+histograms", 1)  # warm-up
-    runs = {("plain", 1): lambda: conv_run(args.conv_steps, args.batch, "plain", 1)}
+
+def part_b(args) -> list[str]:
+    """(b): the conv net, tier x interval, paired rounds."""
+    arms = {("plain", 1): ConvArm(args.batch, "plain", 1)}
     for tier in ("scalars", "scalars+histograms"):
         for every in INTERVALS:
-            runs[(tier, every)] = (lambda t=tier, e=every: conv_run(args.conv_steps, args.batch, t, e))
-    conv = best_of(args.rounds, runs)
-    step_ms = conv[("plain", 1)] / args.conv_steps * 1e3
+            arms[(tier, every)] = ConvArm(args.batch, tier, every)
+    ratios, step_s = paired_ratios(arms, args.conv_rounds, args.conv_block)
+    step_ms = step_s * 1e3
     table = [
-        f"## (b) conv net (4 conv-BN-ReLU blocks, batch {args.batch} of 3x32x32), {args.conv_steps} steps, "
-        f"plain step {step_ms:.0f} ms",
+        f"## (b) conv net (4 conv-BN-ReLU blocks, batch {args.batch} of 3x32x32), plain step {step_ms:.0f} ms",
         "",
-        "CPU time / plain (target for the scalar tier every step: <= 1.05).",
+        f"CPU time / plain: mean over {args.conv_rounds} rounds of the per-round ratio (each arm trains "
+        f"{args.conv_block} steps per round, arms in random order), with its 95% interval. "
+        "Target for the scalar tier every step: <= 1.05.",
         "",
         "| tier \\ every | " + " | ".join(str(e) for e in INTERVALS) + " |",
         "|---|" + "---:|" * len(INTERVALS),
     ]
     for tier in ("scalars", "scalars+histograms"):
-        ratios = [conv[(tier, e)] / conv[("plain", 1)] for e in INTERVALS]
-        table.append(f"| {tier} | " + " | ".join(f"{r:.3f}" for r in ratios) + " |")
-    note = ("Noise: ratios below 1.00 at long intervals are run-to-run noise of this shared machine (the "
-            "probe cannot make training faster); read differences smaller than that as zero.")
-    table += ["", note]
+        cells = []
+        for every in INTERVALS:
+            mean, low, high = mean_interval(ratios[(tier, every)])
+            cells.append(f"{mean:.3f} ({low:.3f}-{high:.3f})")
+        table.append(f"| {tier} | " + " | ".join(cells) + " |")
     print("\n".join(table))
-    lines += [*table, ""]
     if step_ms < 50:
         print(f"note: plain step {step_ms:.0f} ms < 50 ms; raise --batch", file=sys.stderr)
+    return [*table, ""]
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions (min is kept)")
+    parser.add_argument("--anchor-steps", type=int, default=100,
+                        help="steps of the tensorboardX anchor, scaled to 1000 (it is the slow one)")
+    parser.add_argument("--conv-rounds", type=int, default=16, help="(b): rounds of paired blocks")
+    parser.add_argument("--conv-block", type=int, default=8, help="(b): steps per arm per round")
+    parser.add_argument("--batch", type=int, default=12)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--parts", default="a,b", help="which parts to run: a, b or a,b")
+    parser.add_argument("--out", type=Path, default=None, help="also write the tables (markdown) here")
+    args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    torch.set_num_threads(args.threads)
+    lines = [
+        f"torch {torch.__version__}, {args.threads} intra-op thread(s), {platform.processor() or platform.machine()}, "
+        f"python {platform.python_version()}",
+        "",
+    ]
+    if "a" in parts:
+        lines += part_a(args)
+    if "b" in parts:
+        lines += part_b(args)
     if args.out is not None:
-        command = "cd /work/main && .venv/bin/python benchmarks/probe.py " + shlex.join(sys.argv[1:])
+        command = ".venv/bin/python benchmarks/probe.py " + shlex.join(sys.argv[1:])
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text("# normlab.probe overhead\n\nCommand: `" + command + "`\n\n" + "\n".join(lines))
 

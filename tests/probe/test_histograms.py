@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from hypothesis import given, settings
@@ -90,6 +91,13 @@ def test_probe_histograms_equal_numpy_per_tensor(reduce_in_hook, monkeypatch):
         np.testing.assert_array_equal(rows["count"].to_numpy(), _numpy_counts(outputs[step], edges))
     # scalars are also recorded on every histogram step
     assert set(probe.scalars().step) == {0, 1, 2, 3}
+    # the sparse table is the full one without its empty bins, with only the categories that occur
+    sparse = probe.histograms(empty_bins=False)
+    occupied = table[table["count"] > 0].reset_index(drop=True)
+    assert 0 < len(sparse) < len(table)
+    pd.testing.assert_frame_equal(sparse.astype({"name": str, "kind": str}),
+                                  occupied.astype({"name": str, "kind": str}))
+    assert set(sparse["name"].cat.categories) == set(occupied["name"])
 
 
 def test_histograms_off_gives_empty_table_with_columns():

@@ -80,6 +80,15 @@ class GroupedSegments:
         inverse[order] = np.arange(len(order))
         self.inverse = torch.as_tensor(inverse, device=device)  # grouped position of each segment
         self.identity = bool(np.array_equal(inverse, np.arange(len(inverse))))
+        self._buffer: torch.Tensor | None = None
+
+    def _scratch(self, block: torch.Tensor) -> torch.Tensor:
+        """A reused buffer shaped like ``block``: a fresh multi-megabyte temporary per reduction costs more
+        in page faults than the arithmetic (measured: 1.0 ms vs 0.4 ms for 1.5M floats)."""
+        size = block.numel()
+        if self._buffer is None or self._buffer.numel() < size or self._buffer.dtype != block.dtype:
+            self._buffer = torch.empty(size, device=block.device, dtype=block.dtype)
+        return self._buffer[:size].view(block.shape)
 
     def moments(self, rows: torch.Tensor) -> torch.Tensor:
         """Raw moments ``(K, 4, S)`` (mean, var, absmax, zero fraction) of every segment of ``rows`` ``(K, L)``."""
@@ -93,7 +102,9 @@ class GroupedSegments:
             source = gathered if is_gathered else rows
             block = source[:, start : start + count * n].reshape(k, count, n)
             mean = block.mean(dim=2)
-            var = torch.linalg.vector_norm(block - mean[..., None], dim=2).square_().div_(n)
+            centered = self._scratch(block)
+            torch.sub(block, mean[..., None], out=centered)
+            var = torch.linalg.vector_norm(centered, dim=2).square_().div_(n)
             absmax = torch.maximum(block.amax(dim=2), block.amin(dim=2).neg_())
             if want_zeros:
                 zero_frac = 1 - torch.count_nonzero(block, dim=2).to(rows.dtype) / n
@@ -137,11 +148,17 @@ class StepRing:
     def full(self) -> bool:
         return self.filled == self.capacity
 
-    def append(self, pieces: list[torch.Tensor], histogram: bool) -> None:
-        """Copy one step vector (given as flat pieces laid end to end) into the next row: one kernel."""
+    def next_row(self) -> torch.Tensor:
+        """The row the next :meth:`append` fills (a step can write its fixed regions there directly)."""
+        return self.rows[self.filled]
+
+    def append(self, pieces: list[torch.Tensor], histogram: bool, start: int = 0) -> None:
+        """Copy one step vector (given as flat pieces laid end to end) into the next row: one kernel.
+        ``start``: the first ``start`` values of the row are already written (staged there)."""
         if histogram:
             self.histogram_rows.append(self.filled)
-        torch.cat(pieces, out=self.rows[self.filled])
+        if pieces:
+            torch.cat(pieces, out=self.rows[self.filled, start:])
         self.filled += 1
 
     def reduce(self) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -168,6 +168,7 @@ class Probe:
         self._ring_steps: list[int] = []
         self._ring_missing: list[frozenset] = []
 
+        self._staged_row: tuple[StepRing, int] | None = None  # (ring, row) the fixed regions are written to
         self._step = 0
         self._captured = False
         self._missing_grads: frozenset = frozenset()
@@ -215,7 +216,16 @@ class Probe:
             torch.cat([g.reshape(-1) for g in grads], out=self._vector.region("grad"))
         self._missing_grads = frozenset(("grad", i) for i, p in enumerate(self._params) if p.grad is None)
 
+    def _stage(self) -> None:
+        """Point the step vector's fixed regions at the next row of the current ring, if there is room:
+        when the step keeps that ring, the row is then already written (no copy of the fixed regions)."""
+        ring = self._ring
+        target = ring.next_row()[: self._vector.fixed_total] if ring is not None and not ring.full else None
+        self._vector.stage(target)
+        self._staged_row = (ring, ring.filled) if target is not None else None
+
     def _capture_weights(self) -> None:
+        self._stage()  # the first capture of a step (in both the hooked and the manual cycle)
         if self._params:
             self._flatten_params_into(self._vector.region("weight"))
 
@@ -228,8 +238,8 @@ class Probe:
     @torch.no_grad()
     def _before_step(self) -> None:
         if self.schedule.records(self._step):
-            self._capture_gradients()
             self._capture_weights()
+            self._capture_gradients()
             self._captured = True
 
     @torch.no_grad()
@@ -270,8 +280,11 @@ class Probe:
         if not staged:
             ring = self._ring_for(kept)
             if ring is not None:  # deferred: one copy now, the reduction every ring.capacity steps
-                slots = sorted(kept)
-                ring.append([self._vector.fixed(), *(kept[slot].reshape(-1) for slot in slots)], histogram_step)
+                outputs = [kept[slot].reshape(-1) for slot in sorted(kept)]
+                if self._staged_row == (ring, ring.filled):  # the fixed regions are in the row already
+                    ring.append(outputs, histogram_step, start=self._vector.fixed_total)
+                else:
+                    ring.append([self._vector.fixed(), *outputs], histogram_step)
                 self._ring_steps.append(step)
                 self._ring_missing.append(frozenset(missing))
                 if ring.full:
@@ -387,12 +400,18 @@ class Probe:
             self._scalars_cache = scalars_frame(self.catalog, self._scalar_buffer.chunks)
         return self._scalars_cache.copy()
 
-    def histograms(self) -> pd.DataFrame:
-        """All histogram records so far: ``step, member, name, kind, bin_lo, bin_hi, count``."""
+    def histograms(self, *, empty_bins: bool = True) -> pd.DataFrame:
+        """All histogram records so far: ``step, member, name, kind, bin_lo, bin_hi, count``.
+
+        Every bin of every histogram by default (pivots straight into a step × bin grid);
+        ``empty_bins=False`` returns only the bins with a nonzero count (far fewer rows, same information).
+        """
         self._reduce_ring()
         self._flush()
+        chunks = self._histogram_buffer.chunks if self._histogram_buffer is not None else []
+        if not empty_bins:
+            return histograms_frame(self.catalog, chunks, empty_bins=False)
         if self._histograms_cache is None:
-            chunks = self._histogram_buffer.chunks if self._histogram_buffer is not None else []
             self._histograms_cache = histograms_frame(self.catalog, chunks)
         return self._histograms_cache.copy()
 

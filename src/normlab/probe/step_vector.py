@@ -48,14 +48,34 @@ class StepVector:
         self.members = params.members
         self._fixed_lengths = [*params.lengths, *running.lengths, *running.lengths, *params.lengths, *params.lengths]
         self._vector = torch.zeros(self.fixed_total, device=device, dtype=dtype)
+        self._staged: torch.Tensor | None = None  # where the fixed regions are written, if not in _vector
         self._keys: dict[tuple, tuple] = {}
         self._regions: dict[str, torch.Tensor] = {}
 
     def region(self, name: str) -> torch.Tensor:
         view = self._regions.get(name)
-        if view is None:  # views are cached until the vector grows
-            view = self._regions[name] = self._vector[self._slices[name]]
+        if view is None:  # views are cached until the vector grows or is staged elsewhere
+            view = self._regions[name] = self.fixed()[self._slices[name]]
         return view
+
+    def stage(self, target: torch.Tensor | None) -> None:
+        """Write this step's fixed regions into ``target`` (``fixed_total`` values, e.g. the next row of a
+        ring: the step then needs no copy into it) instead of the own vector; ``None``: the own vector."""
+        if target is not None and target.shape != (self.fixed_total,):
+            raise ValueError(f"StepVector.stage: expected ({self.fixed_total},), got {tuple(target.shape)}")
+        if target is not self._staged:
+            self._staged = target
+            self._regions = {}
+
+    @property
+    def staged(self) -> torch.Tensor | None:
+        return self._staged
+
+    def unstage(self) -> None:
+        """Copy the staged fixed regions back into the own vector (before :meth:`reduce`)."""
+        if self._staged is not None:
+            self._vector[: self.fixed_total].copy_(self._staged)
+            self.stage(None)
 
     def _reserve(self, total: int) -> None:
         if self._vector.numel() < total:  # grow, keeping the regions captured before the step
@@ -90,7 +110,7 @@ class StepVector:
 
     def fixed(self) -> torch.Tensor:
         """The fixed regions ``update | running value | running Δ | grad | weight``, as one flat view."""
-        return self._vector[: self.fixed_total]
+        return self._staged if self._staged is not None else self._vector[: self.fixed_total]
 
     def layout(self, kept: dict[int, torch.Tensor], members: int) -> tuple:
         """``(activation elements, staging rows, histogram offsets, activation segments, segment lengths)``
@@ -113,6 +133,7 @@ class StepVector:
         total, segment, counts, rows, offsets, n_act, plan, _ = self._activation_key(
             slots, tuple(t.shape for t in tensors), members)
         live = self.fixed_total + total
+        self.unstage()
         self._reserve(live)
         vector = self._vector[:live]
         if tensors:

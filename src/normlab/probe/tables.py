@@ -3,7 +3,7 @@
 The device rows hold raw moments in a fixed layout described by a ``Catalog``; this module is the only
 place that knows that layout. Scalars: ``step, member, name, kind, stat, value``. Histograms:
 ``step, member, name, kind, bin_lo, bin_hi, count`` (every bin, empty ones included, so a table pivots
-straight into a step × bin heatmap).
+straight into a step × bin heatmap; or only the occupied bins, for storage).
 """
 
 from __future__ import annotations
@@ -95,11 +95,17 @@ class _Columns:
 
 
 def _tiled_categorical(label: np.ndarray, n_rows: int, valid: np.ndarray, repeat: int = 1) -> pd.Categorical:
-    """``pd.Categorical(np.tile(np.repeat(label, repeat), n_rows)[valid])``, built from integer codes: the
-    strings are factorized once per row layout instead of once per table cell."""
+    """``pd.Categorical(np.tile(np.repeat(label, repeat), n_rows)[valid])`` with only the categories that
+    occur, built from integer codes: the strings are factorized once per row layout, not once per cell,
+    and the unused categories are found per column (``valid.any`` over rows), never by sorting the table."""
     categories, codes = np.unique(label.astype(str), return_inverse=True)
-    codes = np.tile(np.repeat(codes.reshape(-1), repeat), n_rows)[valid]
-    return pd.Categorical.from_codes(codes, categories=pd.Index(categories)).remove_unused_categories()
+    codes = np.repeat(codes.reshape(-1), repeat)
+    present = valid.reshape(n_rows, len(codes)).any(axis=0)
+    used = np.unique(codes[present])
+    remap = np.full(len(categories), -1, dtype=np.int32)
+    remap[used] = np.arange(len(used), dtype=np.int32)
+    codes = np.tile(remap[codes], n_rows)[valid]
+    return pd.Categorical.from_codes(codes, categories=pd.Index(categories[used]))
 
 
 def _segment_labels(names: Sequence[str], members: int) -> tuple[np.ndarray, np.ndarray]:
@@ -189,8 +195,10 @@ def _scalars_chunk(catalog: Catalog, chunk: Chunk) -> pd.DataFrame:
     return out.frame(chunk.steps)
 
 
-def histograms_frame(catalog: Catalog, chunks: Sequence[Chunk]) -> pd.DataFrame:
-    frames = [_histograms_chunk(catalog, chunk) for chunk in _merged(chunks)]
+def histograms_frame(catalog: Catalog, chunks: Sequence[Chunk], empty_bins: bool = True) -> pd.DataFrame:
+    """``empty_bins=False`` leaves out the bins with count 0 (the long table is then sparse: typically most
+    of a tensor's bins are empty, and the rows are dropped before any column is built)."""
+    frames = [_histograms_chunk(catalog, chunk, empty_bins) for chunk in _merged(chunks)]
     return _concat(frames, ("name", "kind")) if frames else empty_histograms()
 
 
@@ -203,7 +211,7 @@ def _concat(frames: list[pd.DataFrame], categorical: tuple[str, ...]) -> pd.Data
     return frame
 
 
-def _histograms_chunk(catalog: Catalog, chunk: Chunk) -> pd.DataFrame:
+def _histograms_chunk(catalog: Catalog, chunk: Chunk, empty_bins: bool) -> pd.DataFrame:
     edges, members = catalog.bin_edges, catalog.members
     bins = len(edges) - 1
     n, segments = len(chunk.steps), catalog.histogram_segments
@@ -218,6 +226,8 @@ def _histograms_chunk(catalog: Catalog, chunk: Chunk) -> pd.DataFrame:
     valid = np.ones((n, segments), dtype=bool)
     valid[:, : len(slots) * members] = np.repeat(_missing_mask(chunk, lambda i: ("act", i), len(slots)), members, 1)
     valid = np.repeat(valid, bins, axis=1).reshape(-1)
+    if not empty_bins:
+        valid &= chunk.values.reshape(-1) > 0
     per_row = segments * bins
     frame = {
         "step": np.repeat(chunk.steps, per_row)[valid],

@@ -235,8 +235,7 @@ def train_arm(config: Config, ctx: CellContext) -> CellResult:
         scalars = probe.scalars()
         scalars = scalars[scalars["kind"].isin(["grad", "weight", "update", "global"])].reset_index(drop=True)
         scalars["seed"] = seed_of[scalars["member"].to_numpy()]
-        hists = probe.histograms()
-        hists = hists[hists["count"] > 0].reset_index(drop=True)  # long format: absent bins are empty
+        hists = probe.histograms(empty_bins=False)  # long format: absent bins are empty
         hists["seed"] = seed_of[hists["member"].to_numpy()]
     return CellResult(metrics=metrics, probe_scalars=scalars, probe_histograms=hists,
                       extra={"predictions": predictions})

@@ -146,8 +146,8 @@ def train_arm(c: Config, arm: str, seeds: tuple[int, ...], n_train: int, progres
     if probe:  # probe rows name members 0..N-1: add the seed; keep only occupied histogram bins
         member_seed = dict(enumerate(seeds))
         out["probe_scalars"] = instrument.scalars().assign(seed=lambda d: d["member"].map(member_seed))
-        hist = instrument.histograms()
-        out["probe_histograms"] = hist[hist["count"] > 0].assign(seed=lambda d: d["member"].map(member_seed))
+        hist = instrument.histograms(empty_bins=False)
+        out["probe_histograms"] = hist.assign(seed=lambda d: d["member"].map(member_seed))
     return out
 
 
