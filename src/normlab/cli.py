@@ -102,6 +102,7 @@ def run(
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary instead of text."),
     progress: str = typer.Option("auto", "--progress", help="auto | rich | plain | none."),
     no_report: bool = typer.Option(False, "--no-report", help="Only run the cells (build it later: normlab report)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Cells run at once in worker processes (0 = one per CPU core)."),
 ) -> None:
     """Run a study (resuming OUT if it holds the same study and config), then write its report."""
     from normlab.lab.progress import make_progress
@@ -113,13 +114,15 @@ def run(
     out = out or Path("runs") / s.name
     if progress not in ("auto", "rich", "plain", "none"):
         _fail(f"--progress: expected auto, rich, plain or none, got {progress!r}")
+    if jobs < 0:
+        _fail(f"--jobs: expected a non-negative number (0 = one per CPU core), got {jobs}")
     try:
         s.cells(config)  # a study validates its config here (e.g. unknown arms): a clear error, not a traceback
     except ValueError as e:
         _fail(f"{s.name}: {e}")
     try:
         outcome = run_study(s, config, out, progress=make_progress("none" if json_out else progress),
-                            report=not no_report)
+                            report=not no_report, jobs=jobs)
     except RunDirError as e:
         _fail(str(e))
     if json_out:

@@ -49,6 +49,8 @@ class ToyStudy(Study):
             for s, v in zip(ctx.cell.seeds, losses.tolist(), strict=True):
                 rows.append((s, step, "loss", v))
             ctx.progress(step + 1, config.steps)
+        if os.environ.get("TOY_FAIL_ARM") == ctx.cell.arm:  # lets the parallel test see a failing cell
+            raise ValueError(f"toy: arm {ctx.cell.arm} fails on request")
         if os.environ.get("TOY_HANG_ARM") == ctx.cell.arm:  # lets the kill -9 test interrupt mid-study
             open(os.path.join(os.environ["TOY_MARK_DIR"], f"{ctx.cell.arm}.started"), "w").close()
             time.sleep(600)

@@ -233,9 +233,13 @@ def unstack_member(stacked: nn.Module, index: int) -> dict[str, torch.Tensor]:
     return {k: v[index].detach().clone() for k, v in stacked.state_dict().items()}
 
 
-def per_member_flat(tensors: Sequence[torch.Tensor], n: int) -> torch.Tensor:
-    """Concatenate stacked tensors ``(N, ...)`` into ``(N, P)`` (e.g. all gradients of each member)."""
-    return torch.cat([t.reshape(n, -1) for t in tensors], dim=1)
+def per_member_flat(tensors: Sequence[torch.Tensor], n: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Concatenate stacked tensors ``(N, ...)`` into ``(N, P)`` (e.g. all gradients of each member);
+    ``out``: a preallocated ``(N, P)`` buffer to write into (a training loop reuses one every step)."""
+    pieces = [t.reshape(n, -1) for t in tensors]
+    if out is None:
+        return torch.cat(pieces, dim=1)
+    return torch.cat(pieces, dim=1, out=out)
 
 
 def run_sequential(seeds: Sequence[int], fn: Callable[[int], pd.DataFrame]) -> pd.DataFrame:

@@ -3,7 +3,8 @@
 ``run_study`` walks ``study.cells(config)`` in order. For each cell not already done it seeds torch from
 the cell's key (so a resumed cell computes the same numbers as in an uninterrupted run), calls
 ``study.run_cell``, checks the metrics table, and stores it with its DONE marker. Cells run one after the
-other; inside a cell a study trains its seeds together as one vectorized ensemble
+other, or ``jobs`` at a time in worker processes (:mod:`normlab.lab.parallel`); inside a cell a study
+trains its seeds together as one vectorized ensemble
 (:mod:`normlab.lab.ensemble`) or one by one (:func:`normlab.lab.ensemble.run_sequential`).
 """
 
@@ -103,49 +104,53 @@ def run_study(
     progress: Progress | None = None,
     report: bool = True,
     tensorboard: bool = True,
+    jobs: int = 1,
 ) -> RunOutcome:
     """Run every cell of ``study`` under ``config`` into ``out_dir`` and (by default) build the report.
 
     An existing ``out_dir`` created with the same study and config is resumed: done cells are skipped. A
-    different config raises :class:`~normlab.lab.store.RunDirError`.
+    different config raises :class:`~normlab.lab.store.RunDirError`. ``jobs > 1`` runs that many cells at
+    once in worker processes (``0``: one per CPU core; see :mod:`normlab.lab.parallel`); every cell is
+    seeded from its key and runs with the same thread count, so its numbers do not depend on ``jobs``.
     """
+    from normlab.lab.parallel import resolve_jobs, run_cells_in_workers
+
+    jobs = resolve_jobs(jobs)
     progress = progress or Progress()
     t0 = time.perf_counter()
     threads_before = torch.get_num_threads()
-    if getattr(study, "threads", None):
-        torch.set_num_threads(int(study.threads))  # recorded in env.json below
+    threads = int(study.threads) if getattr(study, "threads", None) else max(1, threads_before // jobs)
+    torch.set_num_threads(threads)  # recorded in env.json below
     store = RunStore(out_dir)
     cells = list(study.cells(config))
     check_cells(study, cells)
-    store.init(study.name, config_to_dict(config), environment(str(device)))
+    env = environment(str(device))
+    env["jobs"] = jobs
+    store.init(study.name, config_to_dict(config), env)
     outcome = RunOutcome(run_dir=store.run_dir)
     progress.start(len(cells), study.name)
     try:
+        pending = []
         for i, cell in enumerate(cells):
-            label = cell.arm + "".join(f" {k}={v}" for k, v in cell.params)
             if store.is_done(cell):
-                progress.start_cell(i, label, skipped=True)
+                progress.start_cell(i, cell_label(cell), skipped=True)
                 outcome.cells_skipped.append(cell.key)
-                continue
-            progress.start_cell(i, label)
-            cell_dir = store.prepare_cell(cell)
-            ctx = CellContext(
-                cell=cell,
-                device=torch.device(device),
-                probe_dir=cell_dir / "probe",
-                tb_dir=cell_dir / "tb" if tensorboard else None,
-                progress=progress.update,
-            )
-            ctx.probe_dir.mkdir()
-            torch.manual_seed(cell_seed(cell))
-            tc = time.perf_counter()
-            result = check_result(study, cell, study.run_cell(config, ctx))
-            seconds = time.perf_counter() - tc
-            if tensorboard and len(result.metrics):
-                write_tensorboard(cell_dir / "tb" / "metrics", result.metrics)
-            store.write_cell(cell, result, seconds)
-            outcome.cells_run.append(cell.key)
-            progress.end_cell(seconds)
+            else:
+                pending.append((i, cell))
+        if jobs > 1 and len(pending) > 1:
+            progress.message(f"{len(pending)} cells in {min(jobs, len(pending))} worker processes, "
+                             f"{threads} torch thread(s) each")
+            for i, cell, seconds in run_cells_in_workers(study, config, store.run_dir, pending, jobs, threads,
+                                                         str(device), tensorboard):
+                progress.start_cell(i, cell_label(cell))
+                progress.end_cell(seconds)
+                outcome.cells_run.append(cell.key)
+        else:
+            for i, cell in pending:
+                progress.start_cell(i, cell_label(cell))
+                seconds = run_cell(study, config, store, cell, device, tensorboard, progress.update)
+                outcome.cells_run.append(cell.key)
+                progress.end_cell(seconds)
     finally:
         progress.close()
         torch.set_num_threads(threads_before)
@@ -155,3 +160,29 @@ def run_study(
         outcome.claims, outcome.report = build_report(study, store.run_dir)
     outcome.seconds = time.perf_counter() - t0
     return outcome
+
+
+def cell_label(cell: Cell) -> str:
+    return cell.arm + "".join(f" {k}={v}" for k, v in cell.params)
+
+
+def run_cell(study: Study, config: Any, store: RunStore, cell: Cell, device: str | torch.device,
+             tensorboard: bool, update=None) -> float:
+    """Run one cell into its (wiped) directory and store it with its DONE marker; returns its seconds."""
+    cell_dir = store.prepare_cell(cell)
+    ctx = CellContext(
+        cell=cell,
+        device=torch.device(device),
+        probe_dir=cell_dir / "probe",
+        tb_dir=cell_dir / "tb" if tensorboard else None,
+        **({"progress": update} if update is not None else {}),
+    )
+    ctx.probe_dir.mkdir()
+    torch.manual_seed(cell_seed(cell))
+    tc = time.perf_counter()
+    result = check_result(study, cell, study.run_cell(config, ctx))
+    seconds = time.perf_counter() - tc
+    if tensorboard and len(result.metrics):
+        write_tensorboard(cell_dir / "tb" / "metrics", result.metrics)
+    store.write_cell(cell, result, seconds)
+    return seconds

@@ -191,6 +191,11 @@ def train_arm(config: Config, ctx: CellContext) -> CellResult:
     eval_steps = sorted(set(range(0, steps, config.eval_every)) | {steps - 1})
     # grad_spread, grad_kurtosis (of the gradient at that step), then train (eval mode), interp, extrap
     evals = torch.empty((5, len(eval_steps), n), device=ctx.device)
+    grads = torch.empty((n, sum(p[0].numel() for p in params)), device=ctx.device)  # reused every step
+    # The three held-out splits in one eval-mode forward (every layer acts row by row without dropout).
+    eval_x = torch.cat([x["train"], x["interp"], x["extrap"]])
+    eval_y = [y_fit["train"], y_fit["interp"], y_fit["extrap"]]
+    split_sizes = [len(v) for v in eval_y]
     probe = _make_probe(config, model, opt)
     ei = 0
     try:
@@ -200,9 +205,9 @@ def train_arm(config: Config, ctx: CellContext) -> CellResult:
             losses.sum().backward()  # the sum: each member gets exactly its own MSELoss gradient
             is_eval = ei < len(eval_steps) and step == eval_steps[ei]
             with torch.no_grad():
-                g = per_member_flat([p.grad for p in params], n)  # (N, P): every gradient entry of a member
-                per_step[0, step] = losses * loss_scale
-                per_step[1, step] = g.norm(dim=1)
+                g = per_member_flat([p.grad for p in params], n, out=grads)  # (N, P): a member's gradient
+                torch.mul(losses, loss_scale, out=per_step[0, step])
+                torch.linalg.vector_norm(g, dim=1, out=per_step[1, step])
                 if is_eval:
                     evals[0, ei] = g.std(dim=1)
                     evals[1, ei] = excess_kurtosis(g, dim=1)
@@ -212,9 +217,9 @@ def train_arm(config: Config, ctx: CellContext) -> CellResult:
                 # Evaluated after the update: the model as it stands at the end of `step`.
                 model.eval()
                 with torch.no_grad():
-                    for j, split in enumerate(("train", "interp", "extrap")):
-                        pred = model(x[split]).squeeze(-1)
-                        evals[2 + j, ei] = member_losses(pred, y_fit[split]) * loss_scale
+                    preds = model(eval_x).squeeze(-1).split(split_sizes, dim=1)
+                    for j, (pred, truth) in enumerate(zip(preds, eval_y, strict=True)):
+                        evals[2 + j, ei] = member_losses(pred, truth) * loss_scale
                 model.train()
                 ei += 1
             if step % 25 == 0 or step == steps - 1:
