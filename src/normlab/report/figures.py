@@ -152,5 +152,8 @@ def save_figure(fig: plt.Figure, directory: Path, name: str) -> dict[str, Path]:
         path = Path(directory) / f"{name}.{fmt}"
         atomic_write_bytes(path, figure_bytes(fig, fmt))
         paths[fmt] = path
+        # The first save ran the constrained layout; keep those positions for the second format instead of
+        # solving the layout again (it is a third of a figure's drawing time).
+        fig.set_layout_engine("none")
     plt.close(fig)
     return paths
