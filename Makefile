@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/normlab run ln-gradients --out runs/ln-gradients
+	$(BIN)/normlab run ln-gradients --jobs 0 --out runs/ln-gradients
 
 test: $(STAMP)
 	$(BIN)/ruff check .
