@@ -115,6 +115,17 @@ def test_save_writes_both_tables_atomically_and_they_read_back(tmp_path):
     assert len(list(out.iterdir())) == 2
 
 
+def test_changing_a_returned_table_does_not_change_the_records():
+    probe = _run_with_optimizer_hooks(3, histograms=True, bins=8)
+    for read in (probe.scalars, probe.histograms):
+        first = read()
+        expected = first.copy(deep=True)
+        column = "value" if "value" in first else "count"
+        first.loc[:, column] = -1
+        first["extra"] = 0
+        pd.testing.assert_frame_equal(read(), expected)
+
+
 def test_close_removes_hooks_and_keeps_records():
     model = seed000_ln_model()
     x, y = seed000_data()

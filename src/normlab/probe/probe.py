@@ -46,6 +46,14 @@ _data_ptr = torch.Tensor.data_ptr
 MAX_RINGS = 4  # rings kept for layouts of kept outputs (a smaller last batch is a second layout)
 
 
+def _handout(cached: pd.DataFrame) -> pd.DataFrame:
+    """A copy of a cached table that the caller may modify freely. Under pandas' copy-on-write (the default
+    from pandas 3) a shallow copy is that, and free; otherwise the data is copied."""
+    major = int(pd.__version__.split(".")[0])
+    copy_on_write = major >= 3 or bool(getattr(pd.options.mode, "copy_on_write", False))
+    return cached.copy(deep=not copy_on_write)
+
+
 def _resolve_members(model: nn.Module, members: object) -> int:
     if members is None:
         members = getattr(model, "ensemble_size", None)
@@ -398,7 +406,7 @@ class Probe:
         self._flush()
         if self._scalars_cache is None:
             self._scalars_cache = scalars_frame(self.catalog, self._scalar_buffer.chunks)
-        return self._scalars_cache.copy()
+        return _handout(self._scalars_cache)
 
     def histograms(self, *, empty_bins: bool = True) -> pd.DataFrame:
         """All histogram records so far: ``step, member, name, kind, bin_lo, bin_hi, count``.
@@ -413,7 +421,7 @@ class Probe:
             return histograms_frame(self.catalog, chunks, empty_bins=False)
         if self._histograms_cache is None:
             self._histograms_cache = histograms_frame(self.catalog, chunks)
-        return self._histograms_cache.copy()
+        return _handout(self._histograms_cache)
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write ``scalars.parquet`` and ``histograms.parquet`` into ``directory``, each atomically."""
