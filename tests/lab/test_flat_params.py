@@ -74,18 +74,30 @@ def test_flattening_keeps_outputs_names_and_state_dict():
 
 
 def test_probe_reads_a_flattened_ensemble():
+    # The parameters are strided views: the probe must read their current values at every step (a flat
+    # copy made once would freeze the weight statistics and zero the update).
     x, y = _data()
     model = _model()
     flat = flatten_parameters(model, MEMBERS)
     optimizer = torch.optim.Adam([flat.param], lr=0.01)
+    expected = []  # (step, name, member, kind, naive norm)
     with Probe(model, optimizer) as probe:
-        member_losses(model(x).squeeze(-1), y).sum().backward()
-        expected = flat.grad.norm(dim=1).clone()
-        optimizer.step()
-        flat.zero_grad()
+        for step in range(3):
+            member_losses(model(x).squeeze(-1), y).sum().backward()
+            before = {name: p.detach().clone() for name, p in model.named_parameters()}
+            for name, p in model.named_parameters():
+                for m in range(MEMBERS):
+                    expected.append((step, name, m, "grad", p.grad[m].norm().item()))
+                    expected.append((step, name, m, "weight", p[m].norm().item()))
+            optimizer.step()
+            flat.zero_grad()
+            for name, p in model.named_parameters():
+                for m in range(MEMBERS):
+                    expected.append((step, name, m, "update", (p[m] - before[name][m]).norm().item()))
     table = probe.scalars()
-    got = table[(table.kind == "global") & (table.stat == "grad_norm")].sort_values("member")["value"]
-    torch.testing.assert_close(torch.tensor(got.to_numpy(), dtype=torch.float32), expected)
+    norms = table[table.stat == "norm"].set_index(["step", "name", "member", "kind"])["value"]
+    for step, name, member, kind, value in expected:
+        assert norms[(step, name, member, kind)] == pytest.approx(value, rel=1e-5, abs=1e-7), (step, name, kind)
 
 
 def test_bad_input_is_rejected():
