@@ -31,6 +31,7 @@ import torch
 import torch.nn as tnn
 
 from normlab.lab.ensemble import make_ensemble, member_losses
+from normlab.lab.flat_params import flatten_parameters
 from normlab.lab.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
 from normlab.probe import Probe
 from normlab.studies import _overfitting_report as report
@@ -101,7 +102,8 @@ def train_arm(c: Config, arm: str, seeds: tuple[int, ...], n_train: int, progres
     stack = {k: torch.stack([d[k] for d in data]).to(device) for k in data[0]}  # (N, n, 1)
     grid = torch.linspace(-1, 1, 101, device=device).unsqueeze(1)
     model = make_ensemble(lambda: mlp(c.n_hidden, p), seeds).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=c.lr, momentum=c.momentum,
+    flat = flatten_parameters(model, len(seeds))  # one optimizer tensor (lab/flat_params.py): same updates
+    opt = torch.optim.SGD([flat.param], lr=c.lr, momentum=c.momentum,
                           weight_decay=c.weight_decay if use_wd else 0.0)
     rows: list[tuple[int, int, str, float]] = []
 
@@ -125,7 +127,7 @@ def train_arm(c: Config, arm: str, seeds: tuple[int, ...], n_train: int, progres
     with instrument:
         for step in range(1, c.steps + 1):
             losses = member_losses(model(stack["train_x"]), stack["train_y"])  # (N,)
-            opt.zero_grad()
+            flat.zero_grad()
             losses.sum().backward()  # sum: each member gets its own MSE gradient
             opt.step()
             if step % c.eval_every == 0 or step == c.steps:
