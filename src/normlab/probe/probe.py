@@ -33,6 +33,7 @@ from torch import nn
 from normlab.probe import deferred
 from normlab.probe.buffer import DeviceBuffer
 from normlab.probe.deferred import StepRing
+from normlab.probe.flatten import Flattener
 from normlab.probe.histograms import SymLogBins
 from normlab.probe.hooks import ActivationHooks, ModuleSelector, select_modules
 from normlab.probe.schedule import Schedule, _positive_int
@@ -42,26 +43,7 @@ from normlab.probe.tables import Catalog, histograms_frame, scalars_frame
 from normlab.probe.writers import TensorBoardWriter, write_parquet_atomic
 
 RUNNING_BUFFERS = ("running_mean", "running_var")
-_data_ptr = torch.Tensor.data_ptr
 MAX_RINGS = 4  # rings kept for layouts of kept outputs (a smaller last batch is a second layout)
-
-
-def _flat_views(tensors: list[torch.Tensor]) -> list[torch.Tensor] | None:
-    """Flat views of ``tensors`` (they see later in-place updates), or None if one is not contiguous."""
-    if all(t.is_contiguous() for t in tensors):
-        return [t.detach().view(-1) for t in tensors]
-    return None
-
-
-def _concatenate(tensors: list[torch.Tensor], out: torch.Tensor) -> None:
-    """``torch.cat([t.reshape(-1) for t in tensors], out=out)`` with no temporary copy of strided tensors."""
-    if all(t.is_contiguous() for t in tensors):
-        torch.cat([t.view(-1) for t in tensors], out=out)
-        return
-    start = 0
-    for t in tensors:
-        out[start : start + t.numel()].view(t.shape).copy_(t)
-        start += t.numel()
 
 
 def _handout(cached: pd.DataFrame) -> pd.DataFrame:
@@ -181,11 +163,8 @@ class Probe:
         self._act_moments = torch.empty((act_rows, N_ACTIVATION_MOMENTS), device=device, dtype=dtype)
         self._act_counts = (torch.empty((act_rows, self.binning.bins), device=device, dtype=torch.int64)
                             if self.binning is not None else None)
-        # Parameters are updated in place, so flat views of them stay current (checked by data pointer). A
-        # non-contiguous parameter (a strided view, e.g. of lab.flat_params' matrix) has no flat view: then
-        # every parameter is copied into its segment at each capture (reshape would copy it once, stale).
-        self._param_views = _flat_views(self._params)
-        self._param_pointers = list(map(_data_ptr, self._params))
+        # Captures copy tensors into the step vector with a plan kept while their layout stays (flatten.py).
+        self._flatten_grads, self._flatten_params = Flattener(), Flattener()
         self._tensorboard = (TensorBoardWriter(logdir, self.members, bins) if logdir is not None else None)
         self._scalars_cache: pd.DataFrame | None = None
         self._histograms_cache: pd.DataFrame | None = None
@@ -241,7 +220,7 @@ class Probe:
     def _capture_gradients(self) -> None:
         if self._params:
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self._params]
-            _concatenate(grads, self._vector.region("grad"))
+            self._flatten_grads(grads, self._vector.region("grad"))
         self._missing_grads = frozenset(("grad", i) for i, p in enumerate(self._params) if p.grad is None)
 
     def _stage(self) -> None:
@@ -258,13 +237,7 @@ class Probe:
             self._flatten_params_into(self._vector.region("weight"))
 
     def _flatten_params_into(self, out: torch.Tensor) -> None:
-        if list(map(_data_ptr, self._params)) != self._param_pointers:  # `.data` was replaced
-            self._param_views = _flat_views(self._params)
-            self._param_pointers = list(map(_data_ptr, self._params))
-        if self._param_views is not None:
-            torch.cat(self._param_views, out=out)
-        else:
-            _concatenate([p.detach() for p in self._params], out)
+        self._flatten_params(self._params, out)
 
     @torch.no_grad()
     def _before_step(self) -> None:
