@@ -140,9 +140,10 @@ def run_study(
         if jobs > 1 and len(pending) > 1:
             progress.message(f"{len(pending)} cells in {min(jobs, len(pending))} worker processes, "
                              f"{threads} torch thread(s) each")
-            for i, cell, seconds in run_cells_in_workers(study, config, store.run_dir, pending, jobs, threads,
+            for _, cell, seconds in run_cells_in_workers(study, config, store.run_dir, pending, jobs, threads,
                                                          str(device), tensorboard):
-                progress.start_cell(i, cell_label(cell))
+                # cells finish out of order: number them by completion
+                progress.start_cell(len(outcome.cells_skipped) + len(outcome.cells_run), cell_label(cell))
                 progress.end_cell(seconds)
                 outcome.cells_run.append(cell.key)
         else:
@@ -151,6 +152,8 @@ def run_study(
                 seconds = run_cell(study, config, store, cell, device, tensorboard, progress.update)
                 outcome.cells_run.append(cell.key)
                 progress.end_cell(seconds)
+        if report:
+            progress.message("building the report (claims, figures, report.html) ...")
     finally:
         progress.close()
         torch.set_num_threads(threads_before)
