@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn, optim
 
+from normlab.lab.memory import retain_freed_memory
 from normlab.lab.spec import Cell, CellContext
 from normlab.studies.ln_gradients import ARMS, SEED_ARMS, Config, SeedModel, train_arm
 
@@ -67,6 +68,7 @@ def lab_arm(arm: str, seeds: int, steps: int, **probe) -> float:
 
 def _lab_arm_in_worker(arm: str, seeds: int, steps: int, probe: dict) -> float:
     torch.set_num_threads(1)
+    retain_freed_memory()  # as normlab's worker processes do
     return lab_arm(arm, seeds, steps, **probe)
 
 
@@ -97,6 +99,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "lab.md")
     args = ap.parse_args()
     default_threads = torch.get_num_threads()
+    retain_freed_memory()  # as the `normlab` command does in the process that runs cells
 
     thread_counts = sorted({int(t) or default_threads for t in args.anchor_threads.split(",")}, reverse=True)
     variants = {

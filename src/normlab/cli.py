@@ -120,6 +120,9 @@ def run(
         s.cells(config)  # a study validates its config here (e.g. unknown arms): a clear error, not a traceback
     except ValueError as e:
         _fail(f"{s.name}: {e}")
+    from normlab.lab.memory import retain_freed_memory
+
+    retain_freed_memory()  # this process runs cell after cell: reuse their memory (see lab/memory.py)
     try:
         outcome = run_study(s, config, out, progress=make_progress("none" if json_out else progress),
                             report=not no_report, jobs=jobs)

@@ -151,3 +151,32 @@ def test_chunked_segment_and_row_counts_equal_numpy_per_segment(chunk, monkeypat
             expected = _numpy_counts(piece, edges)
             np.testing.assert_array_equal(flat[s].numpy(), expected)
             np.testing.assert_array_equal(by_row[r, s].numpy(), expected)
+
+
+@pytest.mark.parametrize("bins", [6, 64, 100])
+def test_float32_key_tables_bin_both_ends_of_every_key_interval_like_bucketize(bins):
+    """Every float32 whose top 16 bits are a given key lies between the two ends (low bits all 0, all 1):
+    checking both ends and some bits between, for all 65536 keys, covers every bin the table can give."""
+    binning = SymLogBins(bins)
+    keys = np.arange(1 << 16, dtype=np.uint64) << np.uint64(16)
+    low = np.array([0x0000, 0x0001, 0x5555, 0x8000, 0xFFFE, 0xFFFF], dtype=np.uint64)
+    bits = (keys[:, None] | low[None, :]).reshape(-1).astype(np.uint32)
+    values = torch.from_numpy(bits.view(np.float32))
+    expected = torch.bucketize(values, binning.inner_edges("cpu", torch.float32), right=True)
+    expected.masked_fill_(values.isnan(), bins)
+    # Signalling NaNs whose payload is only in the low 16 bits share their key with an infinity and are
+    # binned with it (documented; arithmetic never produces them: its NaN has the top mantissa bit set).
+    exponent_all_ones = (bits & 0x7F800000) == 0x7F800000
+    shares_infinity_key = exponent_all_ones & ((bits & 0x007F0000) == 0) & ((bits & 0xFFFF) != 0)
+    infinity_bin = np.where(bits >> 31, 0, bins - 1)
+    expected[torch.from_numpy(shares_infinity_key)] = torch.from_numpy(infinity_bin[shares_infinity_key])
+    assert binning._key_tables_apply
+    assert torch.equal(binning.bucket(values), expected)
+
+
+def test_dense_bins_fall_back_to_the_log_estimate():
+    # 4000 bins over 10 decades: edges 0.5% apart, closer than a key interval (0.8%)
+    binning = SymLogBins(4000)
+    assert not binning._key_tables_apply
+    x = torch.randn(10_000) * torch.exp(5 * torch.randn(10_000))
+    assert torch.equal(binning.bucket(x), torch.bucketize(x, binning.inner_edges("cpu", torch.float32), right=True))

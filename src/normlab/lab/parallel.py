@@ -36,7 +36,10 @@ def resolve_jobs(jobs: int) -> int:
 def _init_worker(threads: int) -> None:
     import torch
 
+    from normlab.lab.memory import retain_freed_memory
+
     torch.set_num_threads(threads)
+    retain_freed_memory()  # a worker runs cell after cell of the same sizes (see lab/memory.py)
 
 
 def _run_in_worker(study: Study, config: Any, run_dir: str, cell: Cell, device: str, tensorboard: bool) -> float:

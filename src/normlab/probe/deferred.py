@@ -6,11 +6,13 @@ So when K step vectors fit in a modest memory budget, a recorded step only copie
 (``step_vector.StepVector``, same layout) into row ``k`` of a preallocated ``(K, L)`` ring -- one kernel --
 and every K rows the ring is reduced with a fixed handful of kernels for all K steps together:
 
-* the short segments (one per tensor and ensemble member) are grouped by their length ``n`` (and whether
-  the zero fraction is wanted) with one column gather, so each group is a ``(K, G, n)`` view reduced along
-  its last axis with streaming kernels (mean, then the norm of the centered values, amax/amin,
-  count_nonzero); the number of groups is the number of distinct tensor sizes, not the number of tensors.
-  Long segments are reduced the same way in place, consecutive equal-length ones as one block;
+* the short segments (one per tensor and ensemble member) are grouped by their length ``n`` (and what is
+  wanted of them) with one column gather, element-major: each group is a ``(K, n, G)`` view reduced along
+  its middle axis, so every kernel streams over ``G`` contiguous segments at once (torch's CPU reductions
+  along a short last axis cost 5-10x more per value: 1.8 ms against 0.2 ms for 576 segments of 20 values
+  in 30 rows); the number of groups is the number of distinct tensor sizes, not the number of tensors.
+  Long segments are reduced in place along their last axis, consecutive equal-length ones as one block
+  ``(K, G, n)``;
 * histograms of all histogram rows come from one ``bucketize`` and one ``bincount`` (row offsets).
 
 The moments are the same two-pass ones as the per-step path (equal up to float rounding of the sums,
@@ -64,7 +66,7 @@ class GroupedSegments:
         for n, need in sorted(set(zip(lengths[short].tolist(), needs[short].tolist(), strict=True))):
             members = np.flatnonzero(short & (lengths == n) & (needs == need))
             order.append(members)
-            columns.append((starts[members][:, None] + np.arange(n)[None, :]).reshape(-1))
+            columns.append((starts[members][None, :] + np.arange(n)[:, None]).reshape(-1))  # (n, G): element-major
             self.groups.append((True, column, len(members), n, need))
             column += len(members) * n
         for index in np.flatnonzero(~short):  # in place: extend the previous block or open one
@@ -102,18 +104,23 @@ class GroupedSegments:
             if n == 0:
                 pieces.append(rows.new_full((k, 4, count), float("nan")))
                 continue
-            source = gathered if is_gathered else rows
-            block = source[:, start : start + count * n].reshape(k, count, n)
-            mean = block.mean(dim=2)
+            if is_gathered:  # (K, n, G): reduce the middle axis
+                block, axis = gathered[:, start : start + count * n].view(k, n, count), 1
+            else:  # (K, G, n): reduce the last axis
+                block, axis = rows[:, start : start + count * n].view(k, count, n), 2
+            mean = block.mean(dim=axis)
             centered = self._scratch(block)
-            torch.sub(block, mean[..., None], out=centered)
-            var = torch.linalg.vector_norm(centered, dim=2).square_().div_(n)
+            torch.sub(block, mean.unsqueeze(axis), out=centered)
+            if axis == 2:
+                var = torch.linalg.vector_norm(centered, dim=2).square_().div_(n)
+            else:  # vector_norm along a middle axis is the slow path; squares and a sum are not
+                var = centered.square_().sum(dim=1).div_(n)
             if need >= 1:
-                absmax = torch.maximum(block.amax(dim=2), block.amin(dim=2).neg_())
+                absmax = torch.maximum(block.amax(dim=axis), block.amin(dim=axis).neg_())
             else:
                 absmax = torch.full_like(mean, float("nan"))
             if need >= 2:
-                zero_frac = 1 - torch.count_nonzero(block, dim=2).to(rows.dtype) / n
+                zero_frac = 1 - torch.count_nonzero(block, dim=axis).to(rows.dtype) / n
             else:
                 zero_frac = torch.zeros_like(mean)
             pieces.append(torch.stack((mean, var, absmax, zero_frac), dim=1))

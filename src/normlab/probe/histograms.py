@@ -73,10 +73,64 @@ class SymLogBins:
         """Bin index of every element, in ``[0, bins)``; NaN goes to ``bins`` (a slot callers drop).
 
         Equal to ``torch.bucketize(x, inner_edges, right=True)`` (tested on the edges and their float
-        neighbours), at about half its cost on CPU: the bin is estimated from ``log10|x|`` (the edges are
-        log-uniform), then moved by at most one bin by comparing with the two edges around it, so rounding
-        in ``log10`` cannot misplace a value.
+        neighbours, and on both ends of every float32 key interval below), at a fraction of its cost:
+
+        * float32: the top 16 bits of a float (sign, exponent, 7 mantissa bits) cut the line into 65536
+          intervals, each less than 1% wide relative to its values, so each holds at most one bin edge
+          when the edges are further apart than that (always, for the log-spaced ones: 3 bins per
+          decade are 115% apart). A table gives the bin of each interval's lowest value and the lower
+          edge of the next bin; one comparison moves a value past that edge. Five streaming kernels and
+          two table lookups, against about twenty for the estimate below.
+        * otherwise: the bin is estimated from ``log10|x|`` (the edges are log-uniform), then moved by at
+          most one bin by comparing with the two edges around it, so rounding in ``log10`` cannot
+          misplace a value.
         """
+        if x.dtype == torch.float32 and self._key_tables_apply:
+            return self._bucket_by_key(x)
+        return self._bucket_by_log(x)
+
+    # A float32's top 16 bits, shifted to [0, 65536): the index of its key interval.
+    KEY_SHIFT, KEY_OFFSET, KEYS = 16, 1 << 15, 1 << 16
+
+    @property
+    def _key_tables_apply(self) -> bool:
+        """Whether adjacent log-spaced edges are further apart than a key interval (2^-7 relative; with a
+        factor 2 of margin), so no interval holds two edges."""
+        decades_per_bin = (self.max_exp - self.min_exp) / (self.bins // 2 - 2)
+        return decades_per_bin > 2 * np.log10(1 + 2.0**-7)
+
+    def _key_tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(bin of the lowest value, lower edge of the next bin)`` for every key interval (cached).
+
+        The lowest value of interval ``i`` has the low 16 bits all 0 for a positive key and all 1 for a
+        negative one (a larger magnitude). Intervals of NaNs map to the NaN slot, with a NaN next edge
+        (never crossed). The two intervals holding an infinity hold NaNs too, but only *signalling* NaNs
+        with an empty top of the mantissa (never the result of arithmetic): those are binned with the
+        infinity."""
+        key = (torch.device(device), "key tables")
+        if key not in self._device_edges:
+            signed = np.arange(self.KEYS, dtype=np.int64) - self.KEY_OFFSET
+            high = (signed << self.KEY_SHIFT).astype(np.int64)
+            ends = [(end & 0xFFFFFFFF).astype(np.uint32).view(np.float32) for end in (high, high | 0xFFFF)]
+            # NumPy's fmin: a NaN end is ignored, NaN only if both are (torch 2.13's vectorized fmin
+            # returns NaN for fmin(inf, nan))
+            lowest = torch.from_numpy(np.fmin(*ends))
+            edges = self.inner_edges("cpu", torch.float32)
+            bins = torch.bucketize(lowest, edges, right=True).masked_fill_(lowest.isnan(), self.bins)
+            padded = torch.cat([self._padded_edges("cpu", torch.float32), torch.tensor([np.nan])])
+            next_edge = padded[bins + 1]  # the NaN slot's next edge is the appended NaN
+            self._device_edges[key] = (bins.to(device), next_edge.to(device))
+        return self._device_edges[key]
+
+    def _bucket_by_key(self, x: torch.Tensor) -> torch.Tensor:
+        bins, next_edge = self._key_tables(x.device)
+        flat = x.reshape(-1)
+        index = torch.bitwise_right_shift(flat.view(torch.int32), self.KEY_SHIFT).add_(self.KEY_OFFSET)
+        bucket = bins.index_select(0, index)
+        bucket += next_edge.index_select(0, index) <= flat  # past the one edge inside the interval
+        return bucket.view(x.shape)
+
+    def _bucket_by_log(self, x: torch.Tensor) -> torch.Tensor:
         k = self.bins // 2
         per_bin = (self.max_exp - self.min_exp) / (k - 2)  # decades per log bin
         # count of positive edges <= |x|, estimated: floor((log10|x| - min_exp) / per_bin) + 1, in [0, k-1]
