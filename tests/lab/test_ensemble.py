@@ -17,6 +17,7 @@ from normlab.lab.ensemble import (
     make_ensemble,
     member_losses,
     stack_members,
+    std_and_excess_kurtosis,
     unstack_member,
 )
 
@@ -176,3 +177,21 @@ def test_member_losses_and_kurtosis():
     k = excess_kurtosis(g)
     assert torch.all(k.abs() < 0.05)  # normal: excess kurtosis 0
     assert excess_kurtosis(torch.zeros(1, 10)).item() == 0.0
+
+
+@given(
+    rows=st.integers(1, 4), cols=st.integers(2, 300), scale=st.floats(1e-3, 1e3), offset=st.floats(-1e2, 1e2),
+    seed=st.integers(0, 2**31 - 1),
+)
+@settings(max_examples=40, deadline=None)
+def test_std_and_excess_kurtosis_equal_their_float64_definitions(rows, cols, scale, offset, seed):
+    x = torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed)) * scale + offset
+    x = x * (torch.rand(rows, cols, generator=torch.Generator().manual_seed(seed + 1)) < 0.9)  # exact zeros
+    std, kurtosis = std_and_excess_kurtosis(x, dim=1)
+    ref = x.double()
+    centered = ref - ref.mean(dim=1, keepdim=True)
+    m2, m4 = centered.pow(2).mean(dim=1), centered.pow(4).mean(dim=1)
+    torch.testing.assert_close(std.double(), ref.std(dim=1), rtol=1e-4, atol=1e-6 * scale)
+    expected = torch.where(m2 > 0, m4 / m2**2 - 3, torch.zeros_like(m2))
+    torch.testing.assert_close(kurtosis.double(), expected, rtol=1e-3, atol=1e-3)
+    assert std_and_excess_kurtosis(torch.full((1, 5), 3.0), dim=1)[1].item() == 0.0  # a constant row

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from normlab.lab.ensemble import excess_kurtosis, make_ensemble, member_losses
+from normlab.lab.ensemble import make_ensemble, member_losses, std_and_excess_kurtosis
 from normlab.lab.flat_params import flatten_parameters
 from normlab.lab.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
 
@@ -211,8 +211,7 @@ def train_arm(config: Config, ctx: CellContext) -> CellResult:
                 torch.mul(losses, loss_scale, out=per_step[0, step])
                 torch.linalg.vector_norm(g, dim=1, out=per_step[1, step])
                 if is_eval:
-                    evals[0, ei] = g.std(dim=1)
-                    evals[1, ei] = excess_kurtosis(g, dim=1)
+                    evals[0, ei], evals[1, ei] = std_and_excess_kurtosis(g, dim=1)
             opt.step()  # (the probe, if any, records through the optimizer's step hooks)
             flat.zero_grad()
             if is_eval:
