@@ -13,7 +13,8 @@ and every K rows the ring is reduced with a fixed handful of kernels for all K s
   in 30 rows); the number of groups is the number of distinct tensor sizes, not the number of tensors.
   Long segments are reduced in place along their last axis, consecutive equal-length ones as one block
   ``(K, G, n)``;
-* histograms of all histogram rows come from one ``bucketize`` and one ``bincount`` (row offsets).
+* histograms of all histogram rows come from one binning pass (``SymLogBins.bucket``) and one ``bincount``
+  (row offsets).
 
 The moments are the same two-pass ones as the per-step path (equal up to float rounding of the sums,
 tested); the histograms are identical (same values, same edges).

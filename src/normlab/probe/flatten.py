@@ -33,7 +33,9 @@ def _layout_key(tensors: Sequence[torch.Tensor]) -> tuple:
 
 
 def _views_plan(tensors: Sequence[torch.Tensor]) -> Plan:
-    views = [t.detach().view(-1) for t in tensors]
+    # Gradients set to None by zero_grad() are new tensors every step, so this plan is rebuilt at every
+    # capture for them: plain views, no detach (the probe captures under no_grad), keep that cheap.
+    views = [t.view(-1) for t in tensors]
     return lambda out: torch.cat(views, out=out)
 
 

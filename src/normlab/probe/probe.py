@@ -187,7 +187,8 @@ class Probe:
                 optimizer.register_step_post_hook(lambda *_: self._after_step()),
             ]
         elif self.schedule.records(0):
-            self._capture_weights()
+            with torch.no_grad():  # (captures copy parameters into the step vector: no graph)
+                self._capture_weights()
         self._arm_hooks()
 
     # -- the step cycle ------------------------------------------------------------------------------
