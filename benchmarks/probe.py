@@ -253,7 +253,7 @@ def main() -> None:
                         help="steps of the tensorboardX anchor, scaled to 1000 (it is the slow one)")
     parser.add_argument("--conv-rounds", type=int, default=16, help="(b): rounds of paired blocks")
     parser.add_argument("--conv-block", type=int, default=8, help="(b): steps per arm per round")
-    parser.add_argument("--batch", type=int, default=12)
+    parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--parts", default="a,b", help="which parts to run: a, b or a,b")
     parser.add_argument("--out", type=Path, default=None, help="also write the tables (markdown) here")

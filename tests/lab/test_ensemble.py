@@ -180,12 +180,14 @@ def test_member_losses_and_kurtosis():
 
 
 @given(
-    rows=st.integers(1, 4), cols=st.integers(2, 300), scale=st.floats(1e-3, 1e3), offset=st.floats(-1e2, 1e2),
+    rows=st.integers(1, 4), cols=st.integers(2, 300), scale=st.floats(1e-3, 1e3), offset=st.floats(-3, 3),
     seed=st.integers(0, 2**31 - 1),
 )
 @settings(max_examples=40, deadline=None)
 def test_std_and_excess_kurtosis_equal_their_float64_definitions(rows, cols, scale, offset, seed):
-    x = torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed)) * scale + offset
+    # offset in units of the spread: a float32 mean of |mean| >> std would shift the centered values by
+    # its rounding (the float64 oracle has none), which is the data's conditioning, not the formula's
+    x = (torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed)) + offset) * scale
     x = x * (torch.rand(rows, cols, generator=torch.Generator().manual_seed(seed + 1)) < 0.9)  # exact zeros
     std, kurtosis = std_and_excess_kurtosis(x, dim=1)
     ref = x.double()

@@ -85,7 +85,7 @@ class ActivationHooks:
     dropped and the module is reduced exactly in its hook from then on. An output larger than
     ``SAMPLE_ABOVE_ELEMENTS`` per member would cost as much to summarize as the layer costs to compute, so
     the hook copies a uniform random sample of that many elements per member (fixed indices per shape,
-    drawn with replacement) and that sample is reduced and binned instead: its statistics are estimates.
+    drawn with replacement, sorted so the copy reads memory in order) and that sample is reduced and binned instead: its statistics are estimates.
     """
 
     def __init__(self, selected: list[tuple[str, nn.Module]], members: int, binning: SymLogBins | None,
@@ -160,7 +160,7 @@ class ActivationHooks:
         index = self._sample_indices.get(key)
         if index is None:
             generator = torch.Generator().manual_seed(size)  # reproducible, and the same at every step
-            index = torch.randint(size, (SAMPLE_ABOVE_ELEMENTS,), generator=generator).to(device)
+            index = torch.randint(size, (SAMPLE_ABOVE_ELEMENTS,), generator=generator).sort().values.to(device)
             self._sample_indices[key] = index
         return index
 
