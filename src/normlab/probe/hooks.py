@@ -85,7 +85,8 @@ class ActivationHooks:
     dropped and the module is reduced exactly in its hook from then on. An output larger than
     ``SAMPLE_ABOVE_ELEMENTS`` per member would cost as much to summarize as the layer costs to compute, so
     the hook copies a uniform random sample of that many elements per member (fixed indices per shape,
-    drawn with replacement, sorted so the copy reads memory in order) and that sample is reduced and binned instead: its statistics are estimates.
+    drawn with replacement, sorted so the copy reads memory in order) and that sample is reduced and
+    binned instead: its statistics are estimates.
     """
 
     def __init__(self, selected: list[tuple[str, nn.Module]], members: int, binning: SymLogBins | None,
