@@ -112,8 +112,8 @@ class SymLogBins:
             signed = np.arange(self.KEYS, dtype=np.int64) - self.KEY_OFFSET
             high = (signed << self.KEY_SHIFT).astype(np.int64)
             ends = [(end & 0xFFFFFFFF).astype(np.uint32).view(np.float32) for end in (high, high | 0xFFFF)]
-            # NumPy's fmin: a NaN end is ignored, NaN only if both are (torch 2.13's vectorized fmin
-            # returns NaN for fmin(inf, nan))
+            # NumPy's fmin: a NaN end is ignored, NaN only if both are (torch 2.13's fmin returns NaN
+            # when the NaN is a signalling one, as the all-ones low bits next to an infinity make)
             lowest = torch.from_numpy(np.fmin(*ends))
             edges = self.inner_edges("cpu", torch.float32)
             bins = torch.bucketize(lowest, edges, right=True).masked_fill_(lowest.isnan(), self.bins)
