@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from normlab.probe import flatten
@@ -51,3 +51,19 @@ def test_the_plan_fits_the_layout_and_sees_in_place_updates(layout, plan, monkey
     flattener(tensors, out)
     assert used == [plan]  # the plan was kept
     assert torch.equal(out, torch.cat([t.reshape(-1) for t in tensors]))
+
+
+@pytest.mark.parametrize("per_tensor", [1, 1 << 14])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(members=st.integers(1, 4), widths=st.lists(st.integers(1, 6), min_size=1, max_size=5),
+       seed=st.integers(0, 2**16))
+def test_difference_equals_the_concatenation_minus_the_other(members, widths, seed, per_tensor, monkeypatch):
+    # per_tensor=1: every layout large enough for the tensor-by-tensor subtraction; 1 << 14: none is
+    monkeypatch.setattr(flatten, "DIFFERENCE_PER_TENSOR_ELEMENTS", per_tensor)
+    _, layouts = _layouts(members, widths, seed)
+    expected = torch.cat([t.reshape(-1) for t in layouts["contiguous"]])
+    minus = torch.randn(expected.shape, generator=torch.Generator().manual_seed(seed + 1))
+    for name, tensors in layouts.items():
+        out = torch.full_like(expected, float("nan"))
+        Flattener().difference(tensors, minus, out)
+        assert torch.equal(out, expected - minus), name

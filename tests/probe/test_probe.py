@@ -188,3 +188,29 @@ def test_statistics_stay_finite_and_nan_gradients_show_up():
     assert np.isnan(table[(table.kind == "grad") & (table.name == "0.weight") & (table.stat == "mean")].value).all()
     hist = probe.histograms()
     assert hist[(hist.kind == "grad") & (hist.name == "0.weight")]["count"].sum() < 4  # NaNs are not binned
+
+
+class _DoubleInPlace(nn.Module):
+    def forward(self, x):
+        return x.mul_(2)
+
+
+def test_a_tensor_seen_by_two_hooks_is_sampled_once_unless_changed_in_between():
+    """A norm layer's input is the previous module's output: one sample serves both slots. An in-place
+    change between the two hooks (a new version of the same tensor) takes a new sample."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 8, 3, padding=1)
+    model = nn.Sequential(conv, nn.BatchNorm2d(8), _DoubleInPlace(), nn.BatchNorm2d(8))
+    x = torch.randn(4, 2, 32, 32)  # 32768 values per output: above the sampling threshold
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    with Probe(model, optimizer) as probe:
+        model(x).sum().backward()
+        slots = {slot: i for i, slot in enumerate(probe._activations.slots)}
+        kept = {slot: probe._activations._kept[i][0] for slot, i in slots.items()}
+        assert kept[("0", "activation")] is kept[("1", "norm_in")]  # the conv's output, sampled once
+        assert kept[("2", "activation")] is kept[("3", "norm_in")]  # the doubled tensor, sampled once
+        assert kept[("2", "activation")] is not kept[("1", "norm_out")]  # changed in place: sampled again
+        optimizer.step()
+    table = probe.scalars().set_index(["name", "kind", "stat"])["value"]
+    torch.testing.assert_close(table[("2", "activation", "mean")], 2 * table[("1", "norm_out", "mean")])
+    assert table[("0", "activation", "std")] == table[("1", "norm_in", "std")]

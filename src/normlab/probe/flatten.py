@@ -73,6 +73,26 @@ class Flattener:
             self._plan, self._key = make_plan(tensors), key
         self._plan(out)
 
+    def difference(self, tensors: Sequence[torch.Tensor], minus: torch.Tensor, out: torch.Tensor) -> None:
+        """``out = flatten(tensors) - minus`` (the probe's update: parameters after the step minus before).
+
+        Large contiguous tensors are subtracted one by one straight into ``out``: three memory passes
+        instead of five for a copy then a subtraction, worth a kernel launch per tensor once tensors
+        average ``DIFFERENCE_PER_TENSOR_ELEMENTS`` (a conv net's weights; not a small MLP's)."""
+        if (len(tensors) * DIFFERENCE_PER_TENSOR_ELEMENTS <= out.numel()
+                and all(t.is_contiguous() for t in tensors)):
+            start = 0
+            for t in tensors:
+                end = start + t.numel()
+                torch.sub(t.view(-1), minus[start:end], out=out[start:end])
+                start = end
+            return
+        self(tensors, out)
+        out.sub_(minus)
+
+
+DIFFERENCE_PER_TENSOR_ELEMENTS = 1 << 14
+
 
 def make_plan(tensors: Sequence[torch.Tensor]) -> Plan:
     """The cheapest copy for these tensors' layout (see the module docstring)."""

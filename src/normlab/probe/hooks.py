@@ -8,6 +8,7 @@ in one step (gradient accumulation, weight sharing), the last training forward o
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -103,6 +104,10 @@ class ActivationHooks:
         self._reduce_in_hook: set[int] = set()
         self._member_offsets: dict[torch.device, torch.Tensor] = {}
         self._sample_indices: dict[tuple[int, torch.device], torch.Tensor] = {}
+        # Samples taken this step, by the identity of the sampled tensor: a norm layer's input is often the
+        # previous module's output, the same tensor, and is then sampled once. A weak reference, so that
+        # no activation is kept alive for this; the version guards against an in-place change in between.
+        self._step_samples: dict[int, tuple[weakref.ref, int, torch.Tensor]] = {}
         self._handles = []
         for name, module in selected:
             if is_norm_layer(module):
@@ -136,15 +141,15 @@ class ActivationHooks:
                 f"Probe: module {name!r} gave a tensor of shape {tuple(x.shape)}; an ensemble of {members} "
                 f"members needs shape ({members}, batch, ...)"
             )
-        x = x.detach()
         # the last training forward of the step wins
         self._reduced.pop(slot, None)
         self._reduced_histograms.pop(slot, None)
         per_member = x.numel() // members
         if per_member > SAMPLE_ABOVE_ELEMENTS:
-            sample = x.reshape(members, per_member).index_select(1, self._sample(per_member, x.device))
+            sample = self._sampled(x, members, per_member)
             self._kept[slot] = (sample, sample._version)  # a copy: later in-place changes cannot reach it
             return
+        x = x.detach()
         if slot not in self._reduce_in_hook:
             self._kept[slot] = (x, x._version)
             return
@@ -155,6 +160,15 @@ class ActivationHooks:
             if flat.dtype not in (torch.float32, torch.float64):
                 flat = flat.float()  # the smallest edges underflow in half precision
             self._reduced_histograms[slot] = self.binning.segment_counts(flat, self._offsets(flat.device), members)
+
+    def _sampled(self, x: torch.Tensor, members: int, per_member: int) -> torch.Tensor:
+        """The fixed sample of ``x`` (``(members, SAMPLE_ABOVE_ELEMENTS)``), taken once per tensor and step."""
+        taken = self._step_samples.get(id(x))
+        if taken is not None and taken[0]() is x and taken[1] == x._version:
+            return taken[2]
+        sample = x.detach().reshape(members, per_member).index_select(1, self._sample(per_member, x.device))
+        self._step_samples[id(x)] = (weakref.ref(x), x._version, sample)
+        return sample
 
     def _sample(self, size: int, device: torch.device) -> torch.Tensor:
         key = (size, device)
@@ -195,11 +209,11 @@ class ActivationHooks:
             for slot, counts in self._reduced_histograms.items():
                 histograms_out[slot * members : (slot + 1) * members] = counts
         missing = frozenset(range(len(self.slots))) - kept.keys() - self._reduced.keys()
-        self._kept, self._reduced, self._reduced_histograms = {}, {}, {}
+        self._kept, self._reduced, self._reduced_histograms, self._step_samples = {}, {}, {}, {}
         return kept, missing
 
     def remove(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        self._kept, self._reduced, self._reduced_histograms = {}, {}, {}
+        self._kept, self._reduced, self._reduced_histograms, self._step_samples = {}, {}, {}, {}

@@ -252,9 +252,8 @@ class Probe:
         if self._captured:
             self._captured = False
             if self._params:
-                update = self._vector.region("update")
-                self._flatten_params_into(update)
-                update.sub_(self._vector.region("weight"))
+                self._flatten_params.difference(self._params, self._vector.region("weight"),
+                                                self._vector.region("update"))
             self._write_step()
         self._step += 1
         self._arm_hooks()
