@@ -51,10 +51,14 @@ def test_layernorm_and_rmsnorm(lead, width, scale, offset, affine, bias, seed):
     if offset == 100.0 and scale == 1e-3:
         return  # dx cancels to ~1e-5 of its terms: float32 gradients (torch's and ours) are noise there
     x32 = x.float().requires_grad_()
-    g = torch.randn_like(x32)
+    g = torch.randn(x32.shape, generator=torch.Generator().manual_seed(seed + 1))
     (dx,) = torch.autograd.grad(N.RMSNorm(width)(x32), x32, g)
     (tdx,) = torch.autograd.grad(torch.nn.RMSNorm(width)(x32), x32, g)
-    torch.testing.assert_close(dx, tdx, rtol=1e-4, atol=1e-4 * float(tdx.abs().max()) + 1e-6)
+    # dx = (g - y * mean(g * y)) / rms: float32 rounding is relative to the terms g / rms, which can be far
+    # larger than dx itself (width 1: y = sign(x), the terms cancel to ~eps / x**3)
+    rms = x32.detach().square().mean(dim=-1, keepdim=True).add(torch.finfo(torch.float32).eps).sqrt()
+    terms = float((g.abs() / rms).max())
+    torch.testing.assert_close(dx, tdx, rtol=1e-4, atol=1e-4 * float(tdx.abs().max()) + 1e-5 * terms)
 
 
 @SETTINGS
