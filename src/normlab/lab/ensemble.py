@@ -233,15 +233,6 @@ def unstack_member(stacked: nn.Module, index: int) -> dict[str, torch.Tensor]:
     return {k: v[index].detach().clone() for k, v in stacked.state_dict().items()}
 
 
-def per_member_flat(tensors: Sequence[torch.Tensor], n: int, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Concatenate stacked tensors ``(N, ...)`` into ``(N, P)`` (e.g. all gradients of each member);
-    ``out``: a preallocated ``(N, P)`` buffer to write into (a training loop reuses one every step)."""
-    pieces = [t.reshape(n, -1) for t in tensors]
-    if out is None:
-        return torch.cat(pieces, dim=1)
-    return torch.cat(pieces, dim=1, out=out)
-
-
 def run_sequential(seeds: Sequence[int], fn: Callable[[int], pd.DataFrame]) -> pd.DataFrame:
     """The fallback: run ``fn(seed)`` (after ``torch.manual_seed(seed)``) per seed, concatenate results."""
     frames = []
@@ -260,7 +251,8 @@ def std_and_excess_kurtosis(x: torch.Tensor, dim: int = -1) -> tuple[torch.Tenso
     """``(x.std(dim), excess_kurtosis(x, dim))`` from one set of centered values.
 
     Two-pass (mean, then centered powers): on CPU ``Tensor.std`` uses Welford's update and costs several
-    times as much (0.27 ms for a 32 x 1421 gradient matrix, against 0.1 ms for both statistics here).
+    times as much (measured on a 32 x 1421 gradient matrix: 0.26 ms for ``Tensor.std`` alone, 0.055 ms for
+    both statistics here).
     The std is the sample one (``correction=1``) as ``Tensor.std``; the kurtosis uses the population
     variance: ``m4 / m2**2 - 3`` with ``m_k = mean((x - mean)**k)``, 0 for a constant.
     """

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 Plan = Callable[[torch.Tensor], None]
+DIFFERENCE_PER_TENSOR_ELEMENTS = 1 << 14  # see Flattener.difference
 
 
 _data_ptr, _stride = torch.Tensor.data_ptr, torch.Tensor.stride
@@ -89,9 +90,6 @@ class Flattener:
             return
         self(tensors, out)
         out.sub_(minus)
-
-
-DIFFERENCE_PER_TENSOR_ELEMENTS = 1 << 14
 
 
 def make_plan(tensors: Sequence[torch.Tensor]) -> Plan:

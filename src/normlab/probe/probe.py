@@ -235,10 +235,7 @@ class Probe:
     def _capture_weights(self) -> None:
         self._stage()  # the first capture of a step (in both the hooked and the manual cycle)
         if self._params:
-            self._flatten_params_into(self._vector.region("weight"))
-
-    def _flatten_params_into(self, out: torch.Tensor) -> None:
-        self._flatten_params(self._params, out)
+            self._flatten_params(self._params, self._vector.region("weight"))
 
     @torch.no_grad()
     def _before_step(self) -> None:
