@@ -64,19 +64,32 @@ def _needs_recentering(mean: torch.Tensor, rstd: torch.Tensor) -> bool:
 
 
 def _batch_norm_batch_stats(input, running_mean, running_var, weight, bias, momentum, eps):
-    """Training-mode batch norm (batch statistics), recentered when the batch's mean calls for it."""
+    """Training-mode batch norm (batch statistics), recentered when the batch's mean calls for it.
+
+    The fast call is torch's own (it updates the running statistics in place, as ``F.batch_norm`` does).
+    When the batch needs recentering, the running statistics are restored from a copy and the second,
+    shifted call updates *fresh* tensors: autograd saves the running buffers it is given, so the buffers
+    handed to a call whose output is returned must never change afterwards (changing them made backward
+    raise "modified by an inplace operation").
+    """
     saved = None if running_mean is None else (running_mean.clone(), running_var.clone())
     y, mean, invstd = torch.native_batch_norm(input, weight, bias, running_mean, running_var, True, momentum, eps)
     if not _needs_recentering(mean, invstd):
         return y
-    shift = mean.detach()  # (C,), float32
-    if saved is not None:  # redo the running update on the shifted input, then shift the mean back
-        running_mean.copy_(saved[0] - shift)
-        running_var.copy_(saved[1])
+    shift = mean.detach()  # (C,), float32 (the input's dtype for float64)
     shifted = input - shift.to(input.dtype).view(1, -1, *[1] * (input.dim() - 2))
-    y = torch.native_batch_norm(shifted, weight, bias, running_mean, running_var, True, momentum, eps)[0]
-    if saved is not None:
-        running_mean.add_(shift)
+    if saved is None:
+        return torch.native_batch_norm(shifted, weight, bias, None, None, True, momentum, eps)[0]
+    # The kernel's running variance update, (1 - m) * old + m * unbiased var, is shift-invariant, so it
+    # runs on the shifted batch; the mean's update is done here in float64 from the exact batch mean
+    # shift + mean(shifted), rounded once (momentum 0 then leaves running_mean bit-for-bit unchanged).
+    scratch_mean, scratch_var = torch.zeros_like(saved[0]), saved[1].clone()
+    y, shifted_mean, _ = torch.native_batch_norm(shifted, weight, bias, scratch_mean, scratch_var, True, momentum,
+                                                 eps)
+    with torch.no_grad():
+        batch_mean = shift.double() + shifted_mean.detach().double()
+        running_mean.copy_(saved[0].double() * (1.0 - momentum) + batch_mean * momentum)
+        running_var.copy_(scratch_var)
     return y
 
 
