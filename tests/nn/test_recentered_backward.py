@@ -51,10 +51,26 @@ def test_large_mean_backward_matches_the_float64_gradient(cls, momentum, mean, d
 def test_momentum_zero_leaves_the_running_mean_bit_for_bit(dtype):
     bn = N.BatchNorm1d(3, momentum=0.0).to(dtype)
     with torch.no_grad():
-        bn.running_mean.fill_(0.5)
+        bn.running_mean.fill_(0.3)  # not a multiple of ulp(1e6): a round trip through mean - shift loses it
     before = bn.running_mean.clone()
     bn(1e6 + torch.randn(16, 3, dtype=dtype))
     assert torch.equal(bn.running_mean, before)
+
+
+@pytest.mark.parametrize("momentum", [0.01, 0.1])
+def test_small_momentum_running_mean_is_no_worse_than_torchs(momentum):
+    gen = torch.Generator().manual_seed(0)
+    x = 1e6 + torch.randn(16, 3, generator=gen)
+    ours, theirs = N.BatchNorm1d(3, momentum=momentum), torch.nn.BatchNorm1d(3, momentum=momentum)
+    for bn in (ours, theirs):
+        with torch.no_grad():
+            bn.running_mean.fill_(0.3)
+        bn(x)
+    exact = 0.3 * (1 - momentum) + momentum * x.double().mean(0)
+    # one rounding of the exact update: half an ulp of the result
+    half_ulp = torch.finfo(torch.float32).eps / 2 * exact.abs()
+    assert ((ours.running_mean.double() - exact).abs() <= half_ulp).all()
+    assert (ours.running_mean.double() - exact).abs().max() <= (theirs.running_mean.double() - exact).abs().max()
 
 
 def test_recentered_running_mean_is_closer_to_float64_than_torchs():
