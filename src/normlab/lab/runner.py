@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import os
 import socket
 import time
 from dataclasses import dataclass, field
@@ -111,8 +112,14 @@ def write_tensorboard(tb_dir: Path, metrics: pd.DataFrame) -> Path:
     return path
 
 
-# OSErrors that mean "the disk refused" rather than a bug: surfaced as a WriteError naming the file.
-_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
+def _disk_refused(e: OSError, run_dir: Path) -> bool:
+    """An OSError that means the disk refused a write (surfaced as a WriteError naming the file), not a
+    bug: out of space anywhere, or no permission inside the run directory (a study may read elsewhere)."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
+        return True
+    if e.errno in (errno.EACCES, errno.EPERM) and e.filename is not None:
+        return Path(os.path.abspath(e.filename)).is_relative_to(os.path.abspath(run_dir))
+    return False
 
 
 def run_study(
@@ -148,7 +155,7 @@ def run_study(
         with store.lock():  # held to the end, report included: one process at a time per run directory
             outcome = _run_locked(study, config, store, cells, device, progress, report, tensorboard, jobs)
     except OSError as e:
-        if isinstance(e, WriteError) or e.errno not in _DISK_ERRNOS:
+        if isinstance(e, WriteError) or not _disk_refused(e, store.run_dir):
             raise
         raise WriteError(e.filename or store.run_dir, e) from e
     outcome.seconds = time.perf_counter() - t0

@@ -249,7 +249,7 @@ class RunStore:
                     f"{self.run_dir} was created with a different config ({detail}); resume with the same "
                     "settings or choose another --out directory"
                 )
-            self._remove_stale_temp_files()
+            self.remove_stale_temp_files()
             try:
                 self.read_env()
             except RunDirError:  # damaged: what it recorded is lost; record this run's environment instead
@@ -260,8 +260,9 @@ class RunStore:
         atomic_write_json(self.config_path, record)  # last: its presence marks a run directory
         return False
 
-    def _remove_stale_temp_files(self) -> None:
-        """Temp files of a write that a kill interrupted (cell directories are wiped on rerun anyway)."""
+    def remove_stale_temp_files(self) -> None:
+        """Temp files of a write that a kill interrupted (cell directories are wiped on rerun anyway).
+        Only while holding :meth:`lock`: otherwise they may be another process's writes in progress."""
         for d in (self.run_dir, self.run_dir / "figures"):
             if d.is_dir():
                 for p in d.glob(f".*{TEMP_SUFFIX}"):

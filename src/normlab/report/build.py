@@ -53,6 +53,7 @@ def build_report(study: Study | None, run_dir: Path | str) -> tuple[list[Claim],
     store = RunStore(run_dir)
     store.read_config()  # not a run directory: say so before creating its lock file
     with store.lock():
+        store.remove_stale_temp_files()  # of a report build that was killed
         return _build_report(study, run_dir, store)
 
 
