@@ -105,6 +105,7 @@ def run(
     jobs: int = typer.Option(1, "--jobs", "-j", help="Cells run at once in worker processes (0 = one per CPU core)."),
 ) -> None:
     """Run a study (resuming OUT if it holds the same study and config), then write its report."""
+    from normlab.atomic import WriteError
     from normlab.lab.progress import make_progress
     from normlab.lab.runner import run_study
     from normlab.lab.store import RunDirError
@@ -126,7 +127,7 @@ def run(
     try:
         outcome = run_study(s, config, out, progress=make_progress("none" if json_out else progress),
                             report=not no_report, jobs=jobs)
-    except RunDirError as e:
+    except (RunDirError, WriteError) as e:
         _fail(str(e))
     if json_out:
         typer.echo(json.dumps({
@@ -151,12 +152,13 @@ def run(
 @app.command("report")
 def report(run_dir: Path = typer.Argument(..., help="A run directory written by `normlab run`.")) -> None:
     """Rebuild figures, claims, summary and report.html from RUN_DIR alone."""
+    from normlab.atomic import WriteError
     from normlab.lab.store import RunDirError
     from normlab.report import build_report
 
     try:
         claims, path = build_report(None, run_dir)
-    except RunDirError as e:
+    except (RunDirError, WriteError) as e:
         _fail(str(e))
     _print_claims(claims)
     typer.echo(f"Report: {path}")
@@ -170,15 +172,15 @@ def show(
     """Print the claims table and key numbers of RUN_DIR."""
     from normlab.lab.store import RunDirError, RunStore
 
+    store = RunStore(run_dir)
     try:
-        record = RunStore(run_dir).read_config()
+        record = store.read_config()
+        store.check_cells()
+        claims, numbers = store.read_claims(), store.read_key_numbers()
     except RunDirError as e:
         _fail(str(e))
-    claims_path, numbers_path = run_dir / "claims.json", run_dir / "key_numbers.json"
-    if not claims_path.is_file():
+    if claims is None:
         _fail(f"{run_dir}: no claims.json yet; finish the run or rebuild with `normlab report {run_dir}`")
-    claims = json.loads(claims_path.read_text())["claims"]
-    numbers = json.loads(numbers_path.read_text()) if numbers_path.is_file() else []
     if json_out:
         typer.echo(json.dumps({"study": record["study"], "config": record["config"], "claims": claims,
                                "key_numbers": numbers}, indent=2))

@@ -1,11 +1,8 @@
-"""The engine: run directory layout, atomic writes, resume, kill -9, config checks, determinism."""
+"""The engine: run directory layout, resume, config checks, determinism (kill -9: test_run_dir_lock.py;
+atomic writes: tests/test_atomic.py; damaged cells: test_run_dir_damage.py)."""
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -14,12 +11,10 @@ import pytest
 from normlab.lab.load import load_run
 from normlab.lab.runner import run_study
 from normlab.lab.spec import Cell, CellResult
-from normlab.lab.store import RunDirError, RunStore, atomic_write_text
+from normlab.lab.store import RunDirError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from toy_study import ToyConfig, ToyStudy
-
-HERE = Path(__file__).parent
 
 
 def test_run_writes_a_complete_directory(tmp_path):
@@ -38,6 +33,33 @@ def test_run_writes_a_complete_directory(tmp_path):
     claims = json.loads((d / "claims.json").read_text())["claims"]
     assert claims[0]["verdict"] == "supported"  # lr 0.05 beats lr 0.005 after 30 SGD steps, every seed
     assert not list(d.rglob("*.tmp"))
+
+
+def test_tensorboard_file_holds_the_mean_over_seeds_of_every_metric(tmp_path):
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    out = run_study(ToyStudy(), ToyConfig(steps=5), tmp_path / "r", report=False)
+    _, run = load_run(out.run_dir, ToyStudy())
+    for cell in ToyStudy().cells(ToyConfig(steps=5)):
+        (path,) = (out.run_dir / "cells" / cell.key / "tb" / "metrics").glob("events.out.tfevents.*")
+        events = [Event.FromString(raw) for raw in RawEventFileLoader(str(path)).Load()]
+        assert events[0].file_version == "brain.Event:2"
+        got = {(e.step, v.tag): v.simple_value for e in events[1:] for v in e.summary.value}
+        m = run.metrics[run.metrics.arm == cell.arm]
+        want = {(int(s), f"{k}/mean"): v for (k, s), v in m.groupby(["metric", "step"])["value"].mean().items()}
+        assert got.keys() == want.keys()
+        assert all(abs(got[k] - want[k]) <= 1e-6 * abs(want[k]) for k in want)  # stored as float32
+
+
+def test_done_marker_records_every_file_of_the_cell_with_its_size(tmp_path):
+    out = run_study(ToyStudy(), ToyConfig(steps=5), tmp_path / "r", report=False)
+    for cell in ToyStudy().cells(ToyConfig(steps=5)):
+        d = out.run_dir / "cells" / cell.key
+        done = json.loads((d / "DONE").read_text())
+        on_disk = {p.relative_to(d).as_posix(): p.stat().st_size for p in d.rglob("*") if p.is_file()}
+        assert done["files"] == {k: v for k, v in on_disk.items() if k != "DONE"}
+        assert {"metrics.parquet", "final.parquet"} <= set(done["files"])
 
 
 def test_stored_run_has_engine_columns_and_extra_tables(tmp_path):
@@ -79,48 +101,6 @@ def test_same_config_same_numbers(tmp_path):
     _, ra = load_run(a.run_dir, ToyStudy())
     _, rb = load_run(b.run_dir, ToyStudy())
     pd.testing.assert_frame_equal(ra.metrics, rb.metrics)
-
-
-def test_kill_9_mid_study_then_resume_matches_uninterrupted(tmp_path):
-    out, marks = tmp_path / "killed", tmp_path / "marks"
-    marks.mkdir()
-    code = (f"import sys; sys.path.insert(0, {str(HERE)!r}); from toy_study import ToyStudy, ToyConfig; "
-            f"from normlab.lab.runner import run_study; run_study(ToyStudy(), ToyConfig(), {str(out)!r})")
-    env = {**os.environ, "TOY_HANG_ARM": "slow", "TOY_MARK_DIR": str(marks)}
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
-    try:
-        deadline = time.time() + 120
-        while not (marks / "slow.started").exists():
-            assert proc.poll() is None, "the study process exited early"
-            assert time.time() < deadline, "the study never reached its second cell"
-            time.sleep(0.1)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    fast, slow = ToyStudy().cells(ToyConfig())
-    store = RunStore(out)
-    assert store.is_done(fast) and not store.is_done(slow)
-    resumed = run_study(ToyStudy(), ToyConfig(), out)
-    assert resumed.cells_skipped == [fast.key] and resumed.cells_run == [slow.key]
-    clean = run_study(ToyStudy(), ToyConfig(), tmp_path / "clean", report=False)
-    _, r1 = load_run(out, ToyStudy())
-    _, r2 = load_run(clean.run_dir, ToyStudy())
-    pd.testing.assert_frame_equal(r1.metrics, r2.metrics)  # the resumed cell computed the same numbers
-    assert not list(out.rglob("*.tmp"))
-
-
-def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
-    p = tmp_path / "f.txt"
-    atomic_write_text(p, "old")
-
-    def boom(*a, **k):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(KeyboardInterrupt):
-        atomic_write_text(p, "new")
-    assert p.read_text() == "old"
-    assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_bad_run_cell_results_get_clear_errors(tmp_path):

@@ -10,7 +10,10 @@ trains its seeds together as one vectorized ensemble
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +22,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from normlab.atomic import WriteError, atomic_write, make_dirs
 from normlab.lab.config import config_to_dict
 from normlab.lab.env import environment
 from normlab.lab.progress import Progress
@@ -85,14 +89,37 @@ def check_result(study: Study, cell: Cell, result: Any) -> CellResult:
     return result
 
 
-def write_tensorboard(tb_dir: Path, metrics: pd.DataFrame) -> None:
-    """Mean over seeds of every metric, per step, as TensorBoard scalars ``metric/mean``."""
-    from torch.utils.tensorboard import SummaryWriter
+def write_tensorboard(tb_dir: Path, metrics: pd.DataFrame) -> Path:
+    """Mean over seeds of every metric, per step, as TensorBoard scalars ``metric/mean``.
 
-    means = metrics.groupby(["metric", "step"], sort=True)["value"].mean()
-    with SummaryWriter(log_dir=str(tb_dir)) as w:
-        for (metric, step), value in means.items():
-            w.add_scalar(f"{metric}/mean", float(value), int(step))
+    Written in one go, atomically, as one event file (TensorBoard's record format: the file-version
+    event, then one event per step), so a cell's TensorBoard file is whole like its tables.
+    """
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    means = metrics.groupby(["step", "metric"], sort=True)["value"].mean()
+    now = time.time()
+    path = Path(tb_dir) / f"events.out.tfevents.{int(now):010d}.{socket.gethostname()}"
+    with atomic_write(path) as f:
+        records = RecordWriter(f)
+        records.write(Event(wall_time=now, file_version="brain.Event:2").SerializeToString())
+        for step, group in means.groupby(level="step", sort=True):
+            values = [Summary.Value(tag=f"{metric}/mean", simple_value=float(v))
+                      for (_, metric), v in group.items()]
+            records.write(Event(wall_time=now, step=int(step), summary=Summary(value=values)).SerializeToString())
+    return path
+
+
+def _disk_refused(e: OSError, run_dir: Path) -> bool:
+    """An OSError that means the disk refused a write (surfaced as a WriteError naming the file), not a
+    bug: out of space anywhere, or no permission inside the run directory (a study may read elsewhere)."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
+        return True
+    if e.errno in (errno.EACCES, errno.EPERM) and e.filename is not None:
+        return Path(os.path.abspath(e.filename)).is_relative_to(os.path.abspath(run_dir))
+    return False
 
 
 def run_study(
@@ -108,22 +135,40 @@ def run_study(
 ) -> RunOutcome:
     """Run every cell of ``study`` under ``config`` into ``out_dir`` and (by default) build the report.
 
-    An existing ``out_dir`` created with the same study and config is resumed: done cells are skipped. A
-    different config raises :class:`~normlab.lab.store.RunDirError`. ``jobs > 1`` runs that many cells at
+    An existing ``out_dir`` created with the same study and config is resumed: done cells are skipped,
+    damaged ones (see :meth:`~normlab.lab.store.RunStore.damage`) run again. A different config raises
+    :class:`~normlab.lab.store.RunDirError`; another process using ``out_dir`` raises its subclass
+    :class:`~normlab.lab.store.RunDirBusyError` before anything is written; a full disk or read-only
+    directory raises :class:`~normlab.atomic.WriteError` naming the file. ``jobs > 1`` runs that many cells at
     once in worker processes (``0``: one per CPU core; see :mod:`normlab.lab.parallel`); every cell is
     seeded from its key and runs with the same thread count, so its numbers do not depend on ``jobs``.
     """
-    from normlab.lab.parallel import resolve_jobs, run_cells_in_workers
+    from normlab.lab.parallel import resolve_jobs
 
     jobs = resolve_jobs(jobs)
     progress = progress or Progress()
     t0 = time.perf_counter()
-    threads_before = torch.get_num_threads()
-    threads = int(study.threads) if getattr(study, "threads", None) else max(1, threads_before // jobs)
-    torch.set_num_threads(threads)  # recorded in env.json below
     store = RunStore(out_dir)
     cells = list(study.cells(config))
     check_cells(study, cells)
+    try:
+        with store.lock():  # held to the end, report included: one process at a time per run directory
+            outcome = _run_locked(study, config, store, cells, device, progress, report, tensorboard, jobs)
+    except OSError as e:
+        if isinstance(e, WriteError) or not _disk_refused(e, store.run_dir):
+            raise
+        raise WriteError(e.filename or store.run_dir, e) from e
+    outcome.seconds = time.perf_counter() - t0
+    return outcome
+
+
+def _run_locked(study: Study, config: Any, store: RunStore, cells: list[Cell], device: str | torch.device,
+                progress: Progress, report: bool, tensorboard: bool, jobs: int) -> RunOutcome:
+    from normlab.lab.parallel import run_cells_in_workers
+
+    threads_before = torch.get_num_threads()
+    threads = int(study.threads) if getattr(study, "threads", None) else max(1, threads_before // jobs)
+    torch.set_num_threads(threads)  # recorded in env.json below
     env = environment(str(device))
     env["jobs"] = jobs
     store.init(study.name, config_to_dict(config), env)
@@ -132,11 +177,14 @@ def run_study(
     try:
         pending = []
         for i, cell in enumerate(cells):
-            if store.is_done(cell):
+            problem = store.damage(cell) if store.is_marked_done(cell) else "not done"
+            if problem is None:
                 progress.start_cell(i, cell_label(cell), skipped=True)
                 outcome.cells_skipped.append(cell.key)
-            else:
-                pending.append((i, cell))
+                continue
+            if problem != "not done":
+                progress.message(f"cell {cell_label(cell)} ({cell.key}) is damaged: {problem}; running it again")
+            pending.append((i, cell))
         if jobs > 1 and len(pending) > 1:
             progress.message(f"{len(pending)} cells in {min(jobs, len(pending))} worker processes, "
                              f"{threads} torch thread(s) each")
@@ -161,7 +209,6 @@ def run_study(
         from normlab.report import build_report
 
         outcome.claims, outcome.report = build_report(study, store.run_dir)
-    outcome.seconds = time.perf_counter() - t0
     return outcome
 
 
@@ -180,7 +227,7 @@ def run_cell(study: Study, config: Any, store: RunStore, cell: Cell, device: str
         tb_dir=cell_dir / "tb" if tensorboard else None,
         **({"progress": update} if update is not None else {}),
     )
-    ctx.probe_dir.mkdir()
+    make_dirs(ctx.probe_dir)
     torch.manual_seed(cell_seed(cell))
     tc = time.perf_counter()
     result = check_result(study, cell, study.run_cell(config, ctx))

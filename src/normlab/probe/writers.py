@@ -3,37 +3,38 @@
 TensorBoard events are written with TensorBoard's own ``EventFileWriter`` and protobufs, batching all the
 values of one step into a single event: one ``Summary`` per step instead of one event per value keeps the
 cost of ``logdir=`` small next to training.
+
+The Parquet files go through :func:`normlab.atomic.atomic_write_parquet` (whole or absent, a
+:class:`~normlab.atomic.WriteError` naming the file when the disk refuses). The event file is a stream
+that TensorBoard reads while training runs, so it is appended to, not replaced: a kill can leave a
+truncated last record, which TensorBoard's reader skips (every record carries its length and CRC). A
+failed write to it raises a ``WriteError`` naming the logdir at the next ``write``/``flush``/``close``
+(TensorBoard's writer thread also prints its own traceback when it fails).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from normlab.atomic import WriteError, atomic_write_parquet, make_dirs
+
 _DBL_MAX = float(np.finfo(np.float64).max)  # TensorBoard's convention for an open last bucket
 
 
 def write_parquet_atomic(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write ``frame`` to ``path`` via a temporary file in the same folder and ``os.replace``.
+    """Write ``frame`` to ``path`` atomically (see :func:`normlab.atomic.atomic_write`).
 
     A reader sees the old file or the new one, never a partial one, even if the process is killed.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    atomic_write_parquet(path, frame)
+    return Path(path)
 
 
 def _tags(frame: pd.DataFrame, columns: tuple[str, ...], members: int) -> list[str]:
@@ -58,11 +59,21 @@ class TensorBoardWriter:
     def __init__(self, logdir: str | os.PathLike, members: int, bins: int):
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-        Path(logdir).mkdir(parents=True, exist_ok=True)
+        self.logdir = make_dirs(logdir)
         self.members = members
         self.bins = bins
         # A deep queue: the training thread hands events over and never waits for the disk.
-        self._writer = EventFileWriter(str(logdir), max_queue_size=1 << 16)
+        with self._disk_errors():
+            self._writer = EventFileWriter(str(logdir), max_queue_size=1 << 16)
+
+    @contextlib.contextmanager
+    def _disk_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as e:
+            if isinstance(e, WriteError):
+                raise
+            raise WriteError(self.logdir, e) from e
 
     def write(self, scalars: pd.DataFrame, histograms: pd.DataFrame) -> None:
         from tensorboard.compat.proto.event_pb2 import Event
@@ -86,14 +97,17 @@ class TensorBoardWriter:
                                          _histogram_fields(lo, hi, counts), strict=True):
                 values_by_step.setdefault(step, []).append(Summary.Value(tag=tag, histo=HistogramProto(**fields)))
         now = time.time()
-        for step, values in sorted(values_by_step.items()):
-            self._writer.add_event(Event(wall_time=now, step=step, summary=Summary(value=values)))
+        with self._disk_errors():
+            for step, values in sorted(values_by_step.items()):
+                self._writer.add_event(Event(wall_time=now, step=step, summary=Summary(value=values)))
 
     def flush(self) -> None:
-        self._writer.flush()
+        with self._disk_errors():
+            self._writer.flush()
 
     def close(self) -> None:
-        self._writer.close()
+        with self._disk_errors():
+            self._writer.close()
 
 
 def _histogram_fields(lo: np.ndarray, hi: np.ndarray, counts: np.ndarray) -> list[dict]:

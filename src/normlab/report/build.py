@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
+from normlab.atomic import atomic_write_json, atomic_write_text
 from normlab.lab.load import load_run
 from normlab.lab.spec import Claim, Figure, Study
-from normlab.lab.store import ENV_FILE, RunStore, atomic_write_json, atomic_write_text
+from normlab.lab.store import CLAIMS_FILE, KEY_NUMBERS_FILE, RunStore
 from normlab.report.figures import save_figure
 from normlab.report.html import render_html
 from normlab.report.summary import key_numbers, summary_markdown
 
-CLAIMS_FILE = "claims.json"
-KEY_NUMBERS_FILE = "key_numbers.json"
 SUMMARY_FILE = "summary.md"
 REPORT_FILE = "report.html"
 FIGURES_DIR = "figures"
@@ -47,9 +45,19 @@ def build_report(study: Study | None, run_dir: Path | str) -> tuple[list[Claim],
     """Render figures (PNG+SVG), ``claims.json``, ``key_numbers.json``, ``summary.md``, ``report.html``.
 
     ``study=None`` finds the study by the name stored in ``config.json``. Returns the claims and the
-    report path.
+    report path. Holds the run directory's lock (another process running into it is a
+    :class:`~normlab.lab.store.RunDirBusyError`); a damaged cell is a
+    :class:`~normlab.lab.store.DamagedCellError` naming it.
     """
     run_dir = Path(run_dir)
+    store = RunStore(run_dir)
+    store.read_config()  # not a run directory: say so before creating its lock file
+    with store.lock():
+        store.remove_stale_temp_files()  # of a report build that was killed
+        return _build_report(study, run_dir, store)
+
+
+def _build_report(study: Study | None, run_dir: Path, store: RunStore) -> tuple[list[Claim], Path]:
     study, run = load_run(run_dir, study)
     claims = check_claims(study, study.claims(run))
     figures = study.figures(run)
@@ -64,9 +72,8 @@ def build_report(study: Study | None, run_dir: Path | str) -> tuple[list[Claim],
         fig_records.append({"name": f.name, "title": f.title, "how_to_read": f.how_to_read, "png": png})
 
     numbers = key_numbers(run.metrics)
-    record = RunStore(run_dir).read_config()
-    env_path = run_dir / ENV_FILE
-    env = json.loads(env_path.read_text()) if env_path.is_file() else {}
+    record = store.read_config()
+    env = store.read_env()
 
     atomic_write_json(run_dir / CLAIMS_FILE, _clean({"study": study.name, "claims": [c.to_dict() for c in claims]}))
     atomic_write_json(run_dir / KEY_NUMBERS_FILE, _clean(numbers.to_dict(orient="records")))

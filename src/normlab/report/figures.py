@@ -6,7 +6,6 @@ saves them as PNG and SVG. Every curve over seeds is the mean with its 95% Stude
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from normlab.lab.store import atomic_write_bytes
+from normlab.atomic import atomic_write
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#7f7f7f", "#9467bd", "#ff7f0e", "#17becf", "#8c564b",
            "#e377c2", "#bcbd22")
@@ -138,22 +137,19 @@ def heatmap_over_time(ax: plt.Axes, hist: pd.DataFrame, *, step: str = "step", l
     return mesh
 
 
-def figure_bytes(fig: plt.Figure, fmt: str) -> bytes:
-    buf = io.BytesIO()
-    # No bbox_inches="tight": figures use constrained layout already, and "tight" costs another full draw.
-    fig.savefig(buf, format=fmt, dpi=100)  # for svg: the dpi of rasterized parts
-    return buf.getvalue()
-
-
 def save_figure(fig: plt.Figure, directory: Path, name: str) -> dict[str, Path]:
     """Save ``name.png`` and ``name.svg`` atomically, close the figure, return the paths."""
     paths = {}
-    for fmt in ("png", "svg"):
-        path = Path(directory) / f"{name}.{fmt}"
-        atomic_write_bytes(path, figure_bytes(fig, fmt))
-        paths[fmt] = path
-        # The first save ran the constrained layout; keep those positions for the second format instead of
-        # solving the layout again (it is a third of a figure's drawing time).
-        fig.set_layout_engine("none")
-    plt.close(fig)
+    try:
+        for fmt in ("png", "svg"):
+            path = Path(directory) / f"{name}.{fmt}"
+            with atomic_write(path) as f:
+                # No bbox_inches="tight": figures use constrained layout already, and "tight" costs another draw.
+                fig.savefig(f, format=fmt, dpi=100)  # for svg: the dpi of rasterized parts
+            paths[fmt] = path
+            # The first save ran the constrained layout; keep those positions for the second format instead of
+            # solving the layout again (it is a third of a figure's drawing time).
+            fig.set_layout_engine("none")
+    finally:
+        plt.close(fig)
     return paths
