@@ -44,11 +44,9 @@ from normlab.atomic import (
     TEMP_SUFFIX,
     WriteError,
     atomic_write_json,
+    atomic_write_parquet,
     make_dirs,
 )
-from normlab.atomic import atomic_write_bytes as atomic_write_bytes  # re-exported: older imports keep working
-from normlab.atomic import atomic_write_parquet as atomic_write_parquet
-from normlab.atomic import atomic_write_text as atomic_write_text
 from normlab.lab.spec import METRIC_COLUMNS, Cell, CellResult, Claim
 
 CONFIG_FILE = "config.json"
