@@ -25,7 +25,7 @@ def test_list_shows_every_study_with_a_description():
     (["run", "ln-gradients", "--set", "steps=many"], "steps: expected an integer, got 'many'"),
     (["run", "ln-gradients", "--set", "steps"], "expected key=value"),
     (["run", "ln-gradients", "--seeds", "0"], "--seeds: expected a positive integer"),
-    (["run", "ln-gradients", "--set", "arms=ln,bogus"], "valid arms:"),
+    (["run", "ln-gradients", "--set", "arms=ln,bogus"], "arms[1]: expected one of ['dropout', 'dropout+ln'"),
     (["run", "ln-gradients", "--jobs", "-1"], "--jobs: expected a non-negative number"),
 ])
 def test_bad_input_gets_a_clear_error(args, message):
