@@ -26,6 +26,9 @@ TWENTY_DIGITS = "12345678901234567890"
     ("ln-gradients", ["--seeds", TWENTY_DIGITS], f"seeds: expected an integer in [1, 10000], got {TWENTY_DIGITS}"),
     ("ln-gradients", ["--set", "arms=ln,ln"], "arms: expected 1 or more values, no repeats"),
     ("residual-placement", ["--set", "heads=3"], "heads: expected a divisor of width=16, got 3"),
+    ("norm-axes", ["--set", "nchw=2,6,1,1"], "nchw: expected H * W >= 2"),
+    ("norm-axes", ["--set", "sequence=1,2,6"], "sequence: expected batch >= 2 and seq >= 2"),
+    ("bn-running-stats", ["--set", "walk_features=1"], "walk_features: expected an integer >= 2"),
 ])
 def test_an_out_of_range_field_is_one_error_line_and_no_run_directory(tmp_path, study, args, message):
     out = tmp_path / "run"

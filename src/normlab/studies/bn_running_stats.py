@@ -92,7 +92,7 @@ class Config:
     checks: ClassVar[dict[str, Check]] = {
         "seeds": seeds_check(),
         "walk_batch": because(integer(2), "BatchNorm needs two samples per batch"),
-        "walk_features": integer(1),
+        "walk_features": because(integer(2), "the walk-through claims read features 1 and 2"),
         "walk_momentum": _MOMENTUM,
         "walk_iterations": integer(1),
         "convention_momenta": items(_MOMENTUM, unique=True),

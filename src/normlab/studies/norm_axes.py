@@ -41,6 +41,7 @@ from normlab import nn as nlnn
 from normlab.lab import stats
 from normlab.lab.config import (
     Check,
+    ConfigError,
     check_fields,
     integer,
     items,
@@ -215,6 +216,13 @@ class NormAxes(Study):
         if config.nchw[1] % config.num_groups or config.sequence[2] % config.num_groups:
             raise ValueError(f"num_groups={config.num_groups} must divide C={config.nchw[1]} and "
                              f"hidden={config.sequence[2]}")
+        _n, _c, h, w = config.nchw
+        if h * w < 2:  # (N * H * W >= 2 for BatchNorm follows)
+            raise ConfigError(f"nchw: expected H * W >= 2 (InstanceNorm's variance needs two values per "
+                              f"channel), got {config.nchw}")
+        if min(config.sequence[:2]) < 2:
+            raise ConfigError(f"sequence: expected batch >= 2 and seq >= 2 (BatchNorm's and InstanceNorm's "
+                              f"variances need two values), got {config.sequence}")
         seeds = tuple(range(config.seeds))
         return [Cell("nchw", seeds), Cell("sequence", seeds), Cell("state", (0,))]
 
