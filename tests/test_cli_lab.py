@@ -58,6 +58,12 @@ def test_run_json_then_report_show_and_resume(tmp_path):
     other = runner.invoke(app, ["run", "ln-gradients", *TINY[:-4], "--out", str(out)])
     assert other.exit_code == 2 and "different config" in other.output
 
+    record = json.loads((out / "config.json").read_text())
+    record["config"]["lr"] = -1.0  # a hand-edited config.json: the report refuses it in one line
+    (out / "config.json").write_text(json.dumps(record))
+    r = runner.invoke(app, ["report", str(out)])
+    assert r.exit_code == 2 and "config.json: lr: expected a finite number > 0, got -1.0" in r.output
+
 
 def test_show_and_report_on_a_non_run_directory(tmp_path):
     for cmd in ("show", "report"):

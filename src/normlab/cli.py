@@ -153,6 +153,7 @@ def run(
 @app.command("report")
 def report(run_dir: Path = typer.Argument(..., help="A run directory written by `normlab run`.")) -> None:
     """Rebuild figures, claims, summary and report.html from RUN_DIR alone."""
+    from normlab.lab.config import ConfigError
     from normlab.lab.store import RunDirError
     from normlab.report import build_report
 
@@ -160,6 +161,8 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory written by 
         claims, path = build_report(None, run_dir)
     except RunDirError as e:
         _fail(str(e))
+    except ConfigError as e:  # a config.json edited by hand, or written before its fields were checked
+        _fail(f"{run_dir / 'config.json'}: {e}")
     _print_claims(claims)
     typer.echo(f"Report: {path}")
 
