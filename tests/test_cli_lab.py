@@ -25,7 +25,7 @@ def test_list_shows_every_study_with_a_description():
     (["run", "ln-gradients", "--set", "steps=many"], "steps: expected an integer, got 'many'"),
     (["run", "ln-gradients", "--set", "steps"], "expected key=value"),
     (["run", "ln-gradients", "--seeds", "0"], "--seeds: expected a positive integer"),
-    (["run", "ln-gradients", "--set", "arms=ln,bogus"], "valid arms:"),
+    (["run", "ln-gradients", "--set", "arms=ln,bogus"], "arms[1]: expected one of ['dropout', 'dropout+ln'"),
     (["run", "ln-gradients", "--jobs", "-1"], "--jobs: expected a non-negative number"),
 ])
 def test_bad_input_gets_a_clear_error(args, message):
@@ -57,6 +57,12 @@ def test_run_json_then_report_show_and_resume(tmp_path):
     assert json.loads(again.stdout)["cells_skipped"] == 2
     other = runner.invoke(app, ["run", "ln-gradients", *TINY[:-4], "--out", str(out)])
     assert other.exit_code == 2 and "different config" in other.output
+
+    record = json.loads((out / "config.json").read_text())
+    record["config"]["lr"] = -1.0  # a hand-edited config.json: the report refuses it in one line
+    (out / "config.json").write_text(json.dumps(record))
+    r = runner.invoke(app, ["report", str(out)])
+    assert r.exit_code == 2 and "config.json: lr: expected a finite number > 0, got -1.0" in r.output
 
 
 def test_show_and_report_on_a_non_run_directory(tmp_path):

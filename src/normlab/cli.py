@@ -52,7 +52,7 @@ def _study_or_fail(name: str):
 
 
 def _resolve_config(study, *, quick: bool, seeds: int | None, steps: int | None, sets: list[str]):
-    from normlab.lab.config import ConfigError, apply_overrides, field_types, parse_set_options
+    from normlab.lab.config import ConfigError, apply_overrides, check_fields, field_types, parse_set_options
 
     config = study.Config()
     try:
@@ -68,6 +68,7 @@ def _resolve_config(study, *, quick: bool, seeds: int | None, steps: int | None,
                 _fail(f"{flag}: expected a positive integer, got {value}")
             config = apply_overrides(config, {key: value}, source=flag)
         config = apply_overrides(config, parse_set_options(sets or []))
+        check_fields(config)  # every field in its range, before anything is written
     except ConfigError as e:
         _fail(str(e))
     return config
@@ -118,8 +119,9 @@ def run(
     if jobs < 0:
         _fail(f"--jobs: expected a non-negative number (0 = one per CPU core), got {jobs}")
     try:
-        s.cells(config)  # a study validates its config here (e.g. unknown arms): a clear error, not a traceback
-    except ValueError as e:
+        s.cells(config)  # checks that span fields (e.g. reference_batch in batch_sizes): an error, not a traceback
+        s.check_available(config)  # the data the cells read (e.g. the corpus), before the run directory exists
+    except (ValueError, OSError) as e:
         _fail(f"{s.name}: {e}")
     from normlab.lab.memory import retain_freed_memory
 
@@ -153,6 +155,7 @@ def run(
 def report(run_dir: Path = typer.Argument(..., help="A run directory written by `normlab run`.")) -> None:
     """Rebuild figures, claims, summary and report.html from RUN_DIR alone."""
     from normlab.atomic import WriteError
+    from normlab.lab.config import ConfigError
     from normlab.lab.store import RunDirError
     from normlab.report import build_report
 
@@ -160,6 +163,8 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory written by 
         claims, path = build_report(None, run_dir)
     except (RunDirError, WriteError) as e:
         _fail(str(e))
+    except ConfigError as e:  # a config.json edited by hand, or written before its fields were checked
+        _fail(f"{run_dir / 'config.json'}: {e}")
     _print_claims(claims)
     typer.echo(f"Report: {path}")
 

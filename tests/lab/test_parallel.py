@@ -1,6 +1,10 @@
 """Cells in worker processes (``jobs > 1``): the same numbers and files as one by one, errors surface."""
 
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +17,8 @@ from normlab.lab.store import RunStore
 
 sys.path.insert(0, str(Path(__file__).parent))
 from toy_study import ToyConfig, ToyStudy
+
+HERE = Path(__file__).parent
 
 CONFIG = ToyConfig(seeds=3, steps=12, arms=("fast", "slow", "fast-again"))
   # 3 cells, 2 workers
@@ -56,3 +62,68 @@ def test_zero_jobs_means_one_per_core():
 
     assert resolve_jobs(0) == (os.cpu_count() or 1)
     assert resolve_jobs(3) == 3
+
+
+def _children(pid: int) -> set[int]:
+    """Live child pids of ``pid``, read from /proc (a zombie holds no memory and counts as gone)."""
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # exited meanwhile
+                continue
+            state, ppid = stat[stat.rindex(")") + 2:].split()[:2]
+            if int(ppid) == pid and state != "Z":
+                out.add(int(entry.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process parents from /proc")
+def test_kill_9_of_the_parent_ends_its_workers_then_resume_matches_uninterrupted(tmp_path):
+    out, marks = tmp_path / "killed", tmp_path / "marks"
+    marks.mkdir()
+    code = (f"import sys; sys.path.insert(0, {str(HERE)!r}); from toy_study import ToyStudy, ToyConfig; "
+            f"from normlab.lab.runner import run_study; "
+            f"run_study(ToyStudy(), ToyConfig(seeds=3, steps=12, arms={CONFIG.arms!r}), {str(out)!r}, jobs=2)")
+    env = {**os.environ, "TOY_HANG_ARM": "slow", "TOY_MARK_DIR": str(marks)}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
+    others = [c for c in ToyStudy().cells(CONFIG) if c.arm != "slow"]
+    try:
+        deadline = time.time() + 120
+        # one worker hangs in "slow", the other has stored the two other cells and waits for work
+        while not ((marks / "slow.started").exists() and all(RunStore(out).is_done(c) for c in others)):
+            assert proc.poll() is None, "the study process exited early"
+            assert time.time() < deadline, "the workers never reached the hanging cell"
+            time.sleep(0.1)
+        workers = _children(proc.pid)
+        assert len(workers) >= 2  # the two workers (and multiprocessing's resource tracker)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    deadline = time.time() + 10
+    while any(_alive(w) for w in workers) and time.time() < deadline:
+        time.sleep(0.05)
+    orphans = [w for w in workers if _alive(w)]
+    for w in orphans:  # never leave them behind, even when the test fails
+        os.kill(w, signal.SIGKILL)
+    assert not orphans, f"worker processes {orphans} outlived their parent"
+    slow = next(c for c in ToyStudy().cells(CONFIG) if c.arm == "slow")
+    assert not RunStore(out).is_done(slow)
+    resumed = run_study(ToyStudy(), CONFIG, out, report=False, jobs=2)
+    assert resumed.cells_run == [slow.key] and sorted(resumed.cells_skipped) == sorted(c.key for c in others)
+    clean = run_study(ToyStudy(), CONFIG, tmp_path / "clean", report=False)
+    _, a = load_run(out, ToyStudy())
+    _, b = load_run(clean.run_dir, ToyStudy())
+    keys = ["arm", "seed", "step", "metric"]
+    pd.testing.assert_frame_equal(a.metrics.sort_values(keys).reset_index(drop=True),
+                                  b.metrics.sort_values(keys).reset_index(drop=True))
+    assert not list(out.rglob("*.tmp"))

@@ -26,9 +26,9 @@ def test_cells_cover_norms_by_batch_sizes_with_all_seeds():
 
 
 @pytest.mark.parametrize(("change", "match"), [
-    ({"norms": ("batchnorm", "rmsnorm")}, "norms: expected names"),
-    ({"seeds": 1}, "seeds: expected >= 2"),
-    ({"batch_sizes": (1, 16), "reference_batch": 16}, "batch_sizes: BatchNorm needs"),
+    ({"norms": ("batchnorm", "rmsnorm")}, r"norms\[1\]: expected one of \['batchnorm'"),
+    ({"seeds": 1}, r"seeds: expected an integer in \[2, 10000\], got 1"),
+    ({"batch_sizes": (1, 16), "reference_batch": 16}, r"batch_sizes\[0\]: .*BatchNorm needs two samples"),
     ({"reference_batch": 64}, "reference_batch 64 must be one of"),
 ])
 def test_bad_config_is_rejected(change, match):

@@ -136,7 +136,7 @@ def test_figures_render_from_stored_tables():
 
 
 def test_bad_config_is_rejected():
-    with pytest.raises(ValueError, match="seeds and gap_seeds"):
+    with pytest.raises(ValueError, match=r"seeds: expected an integer in \[2, 10000\], got 1"):
         STUDY.cells(dataclasses.replace(CONFIG, seeds=1))
-    with pytest.raises(ValueError, match="at least 2 samples"):
+    with pytest.raises(ValueError, match="BatchNorm needs two samples"):
         STUDY.cells(dataclasses.replace(CONFIG, batch_sizes=(1, 4)))

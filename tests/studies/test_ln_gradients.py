@@ -144,5 +144,5 @@ def test_subset_of_arms_gives_inconclusive_not_a_crash(tmp_path):
     _, run = load_run(out.run_dir)
     by_id = {c.id: c for c in study.claims(run)}
     assert by_id["C1b"].verdict == "inconclusive" and "not all run" in by_id["C1b"].detail
-    with pytest.raises(ValueError, match="unknown"):
+    with pytest.raises(ValueError, match=r"arms\[0\]: expected one of \['dropout'"):
         study.cells(Config(arms=("bogus",)))

@@ -49,7 +49,7 @@ def test_cells_cover_the_grid() -> None:
 
 @pytest.mark.parametrize(
     ("override", "match"),
-    [({"placements": ("post", "middle")}, "placement must be one of"), ({"norms": ("batchnorm",)}, "norms"),
+    [({"placements": ("post", "middle")}, r"placements\[1\]: expected one of \['post'"), ({"norms": ("batchnorm",)}, "norms"),
      ({"depths": (0,)}, "depths"), ({"warmups": (500,)}, "warmups"), ({"track_updates": 10_000}, "track_updates")],
 )
 def test_bad_config(override, match) -> None:

@@ -51,6 +51,17 @@ _FASHION_FILES: dict[str, tuple[str, int, tuple[int, ...]]] = {
 }
 
 DATASETS = ("fashion-mnist", "digits")
+SPLIT_SIZES = {"fashion-mnist": (60000, 10000), "digits": (1348, 449)}  # (train, test) images per dataset
+
+
+def check_subset_sizes(name: str, train_size: int | None, test_size: int | None) -> None:
+    """A clear ``ValueError`` when ``train_size`` or ``test_size`` exceeds dataset ``name``'s split (checked
+    before a run starts; when Fashion-MNIST falls back to digits, the loader clamps to the digits' splits)."""
+    for what, value, most in (("train_size", train_size, SPLIT_SIZES[name][0]),
+                              ("test_size", test_size, SPLIT_SIZES[name][1])):
+        if value is not None and value > most:
+            raise ValueError(f"{what}: expected None or an integer in [1, {most}] ({name} has {most} "
+                             f"{what.split('_')[0]} images), got {value}")
 
 
 class DatasetUnavailable(RuntimeError):

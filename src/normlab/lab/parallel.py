@@ -10,6 +10,14 @@ thread count, the same atomic writes and DONE marker as the sequential path, so 
 files do not depend on ``jobs``, and a run killed mid-way resumes the same way. The parent only collects
 results in completion order; on the first failed cell it cancels the cells not yet started and
 re-raises that cell's error (cells already stored stay done).
+
+Workers never outlive the parent. A ``kill -9`` of the parent runs no cleanup, so each worker watches
+for itself: a daemon thread blocks reading a pipe whose write end only the parent holds (spawned
+children inherit only the read end); the kernel closes the write end when the parent dies, the read
+returns end-of-file and the thread ends the worker at once (``os._exit``, mid-cell or idle). The pipe
+also covers a parent that dies before a worker has started. As a second guard, a worker checks that its
+parent is still the one that spawned it just before it stores a cell, so no DONE marker is written by an
+orphan in the moment between the death and the thread's wake-up.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import threading
 from collections.abc import Iterator
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -24,6 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from normlab.lab.spec import Cell, Study
+from normlab.lab.store import RunStore
+
+ORPHAN_EXIT_CODE = 70  # a worker whose parent died exits with this (EX_SOFTWARE) without cleanup
 
 
 def resolve_jobs(jobs: int) -> int:
@@ -33,7 +45,31 @@ def resolve_jobs(jobs: int) -> int:
     return jobs or (os.cpu_count() or 1)
 
 
-def _init_worker(threads: int) -> None:
+_parent_pid: int | None = None  # in a worker: the pid of the process that spawned it
+
+
+def _exit_if_orphaned() -> None:
+    """End this worker at once if the parent that spawned it is gone (it was re-parented)."""
+    if _parent_pid is not None and os.getppid() != _parent_pid:
+        os._exit(ORPHAN_EXIT_CODE)
+
+
+def _exit_when_parent_dies(parent_alive: Any) -> None:
+    """Block on the parent's pipe; end-of-file means the parent died (nothing is ever sent)."""
+    try:
+        parent_alive.recv_bytes()
+    except (EOFError, OSError):
+        pass
+    os._exit(ORPHAN_EXIT_CODE)
+
+
+def _init_worker(threads: int, parent_pid: int, parent_alive: Any) -> None:
+    global _parent_pid
+    _parent_pid = parent_pid
+    threading.Thread(target=_exit_when_parent_dies, args=(parent_alive,), name="normlab-parent-watch",
+                     daemon=True).start()
+    _exit_if_orphaned()  # the parent may have died while this worker was starting
+
     import torch
 
     from normlab.lab.memory import retain_freed_memory
@@ -42,11 +78,18 @@ def _init_worker(threads: int) -> None:
     retain_freed_memory()  # a worker runs cell after cell of the same sizes (see lab/memory.py)
 
 
+class _WorkerStore(RunStore):
+    """The run store as a worker uses it: a cell is stored only while the parent is alive."""
+
+    def write_cell(self, *args: Any, **kwargs: Any) -> None:
+        _exit_if_orphaned()
+        super().write_cell(*args, **kwargs)
+
+
 def _run_in_worker(study: Study, config: Any, run_dir: str, cell: Cell, device: str, tensorboard: bool) -> float:
     from normlab.lab.runner import run_cell
-    from normlab.lab.store import RunStore
 
-    return run_cell(study, config, RunStore(run_dir), cell, device, tensorboard)
+    return run_cell(study, config, _WorkerStore(run_dir), cell, device, tensorboard)
 
 
 def run_cells_in_workers(study: Study, config: Any, run_dir: Path, pending: list[tuple[int, Cell]], jobs: int,
@@ -61,8 +104,20 @@ def run_cells_in_workers(study: Study, config: Any, run_dir: Path, pending: list
             f"processes (a class at module level, plain config values); run with jobs=1 instead ({e})"
         ) from None
     context = multiprocessing.get_context("spawn")
+    # The read end goes to every worker; the write end stays here, open until the pool has shut down.
+    parent_alive, keep_open = context.Pipe(duplex=False)
+    try:
+        yield from _run_pool(study, config, run_dir, pending, jobs, device, tensorboard, context,
+                             (threads, os.getpid(), parent_alive))
+    finally:
+        keep_open.close()
+        parent_alive.close()
+
+
+def _run_pool(study: Study, config: Any, run_dir: Path, pending: list[tuple[int, Cell]], jobs: int, device: str,
+              tensorboard: bool, context: Any, initargs: tuple[Any, ...]) -> Iterator[tuple[int, Cell, float]]:
     with ProcessPoolExecutor(max_workers=min(jobs, len(pending)), mp_context=context,
-                             initializer=_init_worker, initargs=(threads,)) as pool:
+                             initializer=_init_worker, initargs=initargs) as pool:
         futures = {pool.submit(_run_in_worker, study, config, str(run_dir), cell, device, tensorboard): (i, cell)
                    for i, cell in pending}
         waiting = set(futures)

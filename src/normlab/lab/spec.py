@@ -132,8 +132,13 @@ class Study:
     """Base class. A study file subclasses this and registers an instance in ``normlab.studies``.
 
     Subclasses set the class attributes and implement the four methods. ``Config`` is a dataclass whose
-    fields all have defaults (the *default preset*, matching the seed exactly); ``quick_overrides`` are the
+    fields all have defaults (the *default preset*, matching the seed exactly) and whose ``checks`` class
+    attribute gives every field its allowed range (:mod:`normlab.lab.config`); ``quick_overrides`` are the
     field values of the ``--quick`` preset (well under a minute on 2 CPU cores).
+
+    ``cells`` first runs :func:`normlab.lab.config.check_fields` and any check that spans fields, raising
+    ``ValueError`` for a config that cannot run: it is called before the run directory is created, so a bad
+    value never leaves a run directory that can never finish.
     """
 
     name: ClassVar[str]
@@ -147,6 +152,13 @@ class Study:
 
     def cells(self, config: Any) -> Sequence[Cell]:
         raise NotImplementedError
+
+    def check_available(self, config: Any) -> None:
+        """Raise (``OSError`` or ``ValueError``, saying how to get it) when data the cells need is missing.
+
+        The command line calls it before creating the run directory; it must be cheap (file lookups, no
+        loading). The default needs nothing.
+        """
 
     def run_cell(self, config: Any, ctx: CellContext) -> CellResult:
         raise NotImplementedError

@@ -39,7 +39,19 @@ from normlab.lab.cnn import (
     recalibrate,
     train_members,
 )
-from normlab.lab.images import load_images
+from normlab.lab.config import (
+    Check,
+    ConfigError,
+    because,
+    check_fields,
+    integer,
+    items,
+    number,
+    one_of,
+    optional,
+    seeds_check,
+)
+from normlab.lab.images import DATASETS, SPLIT_SIZES, check_subset_sizes, load_images
 from normlab.lab.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
 
 SOURCE = "seed 003; Wu & He 2018"
@@ -68,6 +80,23 @@ class Config:
     equivalence_margin: float = 0.015  # |accuracy change| counted as "does not degrade" (1.5 points)
     degrade_min_effect: float = 0.01  # relative accuracy drop counted as "degrades" (1%)
 
+    checks: ClassVar[dict[str, Check]] = {
+        "dataset": one_of(DATASETS),
+        "train_size": optional(integer(1, max(n for n, _ in SPLIT_SIZES.values()))),
+        "test_size": optional(integer(1, max(n for _, n in SPLIT_SIZES.values()))),
+        "downsample": because(integer(1, 7), "28 / 7 = 4 pixels still survive the CNN's two 2x2 max-pools"),
+        "epochs": number(0, lo_open=True),
+        "norms": items(one_of(CNN_NORMS), unique=True),
+        "batch_sizes": items(because(integer(2), "BatchNorm needs two samples per batch"), unique=True),
+        "reference_batch": integer(2),
+        "seeds": seeds_check(),
+        "lr_per_32": number(0, lo_open=True),
+        "widths": items(integer(1), min_len=3, max_len=3),
+        "num_groups": integer(1),
+        "equivalence_margin": number(0, 1),
+        "degrade_min_effect": number(0, 1),
+    }
+
 
 class BatchSize(Study):
     name = "batch-size"
@@ -81,15 +110,17 @@ class BatchSize(Study):
     }
 
     def cells(self, config: Config) -> list[Cell]:
-        bad = [n for n in config.norms if n not in CNN_NORMS]
-        if bad:
-            raise ValueError(f"norms: expected names from {CNN_NORMS}, got {bad}")
-        if config.seeds < 2:
-            raise ValueError(f"seeds: expected >= 2 (intervals need two), got {config.seeds}")
-        if min(config.batch_sizes) < 2:
-            raise ValueError(f"batch_sizes: BatchNorm needs >= 2 samples per batch, got {config.batch_sizes}")
+        check_fields(config)
+        check_subset_sizes(config.dataset, config.train_size, config.test_size)
         if config.reference_batch not in config.batch_sizes:
             raise ValueError(f"reference_batch {config.reference_batch} must be one of batch_sizes {config.batch_sizes}")
+        images = config.train_size or SPLIT_SIZES[config.dataset][0]
+        if max(config.batch_sizes) > images:
+            raise ConfigError(f"batch_sizes: expected at most the {images} training images per batch, "
+                              f"got {max(config.batch_sizes)}")
+        if "groupnorm" in config.norms and any(w % min(config.num_groups, w) for w in config.widths):
+            raise ConfigError(f"num_groups: expected a divisor of every width {config.widths} (GroupNorm), "
+                              f"got {config.num_groups}")
         seeds = tuple(range(config.seeds))
         return [Cell(norm, seeds, (("batch_size", b),)) for norm in config.norms for b in config.batch_sizes]
 

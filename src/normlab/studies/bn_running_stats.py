@@ -38,10 +38,25 @@ import pandas as pd
 import torch
 
 from normlab.lab.cnn import build_members, member_accuracy, recalibrate, train_members
-from normlab.lab.images import load_images
+from normlab.lab.config import (
+    Check,
+    ConfigError,
+    because,
+    check_fields,
+    integer,
+    items,
+    number,
+    one_of,
+    optional,
+    seeds_check,
+)
+from normlab.lab.images import DATASETS, SPLIT_SIZES, check_subset_sizes, load_images
 from normlab.lab.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
 from normlab.nn import BatchNorm1d
 from normlab.studies._bn_running_stats_report import draw, judge, momentum_label
+
+# a BatchNorm momentum (torch's convention: the weight of the new batch); None: cumulative average
+_MOMENTUM = number(0, 1, lo_open=True)
 
 
 @dataclass
@@ -73,6 +88,32 @@ class Config:
     gap_seeds: int = 5
     lr: float = 0.05
     widths: tuple[int, int, int] = (8, 16, 16)
+
+    checks: ClassVar[dict[str, Check]] = {
+        "seeds": seeds_check(),
+        "walk_batch": because(integer(2), "BatchNorm needs two samples per batch"),
+        "walk_features": because(integer(2), "the walk-through claims read features 1 and 2"),
+        "walk_momentum": _MOMENTUM,
+        "walk_iterations": integer(1),
+        "convention_momenta": items(_MOMENTUM, unique=True),
+        "convention_steps": integer(1),
+        "momenta": items(optional(_MOMENTUM), unique=True),
+        "batch_sizes": items(because(integer(2), "BatchNorm needs two samples per batch"), unique=True),
+        "population": integer(2),
+        "features": integer(1),
+        "steps": integer(1),
+        "early_step": integer(1),
+        "dataset": one_of(DATASETS),
+        "train_size": optional(integer(1, max(n for n, _ in SPLIT_SIZES.values()))),
+        "test_size": optional(integer(1, max(n for _, n in SPLIT_SIZES.values()))),
+        "downsample": because(integer(1, 7), "28 / 7 = 4 pixels still survive the CNN's two 2x2 max-pools"),
+        "gap_momenta": items(optional(_MOMENTUM), unique=True),
+        "gap_steps": items(integer(1), min_len=2, max_len=2, unique=True),
+        "gap_batch_size": because(integer(2), "BatchNorm needs two samples per batch"),
+        "gap_seeds": seeds_check(),
+        "lr": number(0, lo_open=True),
+        "widths": items(integer(1), min_len=3, max_len=3),
+    }
 
 
 def _long(rows: list[tuple[int, int, str, float]]) -> pd.DataFrame:
@@ -107,10 +148,19 @@ class BnRunningStats(Study):
     }
 
     def cells(self, config: Config) -> list[Cell]:
-        if config.seeds < 2 or config.gap_seeds < 2:
-            raise ValueError(f"seeds and gap_seeds: expected >= 2, got {config.seeds}, {config.gap_seeds}")
-        if min(config.batch_sizes) < 2 or config.gap_batch_size < 2:
-            raise ValueError("batch_sizes, gap_batch_size: BatchNorm needs at least 2 samples per batch")
+        check_fields(config)
+        check_subset_sizes(config.dataset, config.train_size, config.test_size)
+        if config.early_step > config.steps:
+            raise ConfigError(f"early_step: expected at most steps={config.steps}, got {config.early_step}")
+        if max(config.batch_sizes) > config.population:
+            raise ConfigError(f"batch_sizes: expected at most population={config.population}, "
+                              f"got {max(config.batch_sizes)}")
+        if config.gap_steps[0] >= config.gap_steps[1]:
+            raise ConfigError(f"gap_steps: expected (short, long) with short < long, got {config.gap_steps}")
+        images = config.train_size or SPLIT_SIZES[config.dataset][0]
+        if config.gap_batch_size > images:
+            raise ConfigError(f"gap_batch_size: expected at most the {images} training images, "
+                              f"got {config.gap_batch_size}")
         seeds, gap_seeds = tuple(range(config.seeds)), tuple(range(config.gap_seeds))
         cells = [Cell("walkthrough", (0,)), Cell("layer-facts", (0,)), Cell("conventions", seeds)]
         cells += [Cell(f"converge/m={momentum_label(m)}", seeds, (("batch_size", b),))

@@ -34,6 +34,16 @@ import torch
 import torch.nn as tnn
 
 from normlab.lab import stats
+from normlab.lab.config import (
+    Check,
+    because,
+    check_fields,
+    integer,
+    items,
+    number,
+    one_of,
+    seeds_check,
+)
 from normlab.lab.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
 from normlab.nn.registry import create_norm
 from normlab.report.figures import plot_band
@@ -55,6 +65,19 @@ class Config:
     fit_skip: int = 10  # layers left out at each end when fitting a per-layer growth factor
     stable_tol: float = 0.01  # a per-layer std factor within 1 ± tol counts as "stable"
     yang_margin: float = 0.02  # relative margin around Yang's 1.21 for "matches"
+
+    checks: ClassVar[dict[str, Check]] = {
+        "depth": integer(1),
+        "width": integer(1),
+        "batch": because(integer(2), "BatchNorm needs two samples per batch"),
+        "inits": items(one_of(INITS), unique=True),
+        "seeds": seeds_check(),
+        "control_batches": items(because(integer(2), "BatchNorm needs two samples per batch"), min_len=0,
+                                 unique=True),
+        "fit_skip": integer(0),
+        "stable_tol": number(0, 1, lo_open=True, hi_open=True),
+        "yang_margin": number(0, 1, lo_open=True, hi_open=True),
+    }
 
 
 def _init(linear: tnn.Linear, kind: str) -> None:
@@ -120,11 +143,7 @@ class DeepBn(Study):
     threads = 1  # tiny kernels: more threads only spin-wait on a busy machine
 
     def cells(self, config: Config) -> list[Cell]:
-        for init in config.inits:
-            if init not in INITS:
-                raise ValueError(f"inits: expected names from {INITS}, got {init!r}")
-        if config.seeds < 2 or config.batch < 2:
-            raise ValueError(f"seeds and batch: expected >= 2 each, got {config.seeds} and {config.batch}")
+        check_fields(config)
         if config.depth <= 2 * config.fit_skip + 2:
             raise ValueError(f"depth: expected > 2*fit_skip + 2 = {2 * config.fit_skip + 2}, got {config.depth}")
         seeds = tuple(range(config.seeds))

@@ -33,6 +33,14 @@ import pandas as pd
 import torch
 
 from normlab.lab import stats
+from normlab.lab.config import (
+    Check,
+    check_fields,
+    integer,
+    items,
+    number,
+    seeds_check,
+)
 from normlab.lab.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
 from normlab.nn.registry import create_norm
 
@@ -51,6 +59,19 @@ class Config:
     var_margin: float = 1e-3  # |biased variance - 1| counted as "variance 1"
     mean_tol: float = 1e-5  # |mean| counted as "mean 0"
     normal_skew_margin: float = 0.5  # |skewness| a "normal" row may show
+
+    checks: ClassVar[dict[str, Check]] = {
+        "sample": items(number(), min_len=2),  # a variance needs two values
+        "in_features": integer(2),
+        "out_features": integer(2),
+        "batch": integer(2),
+        "eps": number(0, lo_open=True),
+        "seeds": seeds_check(),
+        "equal_cv_tol": number(0, lo_open=True),
+        "var_margin": number(0, lo_open=True),
+        "mean_tol": number(0, lo_open=True),
+        "normal_skew_margin": number(0, lo_open=True),
+    }
 
 
 def _row_stats(t: torch.Tensor, dim: int) -> dict[str, torch.Tensor]:
@@ -117,13 +138,7 @@ class LnDistribution(Study):
     threads = 1  # tiny kernels: more threads only spin-wait on a busy machine
 
     def cells(self, config: Config) -> list[Cell]:
-        if config.seeds < 2:
-            raise ValueError(f"seeds: expected >= 2 (intervals need two), got {config.seeds}")
-        if len(config.sample) < 2:
-            raise ValueError(f"sample: expected at least 2 values (a variance needs two), got {config.sample!r}")
-        if min(config.in_features, config.out_features, config.batch) < 2:
-            raise ValueError("in_features, out_features, batch: expected >= 2, got "
-                             f"{config.in_features}, {config.out_features}, {config.batch}")
+        check_fields(config)
         seeds = tuple(range(config.seeds))
         return [Cell("single-sample", (0,))] + [
             Cell(arm, seeds) for arm in ("layernorm", "batchnorm", "layernorm/lognormal")

@@ -20,12 +20,23 @@ The model, data and losses are in this file; the measures and claims in ``_ln_gr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
+from normlab.lab.config import (
+    Check,
+    check_fields,
+    flag,
+    integer,
+    items,
+    number,
+    one_of,
+    seeds_check,
+)
 from normlab.lab.ensemble import make_ensemble, member_losses, std_and_excess_kurtosis
 from normlab.lab.flat_params import flatten_parameters
 from normlab.lab.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
@@ -71,6 +82,19 @@ class Config:
     probe_every: int = 10  # normlab.probe scalars (per-parameter gradient/weight/update stats)
     hist_every: int = 50  # normlab.probe histograms of every parameter's gradient and value
     probe: bool = True
+
+    checks: ClassVar[dict[str, Check]] = {
+        "seeds": seeds_check(1),
+        "steps": integer(2),
+        "lr": number(0, lo_open=True),
+        "weight_decay": number(0),
+        "dropout_p": number(0, 1, hi_open=True),
+        "arms": items(one_of(ARMS), unique=True),
+        "eval_every": integer(1),
+        "probe_every": integer(1),
+        "hist_every": integer(1),
+        "probe": flag(),
+    }
 
 
 class SeedModel(nn.Module):
@@ -138,11 +162,7 @@ class LnGradients(Study):
     threads = 1
 
     def cells(self, config: Config) -> list[Cell]:
-        unknown = [a for a in config.arms if a not in ARMS]
-        if unknown:
-            raise ValueError(f"arms: unknown {unknown}; valid arms: {list(ARMS)}")
-        if config.seeds < 1 or config.steps < 2:
-            raise ValueError(f"seeds >= 1 and steps >= 2 expected, got seeds={config.seeds}, steps={config.steps}")
+        check_fields(config)
         return [Cell(arm=a, seeds=tuple(range(config.seeds))) for a in config.arms]
 
     def run_cell(self, config: Config, ctx: CellContext) -> CellResult:

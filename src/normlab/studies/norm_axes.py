@@ -39,6 +39,15 @@ import torch
 
 from normlab import nn as nlnn
 from normlab.lab import stats
+from normlab.lab.config import (
+    Check,
+    ConfigError,
+    check_fields,
+    integer,
+    items,
+    number,
+    seeds_check,
+)
 from normlab.lab.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
 
 SEED_002, SEED_004 = "seed 002", "seed 004"
@@ -56,6 +65,15 @@ class Config:
     num_groups: int = 2  # GroupNorm groups (C and hidden must be divisible)
     eps: float = 1e-5
     tolerance: float = 1e-9  # float64 loops vs layers: "the same numbers"
+
+    checks: ClassVar[dict[str, Check]] = {
+        "seeds": seeds_check(1),
+        "nchw": items(integer(1), min_len=4, max_len=4),
+        "sequence": items(integer(1), min_len=3, max_len=3),
+        "num_groups": integer(1),
+        "eps": number(0, lo_open=True),
+        "tolerance": number(0, lo_open=True),
+    }
 
 
 # ------------------------------------------------------------------------------ the loops (reference)
@@ -194,11 +212,17 @@ class NormAxes(Study):
     quick_overrides: ClassVar[dict] = {"seeds": 3}
 
     def cells(self, config: Config) -> list[Cell]:
-        if config.seeds < 1:
-            raise ValueError(f"seeds: expected >= 1, got {config.seeds}")
+        check_fields(config)
         if config.nchw[1] % config.num_groups or config.sequence[2] % config.num_groups:
             raise ValueError(f"num_groups={config.num_groups} must divide C={config.nchw[1]} and "
                              f"hidden={config.sequence[2]}")
+        _n, _c, h, w = config.nchw
+        if h * w < 2:  # (N * H * W >= 2 for BatchNorm follows)
+            raise ConfigError(f"nchw: expected H * W >= 2 (InstanceNorm's variance needs two values per "
+                              f"channel), got {config.nchw}")
+        if min(config.sequence[:2]) < 2:
+            raise ConfigError(f"sequence: expected batch >= 2 and seq >= 2 (BatchNorm's and InstanceNorm's "
+                              f"variances need two values), got {config.sequence}")
         seeds = tuple(range(config.seeds))
         return [Cell("nchw", seeds), Cell("sequence", seeds), Cell("state", (0,))]
 

@@ -30,6 +30,14 @@ import pandas as pd
 import torch
 import torch.nn as tnn
 
+from normlab.lab.config import (
+    Check,
+    check_fields,
+    integer,
+    items,
+    number,
+    seeds_check,
+)
 from normlab.lab.ensemble import make_ensemble, member_losses
 from normlab.lab.flat_params import flatten_parameters
 from normlab.lab.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
@@ -60,6 +68,28 @@ class Config:
     demo_draws: int = 1000
     demo_seed_output: float = 9994.0  # the one draw the seed printed
     min_gain: float = 0.1  # "dropout helps" needs >= 10% lower held-out error
+
+    checks: ClassVar[dict[str, Check]] = {
+        "n_hidden": integer(1),
+        "steps": integer(1),
+        "lr": number(0, lo_open=True),
+        "momentum": number(0, 1, hi_open=True),
+        "weight_decay": number(0),
+        "dropout": number(0, 1, lo_open=True, hi_open=True),
+        "n_train": integer(2),
+        "w": number(),
+        "train_noise": number(0),
+        "test_noise": number(0),
+        "n_test": integer(1),
+        "n_heldout": integer(1),
+        "eval_every": integer(1),
+        "seeds": seeds_check(),
+        "size_sweep": items(integer(2), min_len=0, unique=True),
+        "demo_units": integer(1),
+        "demo_draws": seeds_check(),
+        "demo_seed_output": number(),
+        "min_gain": number(0, 1, hi_open=True),
+    }
 
 
 def mlp(n_hidden: int, dropout: float) -> tnn.Sequential:
@@ -180,12 +210,7 @@ class Overfitting(Study):
     threads = 1  # tiny kernels: more threads only spin-wait on a busy machine
 
     def cells(self, c: Config) -> list[Cell]:
-        if c.steps < 1 or c.eval_every < 1:
-            raise ValueError(f"steps and eval_every: expected >= 1, got {c.steps} and {c.eval_every}")
-        if min(c.seeds, c.n_train, c.demo_draws) < 2:
-            raise ValueError(f"seeds, n_train, demo_draws: expected >= 2 each, got {c.seeds}, {c.n_train}, {c.demo_draws}")
-        if not 0 < c.dropout < 1:
-            raise ValueError(f"dropout: expected a probability in (0, 1), got {c.dropout}")
+        check_fields(c)
         seeds = tuple(range(c.seeds))
         cells = [Cell(arm, seeds, (("n_train", c.n_train),)) for arm in ARMS]
         cells += [Cell(arm, seeds, (("n_train", n),)) for n in c.size_sweep if n != c.n_train

@@ -41,7 +41,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from normlab.lab.corpus import CharCorpus, load_shakespeare
+from normlab.lab.config import (
+    Check,
+    ConfigError,
+    because,
+    check_fields,
+    integer,
+    items,
+    number,
+    one_of,
+    seeds_check,
+)
+from normlab.lab.corpus import CharCorpus, find_plays, load_shakespeare
 from normlab.lab.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
 from normlab.lab.transformer import CharTransformer, TransformerConfig
 from normlab.nn.registry import create_norm
@@ -81,19 +92,38 @@ class Config:
     flat_factor: float = 1.5  # Pre-LN's last/first-layer gradient ratio within [1/f, f] counts as flat
     timing_reps: int = 30  # norm-cost repetitions (each: LN and RMS, interleaved)
 
+    checks: ClassVar[dict[str, Check]] = {
+        "depths": items(integer(1), unique=True),
+        "placements": items(one_of([p.value for p in Placement]), unique=True),
+        "norms": items(one_of(NORMS), unique=True),
+        "warmups": items(integer(0), unique=True),
+        "seeds": seeds_check(),
+        "steps": integer(1),
+        "lr": number(0, lo_open=True),
+        "batch_size": integer(1),
+        "block_size": because(integer(1, 999), "validation keeps at least 1000 characters"),
+        "width": integer(1),
+        "heads": integer(1),
+        "corpus_chars": integer(1000),
+        "eval_batches": integer(1),
+        "eval_batch_size": integer(1),
+        "log_every": integer(1),
+        "track_updates": integer(1),
+        "learned_margin": number(0),
+        "match_margin": number(0, lo_open=True),
+        "flat_factor": number(1),
+        "timing_reps": seeds_check(1),
+    }
+
 
 def _arm(placement: str, norm: str, warmup: int) -> str:
     return f"{placement}/{norm}/" + (f"warmup{warmup}" if warmup else "no-warmup")
 
 
 def _check(config: Config) -> None:
-    for p in config.placements:
-        Placement.parse(p)
-    for n in config.norms:
-        if n not in NORMS:
-            raise ValueError(f"norms: expected names from {NORMS}, got {n!r}")
-    if not config.depths or any(d < 1 for d in config.depths):
-        raise ValueError(f"depths: expected positive ints, got {config.depths!r}")
+    check_fields(config)
+    if config.width % config.heads:
+        raise ConfigError(f"heads: expected a divisor of width={config.width}, got {config.heads}")
     if any(w < 0 or w > config.steps for w in config.warmups):
         raise ValueError(f"warmups: expected steps in [0, steps={config.steps}], got {config.warmups!r}")
     if config.track_updates > config.steps:
@@ -224,6 +254,9 @@ class ResidualPlacement(Study):
             for d in config.depths for p in config.placements for n in config.norms for w in config.warmups
         ]
         return [*cells, Cell(NORM_COST_ARM, tuple(range(config.timing_reps)))]
+
+    def check_available(self, config: Config) -> None:
+        find_plays()  # every training cell reads the corpus: CorpusMissingError says how to install it
 
     def run_cell(self, config: Config, ctx: CellContext) -> CellResult:
         if ctx.cell.arm == NORM_COST_ARM:
