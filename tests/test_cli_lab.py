@@ -62,7 +62,8 @@ def test_run_json_then_report_show_and_resume(tmp_path):
     record["config"]["lr"] = -1.0  # a hand-edited config.json: the report refuses it in one line
     (out / "config.json").write_text(json.dumps(record))
     r = runner.invoke(app, ["report", str(out)])
-    assert r.exit_code == 2 and "config.json: lr: expected a finite number > 0, got -1.0" in r.output
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and "config.json: " in r.output
+    assert "lr: expected a finite number > 0, got -1.0" in r.output
 
 
 def test_show_and_report_on_a_non_run_directory(tmp_path):
