@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch._prims_common import suggest_memory_format  # Tensor.suggest_memory_format(), not bound in Python
 
 from normlab.nn._validate import (
     check_eps,
@@ -94,14 +95,14 @@ def _batch_norm_batch_stats(input, running_mean, running_var, weight, bias, mome
 
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    """channels_last(_3d) when ``x`` is laid out so (and not also plain contiguous), else contiguous."""
-    if x.is_contiguous():
-        return torch.contiguous_format
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
-        return torch.channels_last_3d
-    return torch.contiguous_format
+    """The layout torch's native kernels expect ``x`` to be dense in: ``Tensor.suggest_memory_format()``.
+
+    That rule reads the strides, not ``is_contiguous(memory_format=...)``: a tensor such as shape
+    (1, 4, 1, 5) with strides (1, 1, 4, 4) is channels_last-contiguous, yet the kernel wants it
+    contiguous (the rule falls back to NCHW for ambiguous size-1 dims), so asking the first question
+    made the kernel raise where ``torch.nn.GroupNorm`` works.
+    """
+    return suggest_memory_format(x)
 
 
 def _check_param(t: torch.Tensor | None, name: str, size: int, where: str) -> None:
@@ -185,6 +186,13 @@ def group_norm(input: torch.Tensor, num_groups: int, weight: torch.Tensor | None
     _check_param(weight, "weight", channels, where)
     _check_param(bias, "bias", channels, where)
     n = input.shape[0]
+    if input.numel() == num_groups:
+        # torch's rule (F.group_norm): one value per group and nothing else to average over (N=1,
+        # C=num_groups, no spatial extent) is 0/0 by design; the kernel alone would return beta
+        raise ValueError(
+            f"{where}: expected more than 1 value per group, got input of shape {tuple(input.shape)} with "
+            f"num_groups={num_groups} (one value in each group)"
+        )
     if input.numel() == 0:
         return F.group_norm(input, num_groups, weight, bias, eps)
     # the native kernel wants the input dense in its own memory format (channels_last stays channels_last)
