@@ -49,8 +49,23 @@ _HALF = (torch.float16, torch.bfloat16)
 # per-row shift, so the result is the float64 one to float32 precision and gradients are unchanged.
 # Cost on ordinary data: one reduction over the per-row statistics, and reading one bool (a host sync on
 # a GPU). Setting RECENTER_RATIO = float("inf") turns it off and gives torch's numbers exactly.
-# Under torch.compile the branch is skipped (no data-dependent control flow in the graph).
+#
+# Under torch.compile a graph has no data-dependent branch, so there every row is *always* shifted, by its
+# first value (detached) rather than its mean: no second pass, and inductor fuses the subtraction into the
+# norm's kernel. x - x_0 is exact where it matters (Sterbenz again: in a row with |mean| >> std all values
+# are within a factor 2 of each other), and the shifted row's |mean| / std is then a few units, so the
+# kernel's float32 mean costs nothing. RECENTER_RATIO = inf turns this off too (torch's numbers).
 RECENTER_RATIO = 128.0
+
+
+def _shift_every_row() -> bool:
+    """True under torch.compile (tracing), where the measured branch is replaced by an unconditional shift."""
+    return torch.compiler.is_compiling() and not math.isinf(RECENTER_RATIO)
+
+
+def _first_value(input: torch.Tensor, dims: int) -> torch.Tensor:
+    """The first value of ``input`` over its last ``dims`` dims, kept as size-1 dims (detached)."""
+    return input[(..., *[slice(0, 1)] * dims)].detach()
 
 
 def _needs_recentering(mean: torch.Tensor, rstd: torch.Tensor) -> bool:
@@ -73,11 +88,22 @@ def _batch_norm_batch_stats(input, running_mean, running_var, weight, bias, mome
     handed to a call whose output is returned must never change afterwards (changing them made backward
     raise "modified by an inplace operation").
     """
+    if _shift_every_row():  # torch.compile: shift by each channel's first value (see RECENTER_RATIO)
+        first = input[(slice(0, 1), slice(None), *[slice(0, 1)] * (input.dim() - 2))].detach().reshape(-1)
+        saved = None if running_mean is None else (running_mean, running_var)
+        return _shifted_batch_norm(input, first, saved, running_mean, running_var, weight, bias, momentum, eps)
     saved = None if running_mean is None else (running_mean.clone(), running_var.clone())
     y, mean, invstd = torch.native_batch_norm(input, weight, bias, running_mean, running_var, True, momentum, eps)
     if not _needs_recentering(mean, invstd):
         return y
-    shift = mean.detach()  # (C,), float32 (the input's dtype for float64)
+    # (C,), float32 (the input's dtype for float64)
+    return _shifted_batch_norm(input, mean.detach(), saved, running_mean, running_var, weight, bias, momentum,
+                               eps)
+
+
+def _shifted_batch_norm(input, shift, saved, running_mean, running_var, weight, bias, momentum, eps):
+    """Batch norm of ``input - shift`` (per channel); the running statistics become ``saved`` (their values
+    before this batch) updated with the batch, without touching any tensor autograd saves."""
     shifted = input - shift.to(input.dtype).view(1, -1, *[1] * (input.dim() - 2))
     if saved is None:
         return torch.native_batch_norm(shifted, weight, bias, None, None, True, momentum, eps)[0]
@@ -195,6 +221,8 @@ def group_norm(input: torch.Tensor, num_groups: int, weight: torch.Tensor | None
         )
     if input.numel() == 0:
         return F.group_norm(input, num_groups, weight, bias, eps)
+    if _shift_every_row():
+        return _group_norm_compiled(input, num_groups, weight, bias, eps)
     # the native kernel wants the input dense in its own memory format (channels_last stays channels_last)
     dense = input.contiguous(memory_format=_memory_format(input))
     y, mean, rstd = torch.native_group_norm(dense, weight, bias, n, channels, input.numel() // (n * channels),
@@ -203,6 +231,13 @@ def group_norm(input: torch.Tensor, num_groups: int, weight: torch.Tensor | None
         shift = mean.detach().to(input.dtype).repeat_interleave(channels // num_groups, dim=1)  # (N, C)
         y = F.group_norm(input - shift.view(n, channels, *[1] * (input.dim() - 2)), num_groups, weight, bias, eps)
     return y
+
+
+def _group_norm_compiled(input, num_groups, weight, bias, eps):
+    """torch.compile's path: every group shifted by its first value (see RECENTER_RATIO)."""
+    grouped = input.reshape(input.shape[0], num_groups, -1)
+    shifted = (grouped - _first_value(grouped, 1)).reshape(input.shape)
+    return F.group_norm(shifted, num_groups, weight, bias, eps)
 
 
 def layer_norm(input: torch.Tensor, normalized_shape: Sequence[int], weight: torch.Tensor | None = None,
@@ -218,6 +253,8 @@ def layer_norm(input: torch.Tensor, normalized_shape: Sequence[int], weight: tor
 def _layer_norm(input, normalized_shape, weight, bias, eps):
     if input.numel() == 0:
         return F.layer_norm(input, normalized_shape, weight, bias, eps)
+    if _shift_every_row():  # torch.compile: shift every row by its first value (see RECENTER_RATIO)
+        return F.layer_norm(input - _first_value(input, len(normalized_shape)), normalized_shape, weight, bias, eps)
     y, mean, rstd = torch.native_layer_norm(input, normalized_shape, weight, bias, eps)
     if _needs_recentering(mean, rstd):
         y = F.layer_norm(input - mean.detach().to(input.dtype), normalized_shape, weight, bias, eps)
