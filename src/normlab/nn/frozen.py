@@ -7,7 +7,14 @@ import torch.nn as tnn
 import torch.nn.functional as F
 
 from normlab.nn._fx import is_fx_proxy, traced_as_leaf
-from normlab.nn._validate import check_channels, check_eps, check_floating, check_ndim, check_positive_int
+from normlab.nn._validate import (
+    NormValueError,
+    check_channels,
+    check_eps,
+    check_floating,
+    check_ndim,
+    check_positive_int,
+)
 
 
 class FrozenBatchNorm2d(tnn.Module):
@@ -53,7 +60,7 @@ class FrozenBatchNorm2d(tnn.Module):
     def from_batchnorm(cls, bn: tnn.modules.batchnorm._BatchNorm) -> FrozenBatchNorm2d:
         """A frozen copy of ``bn`` (its eval-mode function); ``bn`` must track running statistics."""
         if bn.running_mean is None:
-            raise ValueError(
+            raise NormValueError(
                 f"FrozenBatchNorm2d.from_batchnorm: bn must track running statistics, got {bn!r} "
                 "with track_running_stats=False"
             )

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch._prims_common import suggest_memory_format  # Tensor.suggest_memory_format(), not bound in Python
 
 from normlab.nn._validate import (
+    NormValueError,
     check_eps,
     check_floating,
     check_momentum,
@@ -133,7 +134,7 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
 
 def _check_param(t: torch.Tensor | None, name: str, size: int, where: str) -> None:
     if t is not None and t.numel() != size:
-        raise ValueError(f"{where}: {name} must have {size} elements (one per channel), got shape {tuple(t.shape)}")
+        raise NormValueError(f"{where}: {name} must have {size} elements (one per channel), got shape {tuple(t.shape)}")
 
 
 def _check_per_channel_args(input, ndims, running_mean, running_var, weight, bias, momentum, eps, where) -> None:
@@ -155,9 +156,19 @@ def batch_norm(input: torch.Tensor, running_mean: torch.Tensor | None, running_v
     """Batch normalization over dim 1 of (N, C, *); see :class:`normlab.nn.BatchNorm2d`."""
     where = "batch_norm"
     _check_per_channel_args(input, (2, 3, 4, 5), running_mean, running_var, weight, bias, momentum, eps, where)
-    if training or running_mean is None:
+    if not training and (running_mean is None or running_var is None) and input.numel() > 0:
+        # torch's rule: eval needs the running statistics (a module with track_running_stats=False passes
+        # training=True); normalizing with the batch's statistics instead would hide the mistake. An empty
+        # batch follows torch (an empty output).
+        raise NormValueError(
+            f"{where}: training=False normalizes with running_mean and running_var, got "
+            f"running_mean={'None' if running_mean is None else 'a tensor'} and "
+            f"running_var={'None' if running_var is None else 'a tensor'}; pass both, or training=True to "
+            "use the batch's statistics"
+        )
+    if training:
         check_values_per_channel(input, where)
-    if not (training or running_mean is None) or input.numel() == 0:
+    if not training or input.numel() == 0:
         return F.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
     return _batch_norm_batch_stats(input, running_mean, running_var, weight, bias, momentum, eps)
 
@@ -169,6 +180,11 @@ def instance_norm(input: torch.Tensor, running_mean: torch.Tensor | None = None,
     """Instance normalization of (N, C, *): per sample and channel; see :class:`normlab.nn.InstanceNorm2d`."""
     where = "instance_norm"
     _check_per_channel_args(input, (3, 4, 5), running_mean, running_var, weight, bias, momentum, eps, where)
+    if use_input_stats and math.prod(input.shape[2:]) == 1:  # torch's rule, empty batches included
+        raise NormValueError(
+            f"{where}: use_input_stats=True needs more than 1 spatial element per channel to estimate the "
+            f"instance variance, got input of shape {tuple(input.shape)}"
+        )
     if not use_input_stats or input.numel() == 0:
         return F.instance_norm(input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps)
     # torch's own recipe: instance norm is batch norm of the (1, N*C, *) view, with the per-channel
@@ -195,17 +211,17 @@ def group_norm(input: torch.Tensor, num_groups: int, weight: torch.Tensor | None
     """
     check_floating(input, where)
     if input.dim() < 2:
-        raise ValueError(f"{where}: expected input (N, C, *) with at least 2 dims, got shape {tuple(input.shape)}")
+        raise NormValueError(f"{where}: expected input (N, C, *) with at least 2 dims, got shape {tuple(input.shape)}")
     check_positive_int(num_groups, "num_groups", where)
     check_eps(eps, where)
     channels = input.shape[1]
     if num_channels is not None and channels != num_channels:
-        raise ValueError(
+        raise NormValueError(
             f"{where}: input has {channels} channels in dim 1 (shape {tuple(input.shape)}), "
             f"but the layer was built with num_channels={num_channels}"
         )
     if channels % num_groups != 0:
-        raise ValueError(
+        raise NormValueError(
             f"{where}: the input's channel count must be divisible by num_groups, got {channels} channels "
             f"and num_groups={num_groups}"
         )
@@ -215,7 +231,7 @@ def group_norm(input: torch.Tensor, num_groups: int, weight: torch.Tensor | None
     if input.numel() == num_groups:
         # torch's rule (F.group_norm): one value per group and nothing else to average over (N=1,
         # C=num_groups, no spatial extent) is 0/0 by design; the kernel alone would return beta
-        raise ValueError(
+        raise NormValueError(
             f"{where}: expected more than 1 value per group, got input of shape {tuple(input.shape)} with "
             f"num_groups={num_groups} (one value in each group)"
         )
@@ -341,7 +357,7 @@ def rms_norm(input: torch.Tensor, normalized_shape: Sequence[int], weight: torch
         eps = torch.finfo(input.dtype).eps  # torch's rule
     n = math.prod(normalized_shape)
     if weight is not None and weight.numel() != n:
-        raise ValueError(f"{where}: weight must have shape {tuple(normalized_shape)}, got {tuple(weight.shape)}")
+        raise NormValueError(f"{where}: weight must have shape {tuple(normalized_shape)}, got {tuple(weight.shape)}")
     compute_dtype = torch.float32 if input.dtype in _HALF else input.dtype
     x2d = input.reshape(-1, n).to(compute_dtype)
     w = None if weight is None else weight.reshape(n).to(compute_dtype)
@@ -354,7 +370,7 @@ def rms_norm(input: torch.Tensor, normalized_shape: Sequence[int], weight: torch
 
 def _channels_last_view(input: torch.Tensor, where: str) -> tuple[torch.Tensor, list[int]]:
     if input.dim() < 2:
-        raise ValueError(f"{where}: expected input (N, C, *) with at least 2 dims, got shape {tuple(input.shape)}")
+        raise NormValueError(f"{where}: expected input (N, C, *) with at least 2 dims, got shape {tuple(input.shape)}")
     order = [0, *range(2, input.dim()), 1]  # (N, *, C): channels last, so C is the normalized dim
     inverse = [0, input.dim() - 1, *range(1, input.dim() - 1)]
     return input.permute(order), inverse
