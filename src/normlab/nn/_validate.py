@@ -72,6 +72,8 @@ def check_channels(x: torch.Tensor, expected: int, name: str, where: str) -> Non
 def check_trailing_shape(x: torch.Tensor, normalized_shape: Sequence[int], where: str) -> None:
     """The last ``len(normalized_shape)`` dims of ``x`` must equal ``normalized_shape`` (LayerNorm, RMSNorm)."""
     k = len(normalized_shape)
+    if k == 0:
+        raise NormValueError(f"{where}: normalized_shape must name at least one dim, got {tuple(normalized_shape)}")
     if x.dim() < k or tuple(x.shape[x.dim() - k :]) != tuple(normalized_shape):
         raise NormValueError(
             f"{where}: normalized_shape={tuple(normalized_shape)} must match the last {k} dim(s) of the input, "

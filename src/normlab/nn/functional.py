@@ -153,7 +153,12 @@ def _check_per_channel_args(input, ndims, running_mean, running_var, weight, bia
 def batch_norm(input: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
                weight: torch.Tensor | None = None, bias: torch.Tensor | None = None, training: bool = False,
                momentum: float = 0.1, eps: float = 1e-5) -> torch.Tensor:
-    """Batch normalization over dim 1 of (N, C, *); see :class:`normlab.nn.BatchNorm2d`."""
+    """Batch normalization over dim 1 of (N, C, *); see :class:`normlab.nn.BatchNorm2d`.
+
+    Differences from torch: a 1D input is refused (``NormValueError``; torch returns an empty 1D input
+    unchanged and raises IndexError on any other), and so are ``eps <= 0`` and a momentum outside
+    [0, 1], which torch computes with (its own OpInfo samples use ``momentum=-1.2``).
+    """
     where = "batch_norm"
     _check_per_channel_args(input, (2, 3, 4, 5), running_mean, running_var, weight, bias, momentum, eps, where)
     if not training and (running_mean is None or running_var is None) and input.numel() > 0:
@@ -177,7 +182,10 @@ def instance_norm(input: torch.Tensor, running_mean: torch.Tensor | None = None,
                   running_var: torch.Tensor | None = None, weight: torch.Tensor | None = None,
                   bias: torch.Tensor | None = None, use_input_stats: bool = True, momentum: float = 0.1,
                   eps: float = 1e-5) -> torch.Tensor:
-    """Instance normalization of (N, C, *): per sample and channel; see :class:`normlab.nn.InstanceNorm2d`."""
+    """Instance normalization of (N, C, *): per sample and channel; see :class:`normlab.nn.InstanceNorm2d`.
+
+    Differences from torch: ``eps <= 0`` and a momentum outside [0, 1] are refused (``NormValueError``).
+    """
     where = "instance_norm"
     _check_per_channel_args(input, (3, 4, 5), running_mean, running_var, weight, bias, momentum, eps, where)
     if use_input_stats and math.prod(input.shape[2:]) == 1:  # torch's rule, empty batches included
@@ -258,7 +266,11 @@ def _group_norm_compiled(input, num_groups, weight, bias, eps):
 
 def layer_norm(input: torch.Tensor, normalized_shape: Sequence[int], weight: torch.Tensor | None = None,
                bias: torch.Tensor | None = None, eps: float = 1e-5) -> torch.Tensor:
-    """Layer normalization over the trailing ``normalized_shape``; see :class:`normlab.nn.LayerNorm`."""
+    """Layer normalization over the trailing ``normalized_shape``; see :class:`normlab.nn.LayerNorm`.
+
+    Differences from torch: ``eps <= 0`` is refused (``NormValueError``; torch takes a square root of
+    ``var + eps``, nan once negative).
+    """
     where = "layer_norm"
     check_floating(input, where)
     check_trailing_shape(input, normalized_shape, where)
@@ -347,7 +359,8 @@ def rms_norm(input: torch.Tensor, normalized_shape: Sequence[int], weight: torch
              eps: float | None = None) -> torch.Tensor:
     """RMS normalization over the trailing ``normalized_shape``; see :class:`normlab.nn.RMSNorm`.
 
-    Half-precision inputs are computed in float32 and returned in their own dtype.
+    Half-precision inputs are computed in float32 and returned in their own dtype. Differences from
+    torch: ``eps <= 0`` is refused (``NormValueError``).
     """
     where = "rms_norm"
     check_floating(input, where)
