@@ -15,6 +15,7 @@ from typing import Literal
 import torch
 import torch.nn as tnn
 
+from normlab.nn import _script
 from normlab.nn import functional as NF
 from normlab.nn._fx import is_fx_proxy, traced_as_leaf
 from normlab.nn._validate import (
@@ -50,11 +51,12 @@ def to_torch_momentum(momentum: float | None, convention: str, where: str = "mom
     return float(Decimal(1) - Decimal(repr(float(momentum))))
 
 
-class _CheckedBatchNorm:
+class _CheckedBatchNorm(_script.Scriptable):
     """Validation and the Keras convention, shared by the three BatchNorm classes (a mixin before torch's)."""
 
     _allowed_ndim: tuple[int, ...] = ()
     _layout: str = ""
+    __jit_unused_properties__ = ["keras_momentum"]  # noqa: RUF012 (torch.jit.script reads this name)
 
     def _init_checks(self, num_features, eps, momentum, momentum_convention):
         where = type(self).__name__
@@ -74,6 +76,15 @@ class _CheckedBatchNorm:
             check_values_per_channel(input, where)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():  # only this branch is compiled (normlab.nn._script)
+            return _script.batch_norm_module(input, self.running_mean, self.running_var, self.weight, self.bias,
+                                             self.num_batches_tracked, self.training, self.track_running_stats,
+                                             self.momentum, self.eps, self._script_recenter_ratio)
+        else:
+            return self._eager_forward(input)
+
+    @torch.jit.unused
+    def _eager_forward(self, input: torch.Tensor) -> torch.Tensor:
         if is_fx_proxy(input):
             return traced_as_leaf(self, input, super().forward)
         self._check_input_dim(input)

@@ -11,6 +11,7 @@ import torch
 import torch.nn as tnn
 import torch.nn.functional as F
 
+from normlab.nn import _script
 from normlab.nn import functional as NF
 from normlab.nn._fx import is_fx_proxy, traced_as_leaf
 from normlab.nn._validate import (
@@ -23,7 +24,7 @@ from normlab.nn._validate import (
 )
 
 
-class GroupNorm(tnn.GroupNorm):
+class GroupNorm(_script.Scriptable, tnn.GroupNorm):
     r"""Group Normalization (drop-in for ``torch.nn.GroupNorm``).
 
     .. math::
@@ -78,13 +79,21 @@ class GroupNorm(tnn.GroupNorm):
         super().__init__(num_groups, num_channels, eps, affine, device, dtype, bias=bias)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():  # only this branch is compiled (normlab.nn._script)
+            return _script.group_norm(input, self.num_groups, self.weight, self.bias, self.eps,
+                                      self._script_recenter_ratio)
+        else:
+            return self._eager_forward(input)
+
+    @torch.jit.unused
+    def _eager_forward(self, input: torch.Tensor) -> torch.Tensor:
         if is_fx_proxy(input):
             return traced_as_leaf(self, input, super().forward)
         return NF.group_norm(input, self.num_groups, self.weight, self.bias, self.eps,
                              num_channels=self.num_channels, where=type(self).__name__)
 
 
-class _CheckedInstanceNorm:
+class _CheckedInstanceNorm(_script.Scriptable):
     """Checks shared by InstanceNorm1d/2d/3d (a mixin before torch's class, whose forward calls them)."""
 
     _batched_ndim: int = 0
@@ -97,6 +106,16 @@ class _CheckedInstanceNorm:
         check_momentum(momentum, where)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():  # only this branch is compiled (normlab.nn._script)
+            return _script.instance_norm_module(
+                input, self._get_no_batch_dim() + 1, self.running_mean, self.running_var, self.weight, self.bias,
+                self.training or not self.track_running_stats, self.momentum if self.momentum is not None else 0.0,
+                self.eps, self._script_recenter_ratio)
+        else:
+            return self._eager_forward(input)
+
+    @torch.jit.unused
+    def _eager_forward(self, input: torch.Tensor) -> torch.Tensor:
         if is_fx_proxy(input):  # torch's forward reads the input's rank, which a Proxy lacks: batched input
             return traced_as_leaf(self, input, lambda x: F.instance_norm(
                 x, self.running_mean, self.running_var, self.weight, self.bias,

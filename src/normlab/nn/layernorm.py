@@ -15,6 +15,7 @@ import torch
 import torch.nn as tnn
 import torch.nn.functional as F
 
+from normlab.nn import _script
 from normlab.nn import functional as NF
 from normlab.nn._fx import is_fx_proxy, traced_as_leaf
 from normlab.nn._validate import NormValueError, check_channels, check_eps, check_positive_int
@@ -34,7 +35,7 @@ def _check_channels_first(input: torch.Tensor, num_channels: int, where: str) ->
         check_channels(input, num_channels, "num_channels", where)
 
 
-class LayerNorm(tnn.LayerNorm):
+class LayerNorm(_script.Scriptable, tnn.LayerNorm):
     r"""Layer Normalization over the last ``len(normalized_shape)`` dims (drop-in for ``torch.nn.LayerNorm``).
 
     .. math::
@@ -77,12 +78,20 @@ class LayerNorm(tnn.LayerNorm):
         super().__init__(shape, eps, elementwise_affine, bias, device, dtype)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():  # only this branch is compiled (normlab.nn._script)
+            return _script.layer_norm(input, list(self.normalized_shape), self.weight, self.bias, self.eps,
+                                      self._script_recenter_ratio)
+        else:
+            return self._eager_forward(input)
+
+    @torch.jit.unused
+    def _eager_forward(self, input: torch.Tensor) -> torch.Tensor:
         if is_fx_proxy(input):
             return traced_as_leaf(self, input, super().forward)
         return NF.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
 
 
-class RMSNorm(tnn.RMSNorm):
+class RMSNorm(_script.Scriptable, tnn.RMSNorm):
     r"""Root-mean-square normalization (drop-in for ``torch.nn.RMSNorm``).
 
     .. math::
@@ -113,6 +122,13 @@ class RMSNorm(tnn.RMSNorm):
         super().__init__(shape, eps, elementwise_affine, device, dtype)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():  # torch's composite (normlab's fused autograd Function is Python)
+            return F.rms_norm(input, list(self.normalized_shape), self.weight, self.eps)
+        else:
+            return self._eager_forward(input)
+
+    @torch.jit.unused
+    def _eager_forward(self, input: torch.Tensor) -> torch.Tensor:
         if is_fx_proxy(input):
             return traced_as_leaf(self, input, super().forward)
         return NF.rms_norm(input, list(self.normalized_shape), self.weight, self.eps)
@@ -147,6 +163,14 @@ class LayerNorm2d(LayerNorm):
         super().__init__(num_channels, eps, elementwise_affine, bias, device, dtype)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return _script.channels_first_layer_norm(input, self.weight, self.bias, self.eps,
+                                                     self._script_recenter_ratio)
+        else:
+            return self._eager_forward(input)
+
+    @torch.jit.unused
+    def _eager_forward(self, input: torch.Tensor) -> torch.Tensor:
         if is_fx_proxy(input):  # movedim: the rank of a Proxy is unknown
             return traced_as_leaf(self, input, lambda x: F.layer_norm(
                 x.movedim(1, -1), self.normalized_shape, self.weight, self.bias, self.eps).movedim(-1, 1))
@@ -180,6 +204,13 @@ class RMSNorm2d(RMSNorm):
         super().__init__(num_channels, eps, elementwise_affine, device, dtype)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return _script.channels_first_rms_norm(input, self.weight, self.eps)
+        else:
+            return self._eager_forward(input)
+
+    @torch.jit.unused
+    def _eager_forward(self, input: torch.Tensor) -> torch.Tensor:
         if is_fx_proxy(input):
             return traced_as_leaf(self, input, lambda x: F.rms_norm(
                 x.movedim(1, -1), self.normalized_shape, self.weight, self.eps).movedim(-1, 1))
