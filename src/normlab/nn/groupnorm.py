@@ -50,12 +50,14 @@ class GroupNorm(_script.Scriptable, tnn.GroupNorm):
           ``normlab.nn.functional.RECENTER_RATIO`` (128), torch's float32 mean costs about
           ``|mean| / std * 2**-24`` in every output and gradient (0.04 to 0.26 at mean 1e4, std 1e-2);
           normlab normalizes the input shifted by its detached mean, which gives the float64 result to
-          float32 precision (under torch.compile: shifted by each row's first value, no branch).
+          float32 precision (compiled or scripted: shifted by each row's first value, no branch).
           torch's own float64 kernel for channels_last inputs loses digits there too (3e-4 at mean 1e6,
           std 1); normlab's recentered float64 result is torch's contiguous one.
         - Bad input raises ``NormValueError``/``NormTypeError`` naming the argument; they derive from
-          ``RuntimeError`` too, so code catching torch's error type still catches them. A layer built for
-          another channel count raises even on an empty batch (torch returns the empty output).
+          ``RuntimeError`` too, so code catching torch's error type still catches them. ``eps <= 0`` is
+          refused (torch computes with it). A layer built for
+          another channel count always raises, also where torch has nothing to notice it with (an
+          empty batch; no affine parameters and no running statistics).
         - A single value per group with nothing else to average over (input (1, G), G = num_groups)
           raises ``ValueError`` as torch does (the kernel alone would return beta).
 
@@ -180,11 +182,13 @@ _IN_DOC = r"""Instance Normalization over a {words} input (drop-in for ``torch.n
           ``normlab.nn.functional.RECENTER_RATIO`` (128), torch's float32 mean costs about
           ``|mean| / std * 2**-24`` in every output and gradient (0.04 to 0.26 at mean 1e4, std 1e-2);
           normlab normalizes the input shifted by its detached mean, which gives the float64 result to
-          float32 precision (under torch.compile: shifted by each row's first value, no branch).
+          float32 precision (compiled or scripted: shifted by each row's first value, no branch).
           The running statistics are updated from the exact batch statistics too.
         - Bad input raises ``NormValueError``/``NormTypeError`` naming the argument; they derive from
-          ``RuntimeError`` too, so code catching torch's error type still catches them. A layer built for
-          another channel count raises even on an empty batch (torch returns the empty output).
+          ``RuntimeError`` too, so code catching torch's error type still catches them. ``eps <= 0`` and a
+          momentum outside [0, 1] are refused (torch computes with them). ``num_features`` is checked
+          only with affine parameters or running statistics (without them torch merely warns on a
+          mismatch, and so does normlab); with them a mismatch raises, even on an empty batch.
 
     Example::
 

@@ -59,10 +59,10 @@ class LayerNorm(_script.Scriptable, tnn.LayerNorm):
           ``normlab.nn.functional.RECENTER_RATIO`` (128), torch's float32 mean costs about
           ``|mean| / std * 2**-24`` in every output and gradient (0.04 to 0.26 at mean 1e4, std 1e-2);
           normlab normalizes the input shifted by its detached mean, which gives the float64 result to
-          float32 precision (under torch.compile: shifted by each row's first value, no branch).
+          float32 precision (compiled or scripted: shifted by each row's first value, no branch).
         - Bad input raises ``NormValueError``/``NormTypeError`` naming the argument; they derive from
-          ``RuntimeError`` too, so code catching torch's error type still catches them. A layer built for
-          another channel count raises even on an empty batch (torch returns the empty output).
+          ``RuntimeError`` too, so code catching torch's error type still catches them. ``eps <= 0`` is
+          refused (torch computes with it).
 
     Example::
 
