@@ -1,4 +1,4 @@
-"""torch.compile smoke: the layers trace (no data-dependent branch in the graph) and give torch's numbers."""
+"""torch.compile smoke: the layers trace (no data-dependent branch in the graph) and give eager normlab's numbers."""
 
 from __future__ import annotations
 

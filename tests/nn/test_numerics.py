@@ -127,3 +127,19 @@ def test_recentering_off_gives_torchs_numbers_and_on_fixes_them(monkeypatch):
     monkeypatch.setattr(N.functional, "RECENTER_RATIO", float("inf"))
     assert torch.equal(N.LayerNorm(16)(x), torch_y)
     assert torch.equal(N.GroupNorm(1, 3)(x), torch.nn.GroupNorm(1, 3)(x))
+
+
+@pytest.mark.parametrize("make", [lambda: N.LayerNorm(16), lambda: N.GroupNorm(1, 16), lambda: N.BatchNorm1d(8)],
+                         ids=["LayerNorm", "GroupNorm", "BatchNorm1d"])
+def test_a_nan_row_does_not_turn_recentering_off_for_the_others(make):
+    """Row 3 holds a NaN; the other rows have |mean| / std = 1e6 and must still be recentered."""
+    gen = torch.Generator().manual_seed(0)
+    x = 1e4 + 1e-2 * torch.randn(8, 16, generator=gen)
+    x[3, 5] = float("nan")
+    module = make()
+    transpose = isinstance(module, N.BatchNorm1d)  # its rows are channels: feed x.t() (N=16, C=8)
+    y = module(x.t()).t() if transpose else module(x)
+    exact = N.reference.layer_norm(x.double(), [16])  # every row standardized (no affine at init)
+    assert y[3].isnan().all()  # NaN propagates within its row, as in torch
+    others = torch.arange(8) != 3
+    assert (y[others].double() - exact[others]).abs().max() < 1e-3  # torch is ~0.1 off here

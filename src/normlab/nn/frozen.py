@@ -6,11 +6,19 @@ import torch
 import torch.nn as tnn
 import torch.nn.functional as F
 
+from normlab.nn import _script
 from normlab.nn._fx import is_fx_proxy, traced_as_leaf
-from normlab.nn._validate import check_channels, check_eps, check_floating, check_ndim, check_positive_int
+from normlab.nn._validate import (
+    NormValueError,
+    check_channels,
+    check_eps,
+    check_floating,
+    check_ndim,
+    check_positive_int,
+)
 
 
-class FrozenBatchNorm2d(tnn.Module):
+class FrozenBatchNorm2d(_script.Scriptable, tnn.Module):
     r"""BatchNorm2d whose running statistics and affine parameters are buffers, never updated.
 
     .. math::
@@ -53,7 +61,7 @@ class FrozenBatchNorm2d(tnn.Module):
     def from_batchnorm(cls, bn: tnn.modules.batchnorm._BatchNorm) -> FrozenBatchNorm2d:
         """A frozen copy of ``bn`` (its eval-mode function); ``bn`` must track running statistics."""
         if bn.running_mean is None:
-            raise ValueError(
+            raise NormValueError(
                 f"FrozenBatchNorm2d.from_batchnorm: bn must track running statistics, got {bn!r} "
                 "with track_running_stats=False"
             )
@@ -75,6 +83,14 @@ class FrozenBatchNorm2d(tnn.Module):
                                       error_msgs)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return _script.frozen_batch_norm(input, self.weight, self.bias, self.running_mean, self.running_var,
+                                             self.eps)
+        else:
+            return self._eager_forward(input)
+
+    @torch.jit.unused
+    def _eager_forward(self, input: torch.Tensor) -> torch.Tensor:
         if is_fx_proxy(input):  # as the root: BatchNorm2d's eval map, reading the buffers when called
             return traced_as_leaf(self, input, lambda x: F.batch_norm(
                 x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps))

@@ -14,8 +14,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch._prims_common import suggest_memory_format  # Tensor.suggest_memory_format(), not bound in Python
 
 from normlab.nn._validate import (
+    NormValueError,
     check_eps,
     check_floating,
     check_momentum,
@@ -48,8 +50,23 @@ _HALF = (torch.float16, torch.bfloat16)
 # per-row shift, so the result is the float64 one to float32 precision and gradients are unchanged.
 # Cost on ordinary data: one reduction over the per-row statistics, and reading one bool (a host sync on
 # a GPU). Setting RECENTER_RATIO = float("inf") turns it off and gives torch's numbers exactly.
-# Under torch.compile the branch is skipped (no data-dependent control flow in the graph).
+#
+# Under torch.compile a graph has no data-dependent branch, so there every row is *always* shifted, by its
+# first value (detached) rather than its mean: no second pass, and inductor fuses the subtraction into the
+# norm's kernel. x - x_0 is exact where it matters (Sterbenz again: in a row with |mean| >> std all values
+# are within a factor 2 of each other), and the shifted row's |mean| / std is then a few units, so the
+# kernel's float32 mean costs nothing. RECENTER_RATIO = inf turns this off too (torch's numbers).
 RECENTER_RATIO = 128.0
+
+
+def _shift_every_row() -> bool:
+    """True under torch.compile (tracing), where the measured branch is replaced by an unconditional shift."""
+    return torch.compiler.is_compiling() and not math.isinf(RECENTER_RATIO)
+
+
+def _first_value(input: torch.Tensor, dims: int) -> torch.Tensor:
+    """The first value of ``input`` over its last ``dims`` dims, kept as size-1 dims (detached)."""
+    return input[(..., *[slice(0, 1)] * dims)].detach()
 
 
 def _needs_recentering(mean: torch.Tensor, rstd: torch.Tensor) -> bool:
@@ -59,8 +76,11 @@ def _needs_recentering(mean: torch.Tensor, rstd: torch.Tensor) -> bool:
         # numpy runs this small reduction on one thread: as torch ops over >32k rows it would be parallel
         # regions, each able to wait a scheduler slice for a descheduled worker on a busy machine
         # (measured: ~15 ms of CPU for 115k rows under load, against ~0.1 ms here)
-        return bool(np.abs(mean.detach().numpy() * rstd.detach().numpy()).max() > RECENTER_RATIO)
-    return bool(torch.linalg.vector_norm(mean.detach() * rstd.detach(), float("inf")) > RECENTER_RATIO)
+        # fmax skips NaN: a row of NaN (which stays NaN either way) must not turn recentering off for the rest
+        ratios = np.abs(mean.detach().numpy() * rstd.detach().numpy())
+        return bool(np.fmax.reduce(ratios, axis=None, initial=0.0) > RECENTER_RATIO)
+    ratios = (mean.detach() * rstd.detach()).abs()
+    return bool(torch.where(ratios.isnan(), 0.0, ratios).amax() > RECENTER_RATIO)
 
 
 def _batch_norm_batch_stats(input, running_mean, running_var, weight, bias, momentum, eps):
@@ -72,11 +92,22 @@ def _batch_norm_batch_stats(input, running_mean, running_var, weight, bias, mome
     handed to a call whose output is returned must never change afterwards (changing them made backward
     raise "modified by an inplace operation").
     """
+    if _shift_every_row():  # torch.compile: shift by each channel's first value (see RECENTER_RATIO)
+        first = input[(slice(0, 1), slice(None), *[slice(0, 1)] * (input.dim() - 2))].detach().reshape(-1)
+        saved = None if running_mean is None else (running_mean, running_var)
+        return _shifted_batch_norm(input, first, saved, running_mean, running_var, weight, bias, momentum, eps)
     saved = None if running_mean is None else (running_mean.clone(), running_var.clone())
     y, mean, invstd = torch.native_batch_norm(input, weight, bias, running_mean, running_var, True, momentum, eps)
     if not _needs_recentering(mean, invstd):
         return y
-    shift = mean.detach()  # (C,), float32 (the input's dtype for float64)
+    # (C,), float32 (the input's dtype for float64)
+    return _shifted_batch_norm(input, mean.detach(), saved, running_mean, running_var, weight, bias, momentum,
+                               eps)
+
+
+def _shifted_batch_norm(input, shift, saved, running_mean, running_var, weight, bias, momentum, eps):
+    """Batch norm of ``input - shift`` (per channel); the running statistics become ``saved`` (their values
+    before this batch) updated with the batch, without touching any tensor autograd saves."""
     shifted = input - shift.to(input.dtype).view(1, -1, *[1] * (input.dim() - 2))
     if saved is None:
         return torch.native_batch_norm(shifted, weight, bias, None, None, True, momentum, eps)[0]
@@ -94,19 +125,21 @@ def _batch_norm_batch_stats(input, running_mean, running_var, weight, bias, mome
 
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    """channels_last(_3d) when ``x`` is laid out so (and not also plain contiguous), else contiguous."""
-    if x.is_contiguous():
+    """The layout torch's native kernels expect ``x`` to be dense in: ``Tensor.suggest_memory_format()``.
+
+    That rule reads the strides, not ``is_contiguous(memory_format=...)``: a tensor such as shape
+    (1, 4, 1, 5) with strides (1, 1, 4, 4) is channels_last-contiguous, yet the kernel wants it
+    contiguous (the rule falls back to NCHW for ambiguous size-1 dims), so asking the first question
+    made the kernel raise where ``torch.nn.GroupNorm`` works.
+    """
+    if x.is_contiguous():  # the common case, without the Python stride walk below
         return torch.contiguous_format
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
-        return torch.channels_last_3d
-    return torch.contiguous_format
+    return suggest_memory_format(x)
 
 
 def _check_param(t: torch.Tensor | None, name: str, size: int, where: str) -> None:
     if t is not None and t.numel() != size:
-        raise ValueError(f"{where}: {name} must have {size} elements (one per channel), got shape {tuple(t.shape)}")
+        raise NormValueError(f"{where}: {name} must have {size} elements (one per channel), got shape {tuple(t.shape)}")
 
 
 def _check_per_channel_args(input, ndims, running_mean, running_var, weight, bias, momentum, eps, where) -> None:
@@ -125,12 +158,27 @@ def _check_per_channel_args(input, ndims, running_mean, running_var, weight, bia
 def batch_norm(input: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
                weight: torch.Tensor | None = None, bias: torch.Tensor | None = None, training: bool = False,
                momentum: float = 0.1, eps: float = 1e-5) -> torch.Tensor:
-    """Batch normalization over dim 1 of (N, C, *); see :class:`normlab.nn.BatchNorm2d`."""
+    """Batch normalization over dim 1 of (N, C, *); see :class:`normlab.nn.BatchNorm2d`.
+
+    Differences from torch: a 1D input is refused (``NormValueError``; torch returns an empty 1D input
+    unchanged and raises IndexError on any other), and so are ``eps <= 0`` and a momentum outside
+    [0, 1], which torch computes with (its own OpInfo samples use ``momentum=-1.2``).
+    """
     where = "batch_norm"
     _check_per_channel_args(input, (2, 3, 4, 5), running_mean, running_var, weight, bias, momentum, eps, where)
-    if training or running_mean is None:
+    if not training and (running_mean is None or running_var is None) and input.numel() > 0:
+        # torch's rule: eval needs the running statistics (a module with track_running_stats=False passes
+        # training=True); normalizing with the batch's statistics instead would hide the mistake. An empty
+        # batch follows torch (an empty output).
+        raise NormValueError(
+            f"{where}: training=False normalizes with running_mean and running_var, got "
+            f"running_mean={'None' if running_mean is None else 'a tensor'} and "
+            f"running_var={'None' if running_var is None else 'a tensor'}; pass both, or training=True to "
+            "use the batch's statistics"
+        )
+    if training:
         check_values_per_channel(input, where)
-    if not (training or running_mean is None) or input.numel() == 0:
+    if not training or input.numel() == 0:
         return F.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
     return _batch_norm_batch_stats(input, running_mean, running_var, weight, bias, momentum, eps)
 
@@ -139,9 +187,17 @@ def instance_norm(input: torch.Tensor, running_mean: torch.Tensor | None = None,
                   running_var: torch.Tensor | None = None, weight: torch.Tensor | None = None,
                   bias: torch.Tensor | None = None, use_input_stats: bool = True, momentum: float = 0.1,
                   eps: float = 1e-5) -> torch.Tensor:
-    """Instance normalization of (N, C, *): per sample and channel; see :class:`normlab.nn.InstanceNorm2d`."""
+    """Instance normalization of (N, C, *): per sample and channel; see :class:`normlab.nn.InstanceNorm2d`.
+
+    Differences from torch: ``eps <= 0`` and a momentum outside [0, 1] are refused (``NormValueError``).
+    """
     where = "instance_norm"
     _check_per_channel_args(input, (3, 4, 5), running_mean, running_var, weight, bias, momentum, eps, where)
+    if use_input_stats and math.prod(input.shape[2:]) == 1:  # torch's rule, empty batches included
+        raise NormValueError(
+            f"{where}: use_input_stats=True needs more than 1 spatial element per channel to estimate the "
+            f"instance variance, got input of shape {tuple(input.shape)}"
+        )
     if not use_input_stats or input.numel() == 0:
         return F.instance_norm(input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps)
     # torch's own recipe: instance norm is batch norm of the (1, N*C, *) view, with the per-channel
@@ -168,25 +224,34 @@ def group_norm(input: torch.Tensor, num_groups: int, weight: torch.Tensor | None
     """
     check_floating(input, where)
     if input.dim() < 2:
-        raise ValueError(f"{where}: expected input (N, C, *) with at least 2 dims, got shape {tuple(input.shape)}")
+        raise NormValueError(f"{where}: expected input (N, C, *) with at least 2 dims, got shape {tuple(input.shape)}")
     check_positive_int(num_groups, "num_groups", where)
     check_eps(eps, where)
     channels = input.shape[1]
     if num_channels is not None and channels != num_channels:
-        raise ValueError(
+        raise NormValueError(
             f"{where}: input has {channels} channels in dim 1 (shape {tuple(input.shape)}), "
             f"but the layer was built with num_channels={num_channels}"
         )
     if channels % num_groups != 0:
-        raise ValueError(
+        raise NormValueError(
             f"{where}: the input's channel count must be divisible by num_groups, got {channels} channels "
             f"and num_groups={num_groups}"
         )
     _check_param(weight, "weight", channels, where)
     _check_param(bias, "bias", channels, where)
     n = input.shape[0]
+    if input.numel() == num_groups:
+        # torch's rule (F.group_norm): one value per group and nothing else to average over (N=1,
+        # C=num_groups, no spatial extent) is 0/0 by design; the kernel alone would return beta
+        raise NormValueError(
+            f"{where}: expected more than 1 value per group, got input of shape {tuple(input.shape)} with "
+            f"num_groups={num_groups} (one value in each group)"
+        )
     if input.numel() == 0:
         return F.group_norm(input, num_groups, weight, bias, eps)
+    if _shift_every_row():
+        return _group_norm_compiled(input, num_groups, weight, bias, eps)
     # the native kernel wants the input dense in its own memory format (channels_last stays channels_last)
     dense = input.contiguous(memory_format=_memory_format(input))
     y, mean, rstd = torch.native_group_norm(dense, weight, bias, n, channels, input.numel() // (n * channels),
@@ -197,9 +262,20 @@ def group_norm(input: torch.Tensor, num_groups: int, weight: torch.Tensor | None
     return y
 
 
+def _group_norm_compiled(input, num_groups, weight, bias, eps):
+    """torch.compile's path: every group shifted by its first value (see RECENTER_RATIO)."""
+    grouped = input.reshape(input.shape[0], num_groups, -1)
+    shifted = (grouped - _first_value(grouped, 1)).reshape(input.shape)
+    return F.group_norm(shifted, num_groups, weight, bias, eps)
+
+
 def layer_norm(input: torch.Tensor, normalized_shape: Sequence[int], weight: torch.Tensor | None = None,
                bias: torch.Tensor | None = None, eps: float = 1e-5) -> torch.Tensor:
-    """Layer normalization over the trailing ``normalized_shape``; see :class:`normlab.nn.LayerNorm`."""
+    """Layer normalization over the trailing ``normalized_shape``; see :class:`normlab.nn.LayerNorm`.
+
+    Differences from torch: ``eps <= 0`` is refused (``NormValueError``; torch takes a square root of
+    ``var + eps``, nan once negative).
+    """
     where = "layer_norm"
     check_floating(input, where)
     check_trailing_shape(input, normalized_shape, where)
@@ -210,6 +286,8 @@ def layer_norm(input: torch.Tensor, normalized_shape: Sequence[int], weight: tor
 def _layer_norm(input, normalized_shape, weight, bias, eps):
     if input.numel() == 0:
         return F.layer_norm(input, normalized_shape, weight, bias, eps)
+    if _shift_every_row():  # torch.compile: shift every row by its first value (see RECENTER_RATIO)
+        return F.layer_norm(input - _first_value(input, len(normalized_shape)), normalized_shape, weight, bias, eps)
     y, mean, rstd = torch.native_layer_norm(input, normalized_shape, weight, bias, eps)
     if _needs_recentering(mean, rstd):
         y = F.layer_norm(input - mean.detach().to(input.dtype), normalized_shape, weight, bias, eps)
@@ -286,7 +364,8 @@ def rms_norm(input: torch.Tensor, normalized_shape: Sequence[int], weight: torch
              eps: float | None = None) -> torch.Tensor:
     """RMS normalization over the trailing ``normalized_shape``; see :class:`normlab.nn.RMSNorm`.
 
-    Half-precision inputs are computed in float32 and returned in their own dtype.
+    Half-precision inputs are computed in float32 and returned in their own dtype. Differences from
+    torch: ``eps <= 0`` is refused (``NormValueError``).
     """
     where = "rms_norm"
     check_floating(input, where)
@@ -296,7 +375,7 @@ def rms_norm(input: torch.Tensor, normalized_shape: Sequence[int], weight: torch
         eps = torch.finfo(input.dtype).eps  # torch's rule
     n = math.prod(normalized_shape)
     if weight is not None and weight.numel() != n:
-        raise ValueError(f"{where}: weight must have shape {tuple(normalized_shape)}, got {tuple(weight.shape)}")
+        raise NormValueError(f"{where}: weight must have shape {tuple(normalized_shape)}, got {tuple(weight.shape)}")
     compute_dtype = torch.float32 if input.dtype in _HALF else input.dtype
     x2d = input.reshape(-1, n).to(compute_dtype)
     w = None if weight is None else weight.reshape(n).to(compute_dtype)
@@ -309,7 +388,7 @@ def rms_norm(input: torch.Tensor, normalized_shape: Sequence[int], weight: torch
 
 def _channels_last_view(input: torch.Tensor, where: str) -> tuple[torch.Tensor, list[int]]:
     if input.dim() < 2:
-        raise ValueError(f"{where}: expected input (N, C, *) with at least 2 dims, got shape {tuple(input.shape)}")
+        raise NormValueError(f"{where}: expected input (N, C, *) with at least 2 dims, got shape {tuple(input.shape)}")
     order = [0, *range(2, input.dim()), 1]  # (N, *, C): channels last, so C is the normalized dim
     inverse = [0, input.dim() - 1, *range(1, input.dim() - 1)]
     return input.permute(order), inverse
