@@ -13,16 +13,12 @@ Deliberate differences (stated in normlab.nn.functional): torch's samples includ
 number), and an empty 1D input to batch_norm; normlab refuses them with ``NormValueError`` naming the
 argument. Those samples are checked to raise exactly that.
 
-torch.testing._internal imports ``expecttest`` (a torch dev dependency); where it is not installed, a
-stand-in module with only ``TestCase`` is registered first: the op database needs nothing else from it.
+torch.testing._internal imports ``expecttest`` (a torch dev dependency, in normlab's ``dev`` extra).
 """
 
 from __future__ import annotations
 
 import functools
-import sys
-import types
-import unittest
 
 import pytest
 import torch
@@ -43,12 +39,6 @@ DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
 
 @functools.cache
 def _op_db():
-    try:
-        import expecttest  # noqa: F401
-    except ImportError:
-        stand_in = types.ModuleType("expecttest")
-        stand_in.TestCase = unittest.TestCase
-        sys.modules["expecttest"] = stand_in
     from torch.testing._internal.common_methods_invocations import op_db
 
     return {op.name: op for op in op_db if op.name in OPS and op.variant_test_name == ""}
