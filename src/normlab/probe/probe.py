@@ -17,8 +17,9 @@ steps. For small models even that fixed set costs as much as a training step, so
 step vectors fit in ``deferred.RING_ELEMENTS`` a recorded step only copies its step vector into a ring
 (one kernel) and the ring is reduced every ``flush_every`` steps for all of them at once
 (``deferred.StepRing``; same tables, tested). Memory: three flat copies of the trainable parameters
-(gradients, weights before the step, update), the small outputs of the current step, the buffer, and
-the ring (small models only).
+(gradients, weights before the step, update) for models small enough for the ring, plus the ring; two
+for larger ones (the update is reduced tensor by tensor, ``StepVector(lean=True)``), plus temporaries
+the size of the largest tensor; the small outputs of the current step and the buffer.
 """
 
 from __future__ import annotations
@@ -30,12 +31,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from normlab.probe import deferred
+from normlab.probe import deferred, step_vector
 from normlab.probe.buffer import DeviceBuffer
 from normlab.probe.deferred import StepRing
 from normlab.probe.flatten import Flattener
 from normlab.probe.histograms import SymLogBins
-from normlab.probe.hooks import ActivationHooks, ModuleSelector, select_modules
+from normlab.probe.hooks import SAMPLE_ABOVE_ELEMENTS, ActivationHooks, ModuleSelector, select_modules
 from normlab.probe.schedule import Schedule, _positive_int
 from normlab.probe.stats import N_ACTIVATION_MOMENTS, SMALL_TENSOR_ELEMENTS, SegmentLayout
 from normlab.probe.step_vector import StepVector
@@ -141,10 +142,17 @@ class Probe:
         self._running = [b for _, b in running]
         param_layout = SegmentLayout([p.shape for p in self._params], self.members, device)
         running_layout = SegmentLayout([b.shape for b in self._running], self.members, device)
-        self._vector = StepVector(param_layout, running_layout, device, dtype, self.binning)
+        self._activations = ActivationHooks(select_modules(model, modules), self.members, self.binning, record_eval)
+        # A kept output has at most SAMPLE_ABOVE_ELEMENTS values per member (larger ones are sampled).
+        capacity = len(self._activations.slots) * self.members * SAMPLE_ABOVE_ELEMENTS
+        # Step vectors too large for a ring are reduced at every recorded step: they need no update region.
+        full = 3 * param_layout.total + 2 * running_layout.total
+        lean = (deferred.ring_rows(full, flush_every) < deferred.MIN_RING_ROWS
+                and full > step_vector.SPLIT_ABOVE_ELEMENTS)
+        self._vector = StepVector(param_layout, running_layout, device, dtype, self.binning,
+                                  activation_capacity=capacity, lean=lean)
         self._running_previous: torch.Tensor | None = None
 
-        self._activations = ActivationHooks(select_modules(model, modules), self.members, self.binning, record_eval)
         self.catalog = Catalog(
             members=self.members,
             activation_slots=tuple(self._activations.slots),
@@ -222,6 +230,7 @@ class Probe:
         if self._params:
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self._params]
             self._flatten_grads(grads, self._vector.region("grad"))
+            self._flatten_grads.forget()
         self._missing_grads = frozenset(("grad", i) for i, p in enumerate(self._params) if p.grad is None)
 
     def _stage(self) -> None:
@@ -248,7 +257,9 @@ class Probe:
     def _after_step(self) -> None:
         if self._captured:
             self._captured = False
-            if self._params:
+            if self._params and self._vector.lean:
+                self._vector.capture_update(self._params)
+            elif self._params:
                 self._flatten_params.difference(self._params, self._vector.region("weight"),
                                                 self._vector.region("update"))
             self._write_step()
@@ -314,6 +325,8 @@ class Probe:
 
     def _ring_for(self, kept: dict[int, torch.Tensor]) -> StepRing | None:
         """The ring for this step's layout (None: too large to defer); reduces a ring of another layout."""
+        if self._vector.lean:
+            return None
         key = tuple((slot, kept[slot].shape) for slot in sorted(kept))
         if key in self._rings:
             ring = self._rings[key]

@@ -82,9 +82,17 @@ class SegmentLayout:
         self.counts = np.repeat(np.array(numels, dtype=np.int64) // members, members)  # (S,)
         self.n_segments = len(self.counts)
         self.total = int(sum(numels))
-        self.segment = torch.repeat_interleave(
-            torch.arange(self.n_segments, device=device), torch.as_tensor(self.counts, device=device)
-        )  # (T,) segment id of every flat element
+        self.device = device
+        self._segment: torch.Tensor | None = None
+
+    @property
+    def segment(self) -> torch.Tensor:
+        """``(T,)`` segment id of every flat element, built on first use: 8 bytes per element, so twice
+        the parameters' own memory for a large model, which only ever reads it for short runs."""
+        if self._segment is None:
+            self._segment = torch.repeat_interleave(
+                torch.arange(self.n_segments, device=self.device), torch.as_tensor(self.counts, device=self.device))
+        return self._segment
 
     def flatten_into(self, tensors: Sequence[torch.Tensor], out: torch.Tensor) -> None:
         """Concatenate ``tensors`` (flattened) into the preallocated ``out`` (one kernel)."""
@@ -108,6 +116,7 @@ def segment_moments(x: torch.Tensor, segment: torch.Tensor, counts: torch.Tensor
 
 
 SMALL_TENSOR_ELEMENTS = 1 << 10  # runs of tensors up to this size (per member) are reduced by segment
+BLOCK_ELEMENTS = 1 << 18  # a block is reduced this many values at a time (whole rows): bounds the temporaries
 
 
 class ReductionPlan:
@@ -157,7 +166,10 @@ class ReductionPlan:
                 pieces.append(segment_moments(x[begin:end], segment, counts))
             else:
                 _, begin, end, length, zeros = step
-                pieces.append(_rows_moments(x[begin:end].view(-1, length // self.members), zeros).t())
+                rows = x[begin:end].view(-1, length // self.members)
+                chunk = max(1, BLOCK_ELEMENTS // rows.shape[1])  # the centered copy is one chunk, not the block
+                pieces += [_rows_moments(rows[first : first + chunk], zeros).t()
+                           for first in range(0, rows.shape[0], chunk)]
         return torch.cat(pieces, dim=1)
 
 
