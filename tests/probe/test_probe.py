@@ -174,8 +174,13 @@ def test_bad_arguments_name_the_argument(kwargs, error, match):
 def test_bad_model_or_optimizer_type():
     with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module, got list"):
         Probe([nn.Linear(1, 1)])
-    with pytest.raises(TypeError, match=r"optimizer must be a torch\.optim\.Optimizer or None, got dict"):
+    with pytest.raises(TypeError, match=r"optimizer must be a torch\.optim\.Optimizer, a non-empty list of them, "
+                                        r"or None, got dict"):
         Probe(nn.Linear(1, 1), {})
+    with pytest.raises(TypeError, match=r"got list of Linear, SGD"):
+        Probe(nn.Linear(1, 1), [torch.optim.SGD(nn.Linear(1, 1).parameters()), nn.Linear(1, 1)])
+    with pytest.raises(TypeError, match=r"got list$"):
+        Probe(nn.Linear(1, 1), [])
 
 
 def test_statistics_stay_finite_and_nan_gradients_show_up():

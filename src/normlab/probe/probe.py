@@ -25,6 +25,8 @@ the size of the largest tensor; the small outputs of the current step and the bu
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -55,6 +57,37 @@ def _handout(cached: pd.DataFrame) -> pd.DataFrame:
     return cached.copy(deep=not copy_on_write)
 
 
+def _resolve_optimizers(optimizer: object) -> tuple[torch.optim.Optimizer, ...]:
+    if optimizer is None:
+        return ()
+    if isinstance(optimizer, torch.optim.Optimizer):
+        return (optimizer,)
+    if isinstance(optimizer, Sequence) and not isinstance(optimizer, (str, bytes)) and optimizer and all(
+            isinstance(o, torch.optim.Optimizer) for o in optimizer):
+        if len({id(o) for o in optimizer}) < len(optimizer):
+            raise ValueError("Probe: optimizer lists the same optimizer twice")
+        return tuple(optimizer)
+    given = type(optimizer).__name__
+    if isinstance(optimizer, Sequence) and optimizer:
+        given += " of " + ", ".join(sorted({type(o).__name__ for o in optimizer}))
+    raise TypeError(f"Probe: optimizer must be a torch.optim.Optimizer, a non-empty list of them, or None, got {given}")
+
+
+def _stepped_by(named: list[tuple[str, torch.Tensor]], optimizers: Sequence[torch.optim.Optimizer]
+                ) -> frozenset[int]:
+    """Indices (into ``named``) of the parameters that none of ``optimizers`` steps."""
+    owner: dict[int, int] = {}
+    names = {id(p): name for name, p in named}
+    for index, optimizer in enumerate(optimizers):
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if owner.get(id(p), index) != index:
+                    raise ValueError(f"Probe: parameter {names.get(id(p), '?')!r} is in optimizer {owner[id(p)]} "
+                                     f"and optimizer {index}: each parameter must be stepped by one optimizer")
+                owner[id(p)] = index
+    return frozenset(i for i, (_, p) in enumerate(named) if id(p) not in owner)
+
+
 def _resolve_members(model: nn.Module, members: object) -> int:
     if members is None:
         members = getattr(model, "ensemble_size", None)
@@ -74,8 +107,12 @@ class Probe:
     Args:
         model: the ``nn.Module`` being trained. For a vectorized ensemble of ``N`` members every parameter
             has shape ``(N, ...)`` and every module output ``(N, batch, ...)``; statistics are per member.
-        optimizer: if given, its step hooks count steps and capture the update; otherwise call
-            :meth:`step` once after every ``optimizer.step()`` (before the gradients are zeroed).
+        optimizer: an optimizer or a list of them (e.g. one per parameter group of a model): their step
+            hooks count steps and capture the update. With several, a step is one step of each: it starts
+            at the first of their ``step()`` calls and ends when every one has stepped once (an optimizer
+            stepping twice before the others have is an error). Trainable parameters that none of them
+            steps get a warning and no ``update`` records. ``None``: call :meth:`step` once after every
+            ``optimizer.step()`` (before the gradients are zeroed).
         every: record scalars every ``every`` optimizer steps (step 0 is always recorded).
         histograms: ``False``; ``True`` (on the scalar schedule); or an int interval.
         bins: number of symmetric log-spaced histogram bins (even, >= 6); see ``histograms.py``.
@@ -99,7 +136,7 @@ class Probe:
     def __init__(
         self,
         model: nn.Module,
-        optimizer: torch.optim.Optimizer | None = None,
+        optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer] | None = None,
         *,
         every: int = 1,
         histograms: bool | int = False,
@@ -112,8 +149,7 @@ class Probe:
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"Probe: model must be a torch.nn.Module, got {type(model).__name__}")
-        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"Probe: optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
+        optimizers = _resolve_optimizers(optimizer)
         if logdir is not None and not isinstance(logdir, (str, os.PathLike)):
             raise TypeError(f"Probe: logdir must be a path or None, got {logdir!r}")
         self.schedule = Schedule.from_arguments(every, histograms)
@@ -122,11 +158,20 @@ class Probe:
             SymLogBins(bins)  # validate bins even when histograms are off
         self.members = _resolve_members(model, members)
         self._flush_every = flush_every = _positive_int("flush_every", flush_every)
-        self.model, self.optimizer = model, optimizer
+        self.model, self.optimizer, self.optimizers = model, optimizer, optimizers
 
         named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
         # Small parameters first: they form one run in each region of the step vector (see ReductionPlan).
         named.sort(key=lambda item: item[1].numel() > SMALL_TENSOR_ELEMENTS * self.members)
+        unstepped = _stepped_by(named, optimizers) if optimizers else frozenset()
+        if unstepped:
+            unstepped_names = {named[i][0] for i in unstepped}
+            listed = [name for name, _ in model.named_parameters() if name in unstepped_names]  # model order
+            shown = ", ".join(listed[:10]) + (f" and {len(listed) - 10} more" if len(listed) > 10 else "")
+            warnings.warn(
+                f"Probe: {len(listed)} trainable parameter(s) are in no optimizer given to the probe: {shown}. "
+                "Their update statistics are left out; to record them pass every optimizer that steps the "
+                "model, e.g. Probe(model, [optimizer_1, optimizer_2]).", UserWarning, stacklevel=2)
         running = [(name, b) for name, b in model.named_buffers()
                    if name.rsplit(".", 1)[-1] in RUNNING_BUFFERS and b.is_floating_point()]
         for what, tensors in (("parameter", named), ("buffer", running)):
@@ -161,6 +206,7 @@ class Probe:
             running_names=tuple(name for name, _ in running),
             running_counts=running_layout.counts,
             bin_edges=self.binning.edges(dtype) if self.binning is not None else None,
+            unstepped=unstepped,
         )
         self._scalar_buffer = DeviceBuffer(self.catalog.scalar_width, flush_every, device, dtype)
         self._histogram_buffer = (
@@ -188,16 +234,21 @@ class Probe:
         self._captured = False
         self._missing_grads: frozenset = frozenset()
         self._closed = False
+        self._stepped: set[int] = set()  # attached optimizers that have stepped in the current step
         self._hook_handles = []
-        if optimizer is not None:
-            self._hook_handles = [
-                optimizer.register_step_pre_hook(lambda *_: self._before_step()),
-                optimizer.register_step_post_hook(lambda *_: self._after_step()),
-            ]
-        elif self.schedule.records(0):
+        if not optimizers and self.schedule.records(0):
             with torch.no_grad():  # (captures copy parameters into the step vector: no graph)
                 self._capture_weights()
         self._arm_hooks()
+        # Hooks last, so that a constructor that fails leaves none behind.
+        try:
+            for index, opt in enumerate(optimizers):
+                self._hook_handles.append(opt.register_step_pre_hook(lambda *_, i=index: self._optimizer_pre(i)))
+                self._hook_handles.append(opt.register_step_post_hook(lambda *_, i=index: self._optimizer_post(i)))
+            self._activations.attach()
+        except BaseException:
+            self._remove_hooks()
+            raise
 
     # -- the step cycle ------------------------------------------------------------------------------
 
@@ -210,7 +261,7 @@ class Probe:
     def step(self) -> None:
         """Count one optimizer step; call after ``optimizer.step()`` when no optimizer was given."""
         self._check_open()
-        if self.optimizer is not None:
+        if self.optimizers:
             raise RuntimeError(
                 "Probe.step(): this probe was given an optimizer and counts its steps through hooks; "
                 "calling step() as well would count every step twice"
@@ -245,6 +296,22 @@ class Probe:
         self._stage()  # the first capture of a step (in both the hooked and the manual cycle)
         if self._params:
             self._flatten_params(self._params, self._vector.region("weight"))
+
+    def _optimizer_pre(self, index: int) -> None:
+        if index in self._stepped:
+            waiting = [i for i in range(len(self.optimizers)) if i not in self._stepped]
+            raise RuntimeError(
+                f"Probe: optimizer {index} stepped again before optimizer(s) {waiting} stepped; with several "
+                "optimizers the probe counts a training step when each has stepped once. Give the probe only "
+                "optimizers that step at every training step.")
+        if not self._stepped:
+            self._before_step()
+
+    def _optimizer_post(self, index: int) -> None:
+        self._stepped.add(index)
+        if len(self._stepped) == len(self.optimizers):
+            self._stepped.clear()
+            self._after_step()
 
     @torch.no_grad()
     def _before_step(self) -> None:
@@ -446,25 +513,40 @@ class Probe:
         if self._closed:
             raise RuntimeError("Probe: this probe is closed")
 
+    def _remove_hooks(self) -> None:
+        self._activations.remove()
+        handles, self._hook_handles = self._hook_handles, []
+        for handle in handles:
+            handle.remove()
+
     def close(self) -> None:
-        """Remove all hooks, copy what is left to the host and close TensorBoard files. Idempotent;
-        the records stay readable."""
+        """Remove all hooks (the module forward hooks and the optimizers' step hooks: the probe installs
+        no others), copy what is left to the host and close TensorBoard files. Idempotent; the records
+        stay readable. The hooks are removed first, whatever happens after."""
         if self._closed:
             return
         self._closed = True
-        self._activations.remove()
-        for handle in self._hook_handles:
-            handle.remove()
-        self._reduce_ring()
-        self._flush()
-        if self._tensorboard is not None:
-            self._tensorboard.close()
+        try:
+            self._remove_hooks()
+        finally:
+            try:
+                self._reduce_ring()
+                self._flush()
+            finally:
+                if self._tensorboard is not None:
+                    self._tensorboard.close()
 
     def __enter__(self) -> Probe:
         return self
 
-    def __exit__(self, *exc_info) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc is None:
+            self.close()
+            return
+        try:  # the training loop's exception propagates unchanged, whatever closing does
+            self.close()
+        except Exception as error:
+            exc.add_note(f"Probe.close() failed as well: {error!r}")
 
     def __repr__(self) -> str:
         return (f"Probe(steps={self._step}, every={self.schedule.every}, "
