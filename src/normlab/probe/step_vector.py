@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from normlab.probe.histograms import SegmentBinning, SymLogBins
-from normlab.probe.stats import ReductionPlan, SegmentLayout, _rows_moments, segment_moments
+from normlab.probe.stats import ReductionPlan, Scratch, SegmentLayout, _rows_moments, segment_moments
 
 SPLIT_ABOVE_ELEMENTS = 1 << 17  # larger step vectors follow a ReductionPlan (large tensors one by one)
 
@@ -115,6 +115,7 @@ class StepVector:
             self._update_starts = dict(zip(np.cumsum([0, *params.lengths[:-1]]).tolist(),
                                            range(len(params.lengths)), strict=True)) if params.lengths else {}
             self._update_scratch: torch.Tensor | None = None
+            self._centered = Scratch()
             self._update_moments = torch.full((4, sp), float("nan"), device=device, dtype=dtype)
 
     @property
@@ -146,7 +147,7 @@ class StepVector:
             _, begin, end, length, _ = step
             for start in range(begin, end, length):
                 delta = self._delta(params, weight, start, start + length)
-                pieces.append(_rows_moments(delta.view(self.members, -1), zeros=False).t())
+                pieces.append(_rows_moments(delta.view(self.members, -1), zeros=False, scratch=self._centered).t())
         if pieces:
             torch.cat(pieces, dim=1, out=self._update_moments)
 
