@@ -71,9 +71,9 @@ def measure(width: int, depth: int, histograms: bool) -> dict:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss is in KiB on Linux only")
-@pytest.mark.parametrize("histograms", [False, True])
-def test_peak_memory_is_at_most_three_copies_of_the_parameters(histograms):
-    result = measure(width=1024, depth=6, histograms=histograms)  # 6.3M parameters, 25 MB
+def test_peak_memory_is_at_most_three_copies_of_the_parameters():
+    # with histograms: everything the default probe allocates, plus the binning (one interpreter: ~5 s)
+    result = measure(width=1024, depth=6, histograms=True)  # 6.3M parameters, 25 MB
     assert result["weight_bytes"] > 20e6
     # histograms add (segments x bins) int64 counts per recorded step: kilobytes here
     assert result["growth"] <= 3.0, result

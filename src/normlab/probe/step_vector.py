@@ -46,6 +46,7 @@ class _ActivationLayout:
         if vector.lean or vector.fixed_total + layout.total > SPLIT_ABOVE_ELEMENTS:
             self.plan = ReductionPlan(vector._stored_lengths + layout.lengths, members, vector.device, vector.dtype,
                                       zeros_from=len(vector._stored_lengths))
+            self.plan.scratch = vector._centered  # one buffer for the centered values of every large tensor
         self._segment = self._counts = self._offsets = self._binning = None
 
     @property
@@ -109,13 +110,13 @@ class StepVector:
         self._staged: torch.Tensor | None = None  # where the fixed regions are written, if not in _vector
         self._keys: dict[tuple, _ActivationLayout] = {}
         self._regions: dict[str, torch.Tensor] = {}
+        self._centered = Scratch()
         if lean:
             self._update_plan = ReductionPlan(params.lengths, self.members, device, dtype,
                                               zeros_from=len(params.lengths))
             self._update_starts = dict(zip(np.cumsum([0, *params.lengths[:-1]]).tolist(),
                                            range(len(params.lengths)), strict=True)) if params.lengths else {}
             self._update_scratch: torch.Tensor | None = None
-            self._centered = Scratch()
             self._update_moments = torch.full((4, sp), float("nan"), device=device, dtype=dtype)
 
     @property
