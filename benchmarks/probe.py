@@ -4,6 +4,9 @@
     every step: Probe / plain, and the seed's tensorboardX `add_histogram` loop / plain (the anchor).
 (b) A convolutional model whose step takes >= 50 ms here: scalar tier every step / plain, and a
     Cockpit-style table of tier x interval (1, 4, 16, 64).
+(memory) Peak RSS of a 50.4M-parameter MLP (Linear(2048, 2048) x 12, SGD) after 3 plain steps and
+    after 3 more with the default Probe, each arm in a fresh interpreter, over the weights' bytes.
+    Target: growth <= 3 x weight bytes (plus the histograms' counts). Not part of the default parts.
 
 Times are process CPU times (``time.process_time``: all threads of this process, so TensorBoard's writer
 thread counts) -- on a shared machine wall time mostly measures the scheduler. (a) keeps the minimum
@@ -11,14 +14,21 @@ over interleaved rounds; (b), where the differences are a few percent, pairs eac
 with the plain arm's block in the same round and reports the mean ratio with its 95% interval. Usage:
 
     .venv/bin/python benchmarks/probe.py [--rounds 3] [--out benchmarks/results/probe.md]
+    .venv/bin/python benchmarks/probe.py --parts memory --out benchmarks/results/probe.md
+
+(the memory part alone replaces only the memory section of ``--out``, with its own command line).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform
 import random
+import resource
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -167,6 +177,68 @@ def mean_interval(ratios: np.ndarray) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+# -- (memory) a 50M-parameter MLP ---------------------------------------------------------------------
+
+MEMORY_WIDTH, MEMORY_DEPTH = 2048, 12
+MEMORY_HEADING = "## (memory)"
+FIXED_MMAP_THRESHOLD = {"MALLOC_MMAP_THRESHOLD_": "65536"}
+
+
+def memory_child(histograms: bool) -> None:
+    """In a fresh interpreter: peak RSS after 3 plain steps, then after 3 probe steps (printed as JSON)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(*[nn.Linear(MEMORY_WIDTH, MEMORY_WIDTH) for _ in range(MEMORY_DEPTH)])
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    x = torch.randn(16, MEMORY_WIDTH)
+
+    def steps(n: int) -> None:
+        for _ in range(n):
+            model(x).square().mean().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+
+    def peak() -> int:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+    steps(3)
+    plain = peak()
+    with Probe(model, optimizer, histograms=histograms):
+        steps(3)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    print(json.dumps({"plain": plain, "probe": peak(), "weights": weights}))
+
+
+def part_memory(args) -> list[str]:
+    rows = []
+    for allocator, extra_env in (("glibc default", {}), ("MALLOC_MMAP_THRESHOLD_=65536", FIXED_MMAP_THRESHOLD)):
+        for histograms in (False, True):
+            done = subprocess.run(
+                [sys.executable, __file__, "--threads", str(args.threads), "--memory-child", str(int(histograms))],
+                capture_output=True, text=True, check=True, env={**os.environ, **extra_env})
+            rows.append((allocator, histograms, json.loads(done.stdout.strip().splitlines()[-1])))
+    weights = rows[0][2]["weights"]
+    lines = [
+        f"{MEMORY_HEADING} MLP Linear({MEMORY_WIDTH}, {MEMORY_WIDTH}) x {MEMORY_DEPTH}, {weights / 4e6:.1f}M parameters "
+        f"({weights / 1e6:.0f} MB of weights), SGD, batch 16",
+        "",
+        "Peak RSS (`ru_maxrss`) after 3 plain steps, then after 3 more steps with `Probe(model, optimizer)`, "
+        "each arm in a fresh interpreter. The fixed mmap threshold makes glibc return every freed block of "
+        "64 KiB or more, so that RSS follows what is alive rather than the allocator's heap. Target: growth "
+        "<= 3 x weight bytes.",
+        "",
+        "| allocator | probe | plain peak (MB) | probe peak (MB) | plain / weights | probe / weights | "
+        "growth / weights |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for allocator, histograms, r in rows:
+        tier = "scalars + histograms" if histograms else "scalars"
+        lines.append(f"| {allocator} | {tier} | {r['plain'] / 1e6:.0f} | {r['probe'] / 1e6:.0f} | "
+                     f"{r['plain'] / weights:.2f} | {r['probe'] / weights:.2f} | "
+                     f"{(r['probe'] - r['plain']) / weights:.2f} |")
+    print("\n".join(lines), flush=True)
+    return [*lines, ""]
+
+
 # -- driver -------------------------------------------------------------------------------------------
 
 
@@ -255,24 +327,37 @@ def main() -> None:
     parser.add_argument("--conv-block", type=int, default=8, help="(b): steps per arm per round")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--parts", default="a,b", help="which parts to run: a, b or a,b")
+    parser.add_argument("--parts", default="a,b", help="which parts to run: a, b, memory, comma-separated")
     parser.add_argument("--out", type=Path, default=None, help="also write the tables (markdown) here")
+    parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     torch.set_num_threads(args.threads)
+    if args.memory_child is not None:
+        memory_child(bool(args.memory_child))
+        return
     lines = [
         f"torch {torch.__version__}, {args.threads} intra-op thread(s), {platform.processor() or platform.machine()}, "
         f"python {platform.python_version()}",
         "",
     ]
+    command = ".venv/bin/python benchmarks/probe.py " + shlex.join(sys.argv[1:])
     if "a" in parts:
         lines += part_a(args)
     if "b" in parts:
         lines += part_b(args)
-    if args.out is not None:
-        command = ".venv/bin/python benchmarks/probe.py " + shlex.join(sys.argv[1:])
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text("# normlab.probe overhead\n\nCommand: `" + command + "`\n\n" + "\n".join(lines))
+    memory = part_memory(args) if "memory" in parts else []
+    if args.out is None:
+        return
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if parts & {"a", "b"}:
+        text = "# normlab.probe overhead\n\nCommand: `" + command + "`\n\n" + "\n".join(lines + memory)
+    else:  # the memory section alone: keep the timing tables of the file, with their command
+        old = args.out.read_text() if args.out.exists() else "# normlab.probe overhead\n\n"
+        kept = old.split(MEMORY_HEADING)[0].rstrip("\n")
+        text = (kept + "\n\n" + memory[0] + "\n\nCommand: `" + command + "`; " + lines[0] + "\n\n"
+                + "\n".join(memory[2:]))
+    args.out.write_text(text)
 
 
 if __name__ == "__main__":

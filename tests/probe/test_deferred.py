@@ -172,3 +172,29 @@ def test_varying_shapes_keep_a_bounded_number_of_rings(monkeypatch):
             for defer in (True, False)]
     _assert_same_tables(*runs)
     assert len(runs[0]._rings) <= 4
+
+
+@pytest.mark.parametrize("lean", [False, True])
+def test_large_vector_paths_record_the_deferred_tables(lean, monkeypatch):
+    """The per-step path of large step vectors (a ReductionPlan; binned segment by segment), with the
+    update region (a fallback step of a ring-sized model) and without it (models too large for a ring)."""
+    batches = [_bn_data(16)] * 6
+    kwargs = {"histograms": True, "flush_every": 4, "bins": 16}
+    reference = _train(bn_relu_model, batches, monkeypatch, True, **kwargs)
+    with monkeypatch.context() as patch:
+        patch.setattr("normlab.probe.step_vector.SPLIT_ABOVE_ELEMENTS", 0)
+        patch.setattr("normlab.probe.stats.SMALL_TENSOR_ELEMENTS", 4)  # tensors reduced as blocks
+        patch.setattr("normlab.probe.histograms.LONG_SEGMENT_ELEMENTS", 8)  # and binned with one offset
+        if lean:
+            patch.setattr(deferred, "RING_ELEMENTS", 0)
+        else:  # outputs reduced in their hooks: every step takes the per-step path, the ring stays possible
+            patch.setattr("normlab.probe.hooks.REDUCE_IN_HOOKS", True)
+        model = bn_relu_model()
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.01, weight_decay=0.01)
+        with Probe(model, optimizer, **kwargs) as probe:
+            assert probe._vector.lean is lean
+            for x, y in batches:
+                optimizer.zero_grad()
+                nn.functional.mse_loss(model(x).squeeze(-1), y).backward()
+                optimizer.step()
+    _assert_same_tables(reference, probe)

@@ -6,12 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from probe_oracle import seed000_data, seed000_ln_model
 from torch import nn
 
 from normlab.probe import Probe, SymLogBins
+from normlab.probe.histograms import SegmentBinning
 
 
 def _numpy_counts(values: torch.Tensor, edges: np.ndarray) -> np.ndarray:
@@ -151,6 +152,25 @@ def test_chunked_segment_and_row_counts_equal_numpy_per_segment(chunk, monkeypat
             expected = _numpy_counts(piece, edges)
             np.testing.assert_array_equal(flat[s].numpy(), expected)
             np.testing.assert_array_equal(by_row[r, s].numpy(), expected)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lengths=st.lists(st.integers(0, 40), min_size=1, max_size=8), chunk=st.sampled_from([3, 16, 1 << 16]),
+       index=st.sampled_from([5, 16, 1 << 20]), long=st.sampled_from([1, 8, 1 << 12]), seed=st.integers(0, 99))
+def test_segment_binning_equals_numpy_per_segment(lengths, chunk, index, long, seed, monkeypatch):
+    # tiny chunks, index buffers and "long" thresholds put every piece boundary and count flush in play
+    monkeypatch.setattr("normlab.probe.histograms.CHUNK_ELEMENTS", chunk)
+    monkeypatch.setattr("normlab.probe.histograms.INDEX_ELEMENTS", max(index, chunk))
+    monkeypatch.setattr("normlab.probe.histograms.LONG_SEGMENT_ELEMENTS", long)
+    binning = SymLogBins(16)
+    edges = binning.edges(torch.float32)
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(sum(lengths), generator=generator) * 10.0 ** torch.randint(-8, 4, (sum(lengths),),
+                                                                               generator=generator)
+    counts = SegmentBinning(binning, np.array(lengths), torch.device("cpu")).counts(x)
+    assert counts.shape == (len(lengths), 16)
+    for s, piece in enumerate(torch.split(x, lengths)):
+        np.testing.assert_array_equal(counts[s].numpy(), _numpy_counts(piece, edges))
 
 
 @pytest.mark.parametrize("bins", [6, 64, 100])

@@ -41,8 +41,12 @@ def _run_with_manual_steps(steps, **kwargs):
     return probe
 
 
-@pytest.mark.parametrize("every", [1, 3])
-def test_manual_step_records_the_same_as_optimizer_hooks(every):
+@pytest.mark.parametrize(("every", "lean"), [(1, False), (3, False), (2, True)])
+def test_manual_step_records_the_same_as_optimizer_hooks(every, lean, monkeypatch):
+    if lean:  # the large models' path: no ring, no update region (update reduced tensor by tensor)
+        monkeypatch.setattr("normlab.probe.deferred.RING_ELEMENTS", 0)
+        monkeypatch.setattr("normlab.probe.step_vector.SPLIT_ABOVE_ELEMENTS", 0)
+        assert Probe(seed000_ln_model())._vector.lean
     hooked = _run_with_optimizer_hooks(7, every=every, histograms=2)
     manual = _run_with_manual_steps(7, every=every, histograms=2)
     assert hooked.steps == manual.steps == 7
@@ -174,8 +178,13 @@ def test_bad_arguments_name_the_argument(kwargs, error, match):
 def test_bad_model_or_optimizer_type():
     with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module, got list"):
         Probe([nn.Linear(1, 1)])
-    with pytest.raises(TypeError, match=r"optimizer must be a torch\.optim\.Optimizer or None, got dict"):
+    with pytest.raises(TypeError, match=r"optimizer must be a torch\.optim\.Optimizer, a non-empty list of them, "
+                                        r"or None, got dict"):
         Probe(nn.Linear(1, 1), {})
+    with pytest.raises(TypeError, match=r"got list of Linear, SGD"):
+        Probe(nn.Linear(1, 1), [torch.optim.SGD(nn.Linear(1, 1).parameters()), nn.Linear(1, 1)])
+    with pytest.raises(TypeError, match=r"got list$"):
+        Probe(nn.Linear(1, 1), [])
 
 
 def test_statistics_stay_finite_and_nan_gradients_show_up():

@@ -74,6 +74,11 @@ class Flattener:
             self._plan, self._key = make_plan(tensors), key
         self._plan(out)
 
+    def forget(self) -> None:
+        """Drop the plan and the views it holds: a gradients' plan would keep the step's gradients alive
+        through the next backward pass (a copy of the parameters) after ``zero_grad()`` let them go."""
+        self._key = self._plan = None
+
     def difference(self, tensors: Sequence[torch.Tensor], minus: torch.Tensor, out: torch.Tensor) -> None:
         """``out = flatten(tensors) - minus`` (the probe's update: parameters after the step minus before).
 

@@ -27,6 +27,8 @@ import torch
 DEFAULT_MIN_EXP = -7
 DEFAULT_MAX_EXP = 3
 CHUNK_ELEMENTS = 1 << 16  # values binned per pass (see segment_counts)
+LONG_SEGMENT_ELEMENTS = 1 << 12  # SegmentBinning: segments this long get one constant offset, not one per value
+INDEX_ELEMENTS = 1 << 18  # SegmentBinning: bin indices held before they are counted
 
 
 class SymLogBins:
@@ -174,3 +176,59 @@ class SymLogBins:
             index[first:last] = block
         counts = torch.bincount(index.reshape(-1), minlength=n_rows * stride)
         return counts.view(n_rows, n_segments, width)[:, :, : self.bins]
+
+
+class SegmentBinning:
+    """Counts ``(n_segments, bins)`` of a flat vector cut into consecutive segments of ``lengths`` values,
+    in memory bounded whatever the vector's size.
+
+    ``SymLogBins.segment_counts`` holds an int64 offset and an int64 bin index for every value: 16 bytes
+    per 4-byte value, four times a large model's parameters for its gradients and weights. Here a long
+    segment adds one constant offset to its bins, runs of short segments keep per-value offsets (short
+    segments are small tensors), and the indices are counted every ``INDEX_ELEMENTS`` values. The counts
+    are the same integers."""
+
+    def __init__(self, binning: SymLogBins, lengths: np.ndarray, device: torch.device):
+        self.binning = binning
+        self.n_segments = len(lengths)
+        width = binning.bins + 1
+        self.pieces: list[tuple[int, int, int | torch.Tensor]] = []  # (begin, end, offset(s) of its values)
+        lengths = np.asarray(lengths, dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        run: list[int] = []
+
+        def close_run():
+            if run:
+                slots = torch.as_tensor(np.asarray(run, dtype=np.int64) * width, device=device)
+                offsets = torch.repeat_interleave(slots, torch.as_tensor(lengths[run], device=device))
+                self.pieces.append((int(starts[run[0]]), int(starts[run[-1] + 1]), offsets))
+                run.clear()
+
+        for segment, length in enumerate(lengths.tolist()):
+            if length < LONG_SEGMENT_ELEMENTS:
+                run.append(segment)
+                continue
+            close_run()
+            self.pieces.append((int(starts[segment]), int(starts[segment + 1]), segment * width))
+        close_run()
+        self.total = int(starts[-1])
+
+    def counts(self, x: torch.Tensor) -> torch.Tensor:
+        """int64 counts ``(n_segments, bins)`` of the flat ``x`` (``total`` values)."""
+        width = self.binning.bins + 1
+        slots = self.n_segments * width
+        index = torch.empty(min(INDEX_ELEMENTS, max(x.numel(), 1)), dtype=torch.int64, device=x.device)
+        counts = torch.zeros(slots, dtype=torch.int64, device=x.device)
+        filled = 0
+        for begin, end, offset in self.pieces:
+            for start in range(begin, end, CHUNK_ELEMENTS):
+                stop = min(end, start + CHUNK_ELEMENTS)
+                if filled + stop - start > index.numel():
+                    counts += torch.bincount(index[:filled], minlength=slots)
+                    filled = 0
+                shift = offset if isinstance(offset, int) else offset[start - begin : stop - begin]
+                torch.add(self.binning.bucket(x[start:stop]), shift, out=index[filled : filled + stop - start])
+                filled += stop - start
+        if filled:
+            counts += torch.bincount(index[:filled], minlength=slots)
+        return counts.view(self.n_segments, width)[:, : self.binning.bins]

@@ -109,6 +109,7 @@ class ActivationHooks:
         # no activation is kept alive for this; the version guards against an in-place change in between.
         self._step_samples: dict[int, tuple[weakref.ref, int, torch.Tensor]] = {}
         self._handles = []
+        self._pending = []  # (module, hook) registered by attach()
         for name, module in selected:
             if is_norm_layer(module):
                 slot_in, slot_out = len(self.slots), len(self.slots) + 1
@@ -116,7 +117,7 @@ class ActivationHooks:
             else:
                 slot_in, slot_out = None, len(self.slots)
                 self.slots.append((name, "activation"))
-            self._handles.append(module.register_forward_hook(self._make_hook(name, slot_in, slot_out)))
+            self._pending.append((module, self._make_hook(name, slot_in, slot_out)))
         if REDUCE_IN_HOOKS:
             self._reduce_in_hook.update(range(len(self.slots)))
 
@@ -212,7 +213,15 @@ class ActivationHooks:
         self._kept, self._reduced, self._reduced_histograms, self._step_samples = {}, {}, {}, {}
         return kept, missing
 
+    def attach(self) -> None:
+        """Register the forward hooks (once; the Probe does it last in its constructor, so that a failed
+        construction leaves no hook behind)."""
+        pending, self._pending = self._pending, []
+        for module, hook in pending:
+            self._handles.append(module.register_forward_hook(hook))
+
     def remove(self) -> None:
+        self._pending = []
         for handle in self._handles:
             handle.remove()
         self._handles = []

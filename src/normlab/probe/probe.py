@@ -17,25 +17,28 @@ steps. For small models even that fixed set costs as much as a training step, so
 step vectors fit in ``deferred.RING_ELEMENTS`` a recorded step only copies its step vector into a ring
 (one kernel) and the ring is reduced every ``flush_every`` steps for all of them at once
 (``deferred.StepRing``; same tables, tested). Memory: three flat copies of the trainable parameters
-(gradients, weights before the step, update), the small outputs of the current step, the buffer, and
-the ring (small models only).
+(gradients, weights before the step, update) for models small enough for the ring, plus the ring; two
+for larger ones (the update is reduced tensor by tensor, ``StepVector(lean=True)``), plus temporaries
+the size of the largest tensor; the small outputs of the current step and the buffer.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 import torch
 from torch import nn
 
-from normlab.probe import deferred
+from normlab.probe import deferred, step_vector
 from normlab.probe.buffer import DeviceBuffer
 from normlab.probe.deferred import StepRing
 from normlab.probe.flatten import Flattener
 from normlab.probe.histograms import SymLogBins
-from normlab.probe.hooks import ActivationHooks, ModuleSelector, select_modules
+from normlab.probe.hooks import SAMPLE_ABOVE_ELEMENTS, ActivationHooks, ModuleSelector, select_modules
 from normlab.probe.schedule import Schedule, _positive_int
 from normlab.probe.stats import N_ACTIVATION_MOMENTS, SMALL_TENSOR_ELEMENTS, SegmentLayout
 from normlab.probe.step_vector import StepVector
@@ -52,6 +55,37 @@ def _handout(cached: pd.DataFrame) -> pd.DataFrame:
     major = int(pd.__version__.split(".")[0])
     copy_on_write = major >= 3 or bool(getattr(pd.options.mode, "copy_on_write", False))
     return cached.copy(deep=not copy_on_write)
+
+
+def _resolve_optimizers(optimizer: object) -> tuple[torch.optim.Optimizer, ...]:
+    if optimizer is None:
+        return ()
+    if isinstance(optimizer, torch.optim.Optimizer):
+        return (optimizer,)
+    if isinstance(optimizer, Sequence) and not isinstance(optimizer, (str, bytes)) and optimizer and all(
+            isinstance(o, torch.optim.Optimizer) for o in optimizer):
+        if len({id(o) for o in optimizer}) < len(optimizer):
+            raise ValueError("Probe: optimizer lists the same optimizer twice")
+        return tuple(optimizer)
+    given = type(optimizer).__name__
+    if isinstance(optimizer, Sequence) and optimizer:
+        given += " of " + ", ".join(sorted({type(o).__name__ for o in optimizer}))
+    raise TypeError(f"Probe: optimizer must be a torch.optim.Optimizer, a non-empty list of them, or None, got {given}")
+
+
+def _stepped_by(named: list[tuple[str, torch.Tensor]], optimizers: Sequence[torch.optim.Optimizer]
+                ) -> frozenset[int]:
+    """Indices (into ``named``) of the parameters that none of ``optimizers`` steps."""
+    owner: dict[int, int] = {}
+    names = {id(p): name for name, p in named}
+    for index, optimizer in enumerate(optimizers):
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if owner.get(id(p), index) != index:
+                    raise ValueError(f"Probe: parameter {names.get(id(p), '?')!r} is in optimizer {owner[id(p)]} "
+                                     f"and optimizer {index}: each parameter must be stepped by one optimizer")
+                owner[id(p)] = index
+    return frozenset(i for i, (_, p) in enumerate(named) if id(p) not in owner)
 
 
 def _resolve_members(model: nn.Module, members: object) -> int:
@@ -73,8 +107,12 @@ class Probe:
     Args:
         model: the ``nn.Module`` being trained. For a vectorized ensemble of ``N`` members every parameter
             has shape ``(N, ...)`` and every module output ``(N, batch, ...)``; statistics are per member.
-        optimizer: if given, its step hooks count steps and capture the update; otherwise call
-            :meth:`step` once after every ``optimizer.step()`` (before the gradients are zeroed).
+        optimizer: an optimizer or a list of them (e.g. one per parameter group of a model): their step
+            hooks count steps and capture the update. With several, a step is one step of each: it starts
+            at the first of their ``step()`` calls and ends when every one has stepped once (an optimizer
+            stepping twice before the others have is an error). Trainable parameters that none of them
+            steps get a warning and no ``update`` records. ``None``: call :meth:`step` once after every
+            ``optimizer.step()`` (before the gradients are zeroed).
         every: record scalars every ``every`` optimizer steps (step 0 is always recorded).
         histograms: ``False``; ``True`` (on the scalar schedule); or an int interval.
         bins: number of symmetric log-spaced histogram bins (even, >= 6); see ``histograms.py``.
@@ -98,7 +136,7 @@ class Probe:
     def __init__(
         self,
         model: nn.Module,
-        optimizer: torch.optim.Optimizer | None = None,
+        optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer] | None = None,
         *,
         every: int = 1,
         histograms: bool | int = False,
@@ -111,8 +149,7 @@ class Probe:
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"Probe: model must be a torch.nn.Module, got {type(model).__name__}")
-        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"Probe: optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
+        optimizers = _resolve_optimizers(optimizer)
         if logdir is not None and not isinstance(logdir, (str, os.PathLike)):
             raise TypeError(f"Probe: logdir must be a path or None, got {logdir!r}")
         self.schedule = Schedule.from_arguments(every, histograms)
@@ -121,11 +158,20 @@ class Probe:
             SymLogBins(bins)  # validate bins even when histograms are off
         self.members = _resolve_members(model, members)
         self._flush_every = flush_every = _positive_int("flush_every", flush_every)
-        self.model, self.optimizer = model, optimizer
+        self.model, self.optimizer, self.optimizers = model, optimizer, optimizers
 
         named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
         # Small parameters first: they form one run in each region of the step vector (see ReductionPlan).
         named.sort(key=lambda item: item[1].numel() > SMALL_TENSOR_ELEMENTS * self.members)
+        unstepped = _stepped_by(named, optimizers) if optimizers else frozenset()
+        if unstepped:
+            unstepped_names = {named[i][0] for i in unstepped}
+            listed = [name for name, _ in model.named_parameters() if name in unstepped_names]  # model order
+            shown = ", ".join(listed[:10]) + (f" and {len(listed) - 10} more" if len(listed) > 10 else "")
+            warnings.warn(
+                f"Probe: {len(listed)} trainable parameter(s) are in no optimizer given to the probe: {shown}. "
+                "Their update statistics are left out; to record them pass every optimizer that steps the "
+                "model, e.g. Probe(model, [optimizer_1, optimizer_2]).", UserWarning, stacklevel=2)
         running = [(name, b) for name, b in model.named_buffers()
                    if name.rsplit(".", 1)[-1] in RUNNING_BUFFERS and b.is_floating_point()]
         for what, tensors in (("parameter", named), ("buffer", running)):
@@ -141,10 +187,17 @@ class Probe:
         self._running = [b for _, b in running]
         param_layout = SegmentLayout([p.shape for p in self._params], self.members, device)
         running_layout = SegmentLayout([b.shape for b in self._running], self.members, device)
-        self._vector = StepVector(param_layout, running_layout, device, dtype, self.binning)
+        self._activations = ActivationHooks(select_modules(model, modules), self.members, self.binning, record_eval)
+        # A kept output has at most SAMPLE_ABOVE_ELEMENTS values per member (larger ones are sampled).
+        capacity = len(self._activations.slots) * self.members * SAMPLE_ABOVE_ELEMENTS
+        # Step vectors too large for a ring are reduced at every recorded step: they need no update region.
+        full = 3 * param_layout.total + 2 * running_layout.total
+        lean = (deferred.ring_rows(full, flush_every) < deferred.MIN_RING_ROWS
+                and full > step_vector.SPLIT_ABOVE_ELEMENTS)
+        self._vector = StepVector(param_layout, running_layout, device, dtype, self.binning,
+                                  activation_capacity=capacity, lean=lean)
         self._running_previous: torch.Tensor | None = None
 
-        self._activations = ActivationHooks(select_modules(model, modules), self.members, self.binning, record_eval)
         self.catalog = Catalog(
             members=self.members,
             activation_slots=tuple(self._activations.slots),
@@ -153,6 +206,7 @@ class Probe:
             running_names=tuple(name for name, _ in running),
             running_counts=running_layout.counts,
             bin_edges=self.binning.edges(dtype) if self.binning is not None else None,
+            unstepped=unstepped,
         )
         self._scalar_buffer = DeviceBuffer(self.catalog.scalar_width, flush_every, device, dtype)
         self._histogram_buffer = (
@@ -180,16 +234,21 @@ class Probe:
         self._captured = False
         self._missing_grads: frozenset = frozenset()
         self._closed = False
+        self._stepped: set[int] = set()  # attached optimizers that have stepped in the current step
         self._hook_handles = []
-        if optimizer is not None:
-            self._hook_handles = [
-                optimizer.register_step_pre_hook(lambda *_: self._before_step()),
-                optimizer.register_step_post_hook(lambda *_: self._after_step()),
-            ]
-        elif self.schedule.records(0):
+        if not optimizers and self.schedule.records(0):
             with torch.no_grad():  # (captures copy parameters into the step vector: no graph)
                 self._capture_weights()
         self._arm_hooks()
+        # Hooks last, so that a constructor that fails leaves none behind.
+        try:
+            for index, opt in enumerate(optimizers):
+                self._hook_handles.append(opt.register_step_pre_hook(lambda *_, i=index: self._optimizer_pre(i)))
+                self._hook_handles.append(opt.register_step_post_hook(lambda *_, i=index: self._optimizer_post(i)))
+            self._activations.attach()
+        except BaseException:
+            self._remove_hooks()
+            raise
 
     # -- the step cycle ------------------------------------------------------------------------------
 
@@ -202,7 +261,7 @@ class Probe:
     def step(self) -> None:
         """Count one optimizer step; call after ``optimizer.step()`` when no optimizer was given."""
         self._check_open()
-        if self.optimizer is not None:
+        if self.optimizers:
             raise RuntimeError(
                 "Probe.step(): this probe was given an optimizer and counts its steps through hooks; "
                 "calling step() as well would count every step twice"
@@ -222,6 +281,7 @@ class Probe:
         if self._params:
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self._params]
             self._flatten_grads(grads, self._vector.region("grad"))
+            self._flatten_grads.forget()
         self._missing_grads = frozenset(("grad", i) for i, p in enumerate(self._params) if p.grad is None)
 
     def _stage(self) -> None:
@@ -237,6 +297,22 @@ class Probe:
         if self._params:
             self._flatten_params(self._params, self._vector.region("weight"))
 
+    def _optimizer_pre(self, index: int) -> None:
+        if index in self._stepped:
+            waiting = [i for i in range(len(self.optimizers)) if i not in self._stepped]
+            raise RuntimeError(
+                f"Probe: optimizer {index} stepped again before optimizer(s) {waiting} stepped; with several "
+                "optimizers the probe counts a training step when each has stepped once. Give the probe only "
+                "optimizers that step at every training step.")
+        if not self._stepped:
+            self._before_step()
+
+    def _optimizer_post(self, index: int) -> None:
+        self._stepped.add(index)
+        if len(self._stepped) == len(self.optimizers):
+            self._stepped.clear()
+            self._after_step()
+
     @torch.no_grad()
     def _before_step(self) -> None:
         if self.schedule.records(self._step):
@@ -248,7 +324,9 @@ class Probe:
     def _after_step(self) -> None:
         if self._captured:
             self._captured = False
-            if self._params:
+            if self._params and self._vector.lean:
+                self._vector.capture_update(self._params)
+            elif self._params:
                 self._flatten_params.difference(self._params, self._vector.region("weight"),
                                                 self._vector.region("update"))
             self._write_step()
@@ -314,6 +392,8 @@ class Probe:
 
     def _ring_for(self, kept: dict[int, torch.Tensor]) -> StepRing | None:
         """The ring for this step's layout (None: too large to defer); reduces a ring of another layout."""
+        if self._vector.lean:
+            return None
         key = tuple((slot, kept[slot].shape) for slot in sorted(kept))
         if key in self._rings:
             ring = self._rings[key]
@@ -433,25 +513,40 @@ class Probe:
         if self._closed:
             raise RuntimeError("Probe: this probe is closed")
 
+    def _remove_hooks(self) -> None:
+        self._activations.remove()
+        handles, self._hook_handles = self._hook_handles, []
+        for handle in handles:
+            handle.remove()
+
     def close(self) -> None:
-        """Remove all hooks, copy what is left to the host and close TensorBoard files. Idempotent;
-        the records stay readable."""
+        """Remove all hooks (the module forward hooks and the optimizers' step hooks: the probe installs
+        no others), copy what is left to the host and close TensorBoard files. Idempotent; the records
+        stay readable. The hooks are removed first, whatever happens after."""
         if self._closed:
             return
         self._closed = True
-        self._activations.remove()
-        for handle in self._hook_handles:
-            handle.remove()
-        self._reduce_ring()
-        self._flush()
-        if self._tensorboard is not None:
-            self._tensorboard.close()
+        try:
+            self._remove_hooks()
+        finally:
+            try:
+                self._reduce_ring()
+                self._flush()
+            finally:
+                if self._tensorboard is not None:
+                    self._tensorboard.close()
 
     def __enter__(self) -> Probe:
         return self
 
-    def __exit__(self, *exc_info) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc is None:
+            self.close()
+            return
+        try:  # the training loop's exception propagates unchanged, whatever closing does
+            self.close()
+        except Exception as error:
+            exc.add_note(f"Probe.close() failed as well: {error!r}")
 
     def __repr__(self) -> str:
         return (f"Probe(steps={self._step}, every={self.schedule.every}, "

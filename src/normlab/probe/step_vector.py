@@ -8,55 +8,163 @@ Layout (``T_p`` parameter elements, ``T_r`` running-stat elements, ``T_a`` kept 
 One call of ``segment_moments`` reduces every segment of every region at once, and the histogram
 tier bins the contiguous suffix ``grad | weight | activations`` with one ``bincount``. Kernel count per
 step is therefore fixed, whatever the number of parameters and modules.
+
+A *lean* vector (``lean=True``: for models whose step vectors are too large to be deferred in a ring,
+which are then reduced at every recorded step anyway) has no update region: right after the step the
+update's moments are computed tensor by tensor from the parameters and the weights captured before the
+step (``capture_update``), so the probe holds two flat copies of the parameters, not three. Large
+vectors are reduced with a ``ReductionPlan`` and binned with a ``SegmentBinning``, which keep no
+per-element segment ids: memory beyond the vector is bounded by the largest tensor.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from normlab.probe.histograms import SymLogBins
-from normlab.probe.stats import ReductionPlan, SegmentLayout, segment_moments
+from normlab.probe.histograms import SegmentBinning, SymLogBins
+from normlab.probe.stats import ReductionPlan, Scratch, SegmentLayout, _rows_moments, segment_moments
 
 SPLIT_ABOVE_ELEMENTS = 1 << 17  # larger step vectors follow a ReductionPlan (large tensors one by one)
 
 
+class _ActivationLayout:
+    """What reducing a step vector with one set of kept outputs needs; the per-element arrays (segment ids,
+    histogram offsets: 8 bytes per element) are built only when a path that reads them asks."""
+
+    def __init__(self, vector: StepVector, slots: tuple[int, ...], shapes: tuple, members: int):
+        self._vector = vector
+        self.outputs = layout = SegmentLayout(shapes, members, vector.device)
+        self.total, self.n_act = layout.total, layout.n_segments
+        self.rows = torch.tensor([slot * members + m for slot in slots for m in range(members)],
+                                 device=vector.device, dtype=torch.int64)
+        self.segment_lengths = np.concatenate([vector._fixed_counts, layout.counts])
+        self.plan = None
+        if vector.lean or vector.fixed_total + layout.total > SPLIT_ABOVE_ELEMENTS:
+            self.plan = ReductionPlan(vector._stored_lengths + layout.lengths, members, vector.device, vector.dtype,
+                                      zeros_from=len(vector._stored_lengths))
+            self.plan.scratch = vector._centered  # one buffer for the centered values of every large tensor
+        self._segment = self._counts = self._offsets = self._binning = None
+
+    @property
+    def segment(self) -> torch.Tensor:
+        if self._segment is None:
+            self._segment = torch.cat([self._vector._fixed_segment, self.outputs.segment + self._vector.fixed_segments])
+        return self._segment
+
+    @property
+    def counts(self) -> torch.Tensor:
+        if self._counts is None:
+            self._counts = torch.as_tensor(self.segment_lengths, device=self._vector.device, dtype=self._vector.dtype)
+        return self._counts
+
+    @property
+    def offsets(self) -> torch.Tensor | None:
+        """Bin-slot offset of every binned element: histogram segments are grad (sp), weight (sp), then the
+        activation segments."""
+        vector = self._vector
+        if self._offsets is None and vector.binning is not None:
+            first = vector.fixed_segments - vector.histogram_param_segments
+            self._offsets = (self.segment[vector.histogram_start :] - first) * (vector.binning.bins + 1)
+        return self._offsets
+
+    @property
+    def segment_binning(self) -> SegmentBinning:
+        if self._binning is None:
+            vector = self._vector
+            first = vector.fixed_segments - vector.histogram_param_segments
+            self._binning = SegmentBinning(vector.binning, self.segment_lengths[first:], vector.device)
+        return self._binning
+
+
 class StepVector:
-    """Regions of the flat vector, and the cached segment ids for each set of kept activation shapes."""
+    """Regions of the flat vector, and the cached layouts for each set of kept activation shapes.
+
+    ``activation_capacity``: room allocated up front for kept outputs (growing the vector later copies
+    it, twice the vector's memory for a moment); ``lean``: no update region (see the module docstring).
+    """
 
     def __init__(self, params: SegmentLayout, running: SegmentLayout, device: torch.device, dtype: torch.dtype,
-                 binning: SymLogBins | None):
+                 binning: SymLogBins | None, *, activation_capacity: int = 0, lean: bool = False):
         self.params, self.running, self.binning = params, running, binning
-        self.device, self.dtype = device, dtype
-        tp, tr, sp, sr = params.total, running.total, params.n_segments, running.n_segments
-        starts = np.cumsum([0, tp, tr, tr, tp, tp])
+        self.device, self.dtype, self.lean = device, dtype, lean
+        tp, tr, sp = params.total, running.total, params.n_segments
+        starts = np.cumsum([0, 0 if lean else tp, tr, tr, tp, tp])
         self._slices = dict(zip(("update", "running_value", "running_delta", "grad", "weight"),
                                 (slice(a, b) for a, b in itertools.pairwise(starts)), strict=True))
         self.fixed_total = int(starts[-1])
         self.histogram_start = self._slices["grad"].start
-        segment_starts = np.cumsum([0, sp, sr, sr, sp])
-        self._fixed_segment = torch.cat([
-            layout.segment + int(first)
-            for layout, first in zip((params, running, running, params, params), segment_starts, strict=True)
-        ])
-        self._fixed_counts = np.concatenate([params.counts, running.counts, running.counts, params.counts,
-                                             params.counts])
+        self._region_layouts = (params, running, running, params, params)
+        self._fixed_counts = np.concatenate([layout.counts for layout in self._region_layouts])
         self.fixed_segments = len(self._fixed_counts)
         self.histogram_param_segments = 2 * sp
         self.members = params.members
-        self._fixed_lengths = [*params.lengths, *running.lengths, *running.lengths, *params.lengths, *params.lengths]
-        self._vector = torch.zeros(self.fixed_total, device=device, dtype=dtype)
+        self._fixed_lengths = [n for layout in self._region_layouts for n in layout.lengths]
+        self._stored_lengths = self._fixed_lengths[len(params.lengths) :] if lean else self._fixed_lengths
+        self._vector = torch.empty(self.fixed_total + activation_capacity, device=device, dtype=dtype)
+        self._vector[: self.fixed_total].zero_()  # the tail is written before it is read (pages left untouched)
+        self._fixed_segment_ids: torch.Tensor | None = None
         self._staged: torch.Tensor | None = None  # where the fixed regions are written, if not in _vector
-        self._keys: dict[tuple, tuple] = {}
+        self._keys: dict[tuple, _ActivationLayout] = {}
         self._regions: dict[str, torch.Tensor] = {}
+        self._centered = Scratch()
+        if lean:
+            self._update_plan = ReductionPlan(params.lengths, self.members, device, dtype,
+                                              zeros_from=len(params.lengths))
+            self._update_starts = dict(zip(np.cumsum([0, *params.lengths[:-1]]).tolist(),
+                                           range(len(params.lengths)), strict=True)) if params.lengths else {}
+            self._update_scratch: torch.Tensor | None = None
+            self._update_moments = torch.full((4, sp), float("nan"), device=device, dtype=dtype)
+
+    @property
+    def _fixed_segment(self) -> torch.Tensor:
+        """Segment id of every element of the fixed regions (the segment path only: small vectors)."""
+        if self._fixed_segment_ids is None:
+            first = np.cumsum([0, *(layout.n_segments for layout in self._region_layouts)])
+            self._fixed_segment_ids = torch.cat([
+                layout.segment + int(start) for layout, start in zip(self._region_layouts, first, strict=False)])
+        return self._fixed_segment_ids
 
     def region(self, name: str) -> torch.Tensor:
         view = self._regions.get(name)
         if view is None:  # views are cached until the vector grows or is staged elsewhere
             view = self._regions[name] = self.fixed()[self._slices[name]]
         return view
+
+    def capture_update(self, params: Sequence[torch.Tensor]) -> None:
+        """Lean vector: the update's moments (mean, var, absmax; zero fraction 0), now, from ``params``
+        after the step minus the weight region, a run of short tensors or one large tensor at a time."""
+        weight = self.region("weight")
+        pieces = []
+        for step in self._update_plan.steps:
+            if step[0] == "run":
+                _, begin, end, segment, counts = step
+                delta = self._delta(params, weight, begin, end)
+                pieces.append(segment_moments(delta, segment, counts))
+                continue
+            _, begin, end, length, _ = step
+            for start in range(begin, end, length):
+                delta = self._delta(params, weight, start, start + length)
+                pieces.append(_rows_moments(delta.view(self.members, -1), zeros=False, scratch=self._centered).t())
+        if pieces:
+            torch.cat(pieces, dim=1, out=self._update_moments)
+
+    def _delta(self, params: Sequence[torch.Tensor], weight: torch.Tensor, begin: int, end: int) -> torch.Tensor:
+        """``flatten(params)[begin:end] - weight[begin:end]`` in a reused buffer (``begin``, ``end``: tensor
+        boundaries)."""
+        if self._update_scratch is None or self._update_scratch.numel() < end - begin:
+            self._update_scratch = torch.empty(end - begin, device=self.device, dtype=self.dtype)
+        delta = self._update_scratch[: end - begin]
+        start, index = begin, self._update_starts[begin]
+        while start < end:
+            p = params[index]
+            n = p.numel()
+            torch.sub(p, weight[start : start + n].view(p.shape), out=delta[start - begin : start - begin + n].view(p.shape))
+            start, index = start + n, index + 1
+        return delta
 
     def stage(self, target: torch.Tensor | None) -> None:
         """Write this step's fixed regions into ``target`` (``fixed_total`` values, e.g. the next row of a
@@ -84,28 +192,11 @@ class StepVector:
             self._vector = grown
             self._regions = {}
 
-    def _activation_key(self, slots: tuple[int, ...], shapes: tuple, members: int) -> tuple:
+    def _activation_key(self, slots: tuple[int, ...], shapes: tuple, members: int) -> _ActivationLayout:
         key = (slots, shapes)
         cached = self._keys.get(key)
         if cached is None:
-            layout = SegmentLayout(shapes, members, self.device)
-            segment = torch.cat([self._fixed_segment, layout.segment + self.fixed_segments])
-            counts = np.concatenate([self._fixed_counts, layout.counts])
-            counts = torch.as_tensor(counts, device=self.device, dtype=self.dtype)
-            rows = torch.tensor([slot * members + m for slot in slots for m in range(members)],
-                                device=self.device, dtype=torch.int64)
-            offsets = None
-            if self.binning is not None:
-                # histogram segments: grad (sp), weight (sp), then the activation segments
-                offsets = (segment[self.histogram_start :] - (self.fixed_segments - self.histogram_param_segments))
-                offsets = offsets * (self.binning.bins + 1)
-            plan = None
-            if self.fixed_total + layout.total > SPLIT_ABOVE_ELEMENTS:
-                plan = ReductionPlan(self._fixed_lengths + layout.lengths, members, self.device, self.dtype,
-                                     zeros_from=len(self._fixed_lengths))
-            segment_lengths = np.concatenate([self._fixed_counts, layout.counts])
-            cached = self._keys[key] = (layout.total, segment, counts, rows, offsets, layout.n_segments, plan,
-                                        segment_lengths)
+            cached = self._keys[key] = _ActivationLayout(self, slots, shapes, members)
         return cached
 
     def fixed(self) -> torch.Tensor:
@@ -116,9 +207,8 @@ class StepVector:
         """``(activation elements, staging rows, histogram offsets, activation segments, segment lengths)``
         of the step vector holding ``kept`` (cached per set of slots and shapes)."""
         slots = tuple(sorted(kept))
-        total, _, _, rows, offsets, n_act, _, lengths = self._activation_key(
-            slots, tuple(kept[slot].shape for slot in slots), members)
-        return total, rows, offsets, n_act, lengths
+        layout = self._activation_key(slots, tuple(kept[slot].shape for slot in slots), members)
+        return layout.total, layout.rows, layout.offsets, layout.n_act, layout.segment_lengths
 
     def reduce(self, kept: dict[int, torch.Tensor], members: int, histograms: bool
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
@@ -130,22 +220,26 @@ class StepVector:
         """
         slots = tuple(sorted(kept))
         tensors = [kept[slot] for slot in slots]
-        total, segment, counts, rows, offsets, n_act, plan, _ = self._activation_key(
-            slots, tuple(t.shape for t in tensors), members)
-        live = self.fixed_total + total
+        layout = self._activation_key(slots, tuple(t.shape for t in tensors), members)
+        live = self.fixed_total + layout.total
         self.unstage()
         self._reserve(live)
         vector = self._vector[:live]
         if tensors:
             torch.cat([t.reshape(-1) for t in tensors], out=vector[self.fixed_total :])
-        if plan is not None:
-            moments = plan.moments(vector)  # (4, S)
+        if layout.plan is not None:
+            moments = layout.plan.moments(vector)  # (4, S), without the update's segments if lean
+            if self.lean:
+                moments = torch.cat([self._update_moments, moments], dim=1)
         else:
-            moments = segment_moments(vector, segment, counts)
+            moments = segment_moments(vector, layout.segment, layout.counts)
         fixed = moments[:, : self.fixed_segments]
         activations = moments[:, self.fixed_segments :].t()
         histogram = None
         if histograms:
-            n_segments = self.histogram_param_segments + n_act
-            histogram = self.binning.segment_counts(vector[self.histogram_start :], offsets, n_segments)
-        return fixed, activations, rows, histogram
+            if layout.plan is not None:
+                histogram = layout.segment_binning.counts(vector[self.histogram_start :])
+            else:
+                n_segments = self.histogram_param_segments + layout.n_act
+                histogram = self.binning.segment_counts(vector[self.histogram_start :], layout.offsets, n_segments)
+        return fixed, activations, layout.rows, histogram

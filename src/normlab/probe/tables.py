@@ -41,6 +41,7 @@ class Catalog:
     running_names: tuple[str, ...]
     running_counts: np.ndarray
     bin_edges: np.ndarray | None  # (bins + 1,) or None without histograms
+    unstepped: frozenset[int] = frozenset()  # parameters no attached optimizer steps: no update records
 
     @property
     def activation_width(self) -> int:
@@ -210,6 +211,9 @@ def _scalars_chunk(catalog: Catalog, chunk: Chunk) -> pd.DataFrame:
         # The ratio is undefined for a constant tensor (std(p) = 0, e.g. a LayerNorm gain at init): left out.
         update_values = np.stack((update[:, 0], std_update, ratio), axis=1)
         update_valid = np.stack([np.ones_like(std_weight, bool)] * 2 + [std_weight > 0], axis=1)
+        if catalog.unstepped:
+            stepped = np.repeat([i not in catalog.unstepped for i in range(len(catalog.param_names))], members)
+            update_valid &= stepped
         out.add(update_values, update_valid, name=names, member=seg_members, kind="update",
                 stat=np.array(UPDATE_STATS, dtype=object)[:, None])
         # Global gradient norm per member: sqrt of the sum over parameters of squared norms.
