@@ -70,7 +70,12 @@ def test_gpt2_probe_adds_no_graph_break():
 
 
 @pytest.mark.slow
-def test_inductor_compiled_llama_trains_with_the_probe():
+def test_inductor_compiled_llama_trains_with_the_probe(monkeypatch):
+    # torch 2.13: after a compile of the same model without the probe, AOTAutograd's cache replays stale
+    # view metadata into the probed graph ("invalid shape dimension -1298424774751616222"; the family of
+    # pytorch#177812 and #185630). Without that cache, or in a process that compiled it only with the
+    # probe attached, it trains; docs/probe-on-your-model.md says so.
+    monkeypatch.setattr("torch._functorch.config.enable_autograd_cache", False)
     plain_breaks, _ = _train(llama, "llama", probe=False, backend="inductor")
     probe_breaks, compiled = _train(llama, "llama", probe=True, backend="inductor", histograms=True)
     assert probe_breaks == plain_breaks == 0
