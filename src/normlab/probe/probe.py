@@ -29,11 +29,13 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
 from normlab.probe import deferred, step_vector
+from normlab.probe.alerts import AlertMonitor, AlertRules
 from normlab.probe.buffer import DeviceBuffer
 from normlab.probe.deferred import StepRing
 from normlab.probe.flatten import Flattener
@@ -42,7 +44,7 @@ from normlab.probe.hooks import SAMPLE_ABOVE_ELEMENTS, ActivationHooks, ModuleSe
 from normlab.probe.schedule import Schedule, _positive_int
 from normlab.probe.stats import N_ACTIVATION_MOMENTS, SMALL_TENSOR_ELEMENTS, SegmentLayout
 from normlab.probe.step_vector import StepVector
-from normlab.probe.tables import Catalog, histograms_frame, scalars_frame
+from normlab.probe.tables import Catalog, concat_scalars, histograms_frame, scalars_frame
 from normlab.probe.writers import TensorBoardWriter, write_parquet_atomic
 
 RUNNING_BUFFERS = ("running_mean", "running_var")
@@ -122,6 +124,10 @@ class Probe:
         members: ensemble size; default ``model.ensemble_size`` if present, else 1 (member 0).
         record_eval: also record forwards under ``no_grad``/eval mode (off: those are skipped).
         flush_every: recorded steps held on the device between host copies.
+        alerts: ``True`` or an :class:`~normlab.probe.alerts.AlertRules` to check every flushed block of
+            rows for anomalies (spikes, non-finite values, dead units, update ratios, running-stat drift):
+            a :class:`~normlab.probe.alerts.ProbeAlert` warning the first time each (alert, name) occurs,
+            every occurrence in :meth:`alerts`. Off the hot path: the rules run on the host at flushes.
 
     Records (long format): :meth:`scalars` has ``step, member, name, kind, stat, value`` with kinds
     ``activation`` / ``norm_in`` / ``norm_out`` (stats mean, std, rms, absmax, zero_frac), ``grad`` and
@@ -146,10 +152,13 @@ class Probe:
         members: int | None = None,
         record_eval: bool = False,
         flush_every: int = 64,
+        alerts: bool | AlertRules = False,
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"Probe: model must be a torch.nn.Module, got {type(model).__name__}")
         optimizers = _resolve_optimizers(optimizer)
+        if not isinstance(alerts, (bool, AlertRules)):
+            raise TypeError(f"Probe: alerts must be True, False or an AlertRules, got {alerts!r}")
         if logdir is not None and not isinstance(logdir, (str, os.PathLike)):
             raise TypeError(f"Probe: logdir must be a path or None, got {logdir!r}")
         self.schedule = Schedule.from_arguments(every, histograms)
@@ -187,7 +196,13 @@ class Probe:
         self._running = [b for _, b in running]
         param_layout = SegmentLayout([p.shape for p in self._params], self.members, device)
         running_layout = SegmentLayout([b.shape for b in self._running], self.members, device)
-        self._activations = ActivationHooks(select_modules(model, modules), self.members, self.binning, record_eval)
+        selected = select_modules(model, modules)
+        self._activations = ActivationHooks(selected, self.members, self.binning, record_eval)
+        rules = alerts if isinstance(alerts, AlertRules) else AlertRules() if alerts else None
+        matrices = [name for name, p in named if p.dim() - (self.members > 1) >= 2]  # what update_ratio watches
+        self._alerts = AlertMonitor(rules, [name for name, _ in selected], matrices) if rules is not None else None
+        self._losses: dict[int, list[torch.Tensor]] = {}  # step -> the losses recorded in it (on the device)
+        self._losses_fed = -1  # the last step whose loss the alert monitor has seen
         # A kept output has at most SAMPLE_ABOVE_ELEMENTS values per member (larger ones are sampled).
         capacity = len(self._activations.slots) * self.members * SAMPLE_ABOVE_ELEMENTS
         # Step vectors too large for a ring are reduced at every recorded step: they need no update region.
@@ -272,6 +287,36 @@ class Probe:
         self._after_step()
         if self.schedule.records(self._step):
             self._capture_weights()  # the weights the next recorded step's gradients are computed at
+
+    def record_loss(self, loss: torch.Tensor) -> None:
+        """Record the current step's loss as ``global / loss / value`` (kept on the device: no sync).
+
+        Call it once per step (before or after ``backward()``, before ``optimizer.step()``); called
+        several times in one step (gradient accumulation), the mean of the values is recorded. A loss of
+        one element is member 0; an ensemble may pass one loss per member, shape ``(members,)``.
+        """
+        self._check_open()
+        if not isinstance(loss, torch.Tensor) or not loss.is_floating_point():
+            raise TypeError(f"Probe.record_loss: loss must be a floating-point tensor, got {type(loss).__name__}")
+        if loss.numel() not in (1, self.members):
+            raise ValueError(f"Probe.record_loss: loss must have 1 or {self.members} (members) elements, "
+                             f"got shape {tuple(loss.shape)}")
+        if self.schedule.records(self._step):
+            self._losses.setdefault(self._step, []).append(loss.detach().reshape(-1))
+
+    def _loss_rows(self, after: int = -1, until: int | None = None) -> pd.DataFrame:
+        """The recorded losses of steps in (after, until] as scalar rows (one host copy per step)."""
+        steps = [s for s in sorted(self._losses) if s > after and (until is None or s <= until)]
+        rows = {"step": [], "member": [], "value": []}
+        for step in steps:
+            mean = torch.stack(self._losses[step]).double().mean(0).cpu().numpy()  # (1,) or (members,)
+            rows["step"] += [step] * len(mean)
+            rows["member"] += list(range(len(mean)))
+            rows["value"] += mean.tolist()
+        return pd.DataFrame({"step": np.array(rows["step"], dtype=np.int64),
+                             "member": np.array(rows["member"], dtype=np.int64),
+                             "name": "loss", "kind": "global", "stat": "value",
+                             "value": np.array(rows["value"], dtype=np.float64)})
 
     def _arm_hooks(self) -> None:
         self._activations.recording = self.schedule.records(self._step)
@@ -466,6 +511,11 @@ class Probe:
         if new_scalars is None and new_histograms is None:
             return
         self._scalars_cache = self._histograms_cache = None
+        if self._alerts is not None and new_scalars is not None:
+            rows = scalars_frame(self.catalog, [new_scalars])
+            last = int(new_scalars.steps[-1])
+            self._alerts.update(concat_scalars([rows, self._loss_rows(self._losses_fed, last)]))
+            self._losses_fed = last
         if self._tensorboard is not None:
             self._tensorboard.write(
                 scalars_frame(self.catalog, [new_scalars] if new_scalars is not None else []),
@@ -478,8 +528,18 @@ class Probe:
         self._reduce_ring()
         self._flush()
         if self._scalars_cache is None:
-            self._scalars_cache = scalars_frame(self.catalog, self._scalar_buffer.chunks)
+            frame = scalars_frame(self.catalog, self._scalar_buffer.chunks)
+            self._scalars_cache = concat_scalars([frame, self._loss_rows()]) if self._losses else frame
         return _handout(self._scalars_cache)
+
+    def alerts(self) -> pd.DataFrame:
+        """Every anomaly flagged so far (``alerts=`` must be on): ``step, member, name, alert, value,
+        threshold, message``; see :mod:`normlab.probe.alerts`."""
+        if self._alerts is None:
+            raise RuntimeError("Probe.alerts(): this probe was made without alerts; pass Probe(..., alerts=True)")
+        self._reduce_ring()
+        self._flush()
+        return self._alerts.table()
 
     def histograms(self, *, empty_bins: bool = True) -> pd.DataFrame:
         """All histogram records so far: ``step, member, name, kind, bin_lo, bin_hi, count``.

@@ -242,6 +242,11 @@ def histograms_frame(catalog: Catalog, chunks: Sequence[Chunk], empty_bins: bool
     return _concat(frames, ("name", "kind")) if frames else empty_histograms()
 
 
+def concat_scalars(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Scalar tables one after another, name/kind/stat kept categorical."""
+    return _concat([f for f in frames if len(f)] or [empty_scalars()], ("name", "kind", "stat"))
+
+
 def _concat(frames: list[pd.DataFrame], categorical: tuple[str, ...]) -> pd.DataFrame:
     if len(frames) == 1:
         return frames[0]

@@ -8,6 +8,7 @@
 - :func:`recalibrate_batchnorm` re-estimates running statistics exactly over a dataset.
 """
 
+from normlab.nn.surgery._families import ForeignNorm, register_norm_class
 from normlab.nn.surgery.convert import ConversionError, ConversionReport, Replacement, convert_norms
 from normlab.nn.surgery.fold import FoldReport, fold_batchnorm
 from normlab.nn.surgery.freeze import FreezeReport, FrozenBatchNorm, freeze_batchnorm, unfreeze_batchnorm
@@ -17,6 +18,7 @@ __all__ = [
     "ConversionError",
     "ConversionReport",
     "FoldReport",
+    "ForeignNorm",
     "FreezeReport",
     "FrozenBatchNorm",
     "PooledMoments",
@@ -26,5 +28,6 @@ __all__ = [
     "fold_batchnorm",
     "freeze_batchnorm",
     "recalibrate_batchnorm",
+    "register_norm_class",
     "unfreeze_batchnorm",
 ]

@@ -9,6 +9,7 @@ looked up by module path, lazily, so that this file imports before (or without) 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch.nn as nn
@@ -68,4 +69,59 @@ def family_of(cls: type) -> Family | None:
         return Family("layernorm", is_channels_first, None)
     if issubclass(cls, nn.RMSNorm):
         return Family("rmsnorm", is_channels_first, None)
-    return None
+    foreign = foreign_norm(cls)
+    return foreign.family if foreign is not None else None
+
+
+# ------------------------------------------------------------------------ norms defined outside torch
+
+@dataclass(frozen=True)
+class ForeignNorm:
+    """How surgery reads and builds a norm class that does not subclass torch's (e.g. Hugging Face's).
+
+    ``read(module)`` gives the layer's facts under torch's attribute names (``normalized_shape``, ``eps``,
+    ``elementwise_affine``...); ``make(cls, kwargs)`` builds one from torch-style constructor arguments
+    (None: the class cannot be a conversion target).
+    """
+
+    family: Family
+    read: Callable[[nn.Module], dict]
+    make: Callable[[type, dict], nn.Module] | None = None
+
+
+def _hf_rms_norm(module: nn.Module) -> dict:
+    return {"normalized_shape": tuple(module.weight.shape), "eps": module.variance_epsilon,
+            "elementwise_affine": True}
+
+
+def _make_hf_rms_norm(cls: type, kw: dict) -> nn.Module:
+    (hidden,) = kw["normalized_shape"]
+    return cls(hidden, eps=kw.get("eps", 1e-6)).to(device=kw.get("device"), dtype=kw.get("dtype"))
+
+
+# Classes known by their full import path, so that surgery understands them without importing their
+# package. Only classes whose math is checked to be the family's: Llama's RMSNorm is
+# w * x / sqrt(mean(x^2) + eps) over the last dim (Gemma's, w scaled as 1 + w, is *not* and is not here).
+_KNOWN_BY_PATH = {
+    "transformers.models.llama.modeling_llama.LlamaRMSNorm":
+        ForeignNorm(Family("rmsnorm", False, None), _hf_rms_norm, _make_hf_rms_norm),
+}
+_REGISTERED: dict[type, ForeignNorm] = {}
+
+
+def register_norm_class(cls: type, kind: str, *, read: Callable[[nn.Module], dict],
+                        make: Callable[[type, dict], nn.Module] | None = None,
+                        channels_first: bool = False) -> None:
+    """Teach surgery a norm class of another library: its family and how to read/build it (see ForeignNorm)."""
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise TypeError(f"register_norm_class: cls must be an nn.Module subclass, got {cls!r}")
+    if kind not in FAMILIES:
+        raise ValueError(f"register_norm_class: kind must be one of {FAMILIES}, got {kind!r}")
+    _REGISTERED[cls] = ForeignNorm(Family(kind, channels_first, None), read, make)
+
+
+def foreign_norm(cls: type) -> ForeignNorm | None:
+    """The ForeignNorm of a registered or known class (matched exactly, not by subclass), else None."""
+    if cls in _REGISTERED:
+        return _REGISTERED[cls]
+    return _KNOWN_BY_PATH.get(f"{cls.__module__}.{cls.__qualname__}")

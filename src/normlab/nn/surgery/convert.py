@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 from torch.nn.parameter import is_lazy
 
-from normlab.nn.surgery._families import FAMILIES, Family, family_of, normlab_class
+from normlab.nn.surgery._families import FAMILIES, Family, family_of, foreign_norm, normlab_class
 from normlab.nn.surgery._tree import Match, class_label, find_modules, replace_module, short_repr
 
 _WHERE = "convert_norms"
@@ -108,6 +108,27 @@ def _source_predicate(from_) -> Callable[[nn.Module], bool]:
 
 
 # ------------------------------------------------------------------------------------------- the target
+
+
+class _TorchStyle:
+    """A norm of another library (see ``_families.ForeignNorm``) seen under torch's attribute names: its
+    facts from ``ForeignNorm.read``, everything else (parameters, buffers, mode) from the module itself."""
+
+    def __init__(self, module: nn.Module, facts: dict):
+        self._module, self._facts = module, facts
+
+    def __getattr__(self, name: str):
+        facts = self.__dict__["_facts"]
+        return facts[name] if name in facts else getattr(self.__dict__["_module"], name)
+
+
+def _torch_style(module: nn.Module):
+    foreign = foreign_norm(type(module))
+    return module if foreign is None else _TorchStyle(module, foreign.read(module))
+
+
+# the torch class whose constructor arguments a foreign target's ForeignNorm.make receives
+_TORCH_SIGNATURE = {"layernorm": nn.LayerNorm, "rmsnorm": nn.RMSNorm, "groupnorm": nn.GroupNorm}
 
 
 def _first_tensor(module: nn.Module) -> torch.Tensor | None:
@@ -251,7 +272,11 @@ def _build(match: Match, to, kwargs: dict) -> nn.Module:
             raise TypeError(f"{_WHERE}: to must be an nn.Module subclass, got {cls!r}")
         target = family_of(cls)
         _check_compatible(module, fam, cls, target)
-        kw = {} if cls is nn.Identity else _constructor_kwargs(module, fam, cls, target, kwargs)
+        source, foreign_target = _torch_style(module), foreign_norm(cls)
+        signature = _TORCH_SIGNATURE.get(target.kind) if foreign_target is not None else cls
+        if signature is None or (foreign_target is not None and foreign_target.make is None):
+            raise ConversionError(f"{class_label(cls)} is registered as a {target.kind} that surgery cannot build")
+        kw = {} if cls is nn.Identity else _constructor_kwargs(source, fam, signature, target, kwargs)
         if target is not None and target.kind == "groupnorm":
             channels, groups = kw.get("num_channels"), kw.get("num_groups")
             if isinstance(groups, int) and isinstance(channels, int) and (groups <= 0 or channels % groups):
@@ -260,13 +285,13 @@ def _build(match: Match, to, kwargs: dict) -> nn.Module:
                     f"{short_repr(module)}"
                 )
         try:
-            new = cls(**kw)
+            new = foreign_target.make(cls, kw) if foreign_target is not None else cls(**kw)
         except (TypeError, ValueError) as exc:
             raise ConversionError(f"{class_label(cls)}(**{kw}) failed for {short_repr(module)}: {exc}") from exc
-        if fam is not None and target is not None and _size(module, fam) != _size(new, target):
+        if fam is not None and target is not None and _size(source, fam) != _size(_torch_style(new), target):
             raise ConversionError(
-                f"{short_repr(module)} normalizes {_size(module, fam)} but the new {short_repr(new)} "
-                f"normalizes {_size(new, target)}; the layer's input would not fit"
+                f"{short_repr(module)} normalizes {_size(source, fam)} but the new {short_repr(new)} "
+                f"normalizes {_size(_torch_style(new), target)}; the layer's input would not fit"
             )
     elif callable(to):
         new = to(module, **kwargs)

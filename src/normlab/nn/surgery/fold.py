@@ -14,7 +14,9 @@ The arithmetic is done in float64 and rounded once into the layer's dtype.
 Which pairs are folded is decided on the model's graph: the model is traced with ``torch.fx`` (norms,
 convs and linears kept as leaves) and a BatchNorm is folded when its only input is the output of a
 foldable layer that feeds nothing else and both modules run once per forward. If the model cannot be
-traced (data-dependent control flow), only neighbours inside ``nn.Sequential`` containers are folded.
+traced (data-dependent control flow, Python checks on shapes), pairs are found on the autograd graph of
+one forward on ``example_inputs`` when given (``_autograd_pairs.py``), and otherwise only neighbours
+inside ``nn.Sequential`` containers are folded.
 The model is changed in place: the layer gets the new weight and bias and the BatchNorm becomes
 ``nn.Identity`` (so the other state_dict keys and Sequential indices do not move).
 """
@@ -31,6 +33,7 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from normlab.nn.surgery._autograd_pairs import pairs_from_autograd
 from normlab.nn.surgery._families import family_of, normlab_class
 from normlab.nn.surgery._tree import find_modules, replace_module, short_repr
 from normlab.nn.surgery.freeze import FrozenBatchNorm
@@ -156,8 +159,13 @@ def _fold_into(layer: nn.Module, bn: nn.Module) -> None:
         layer.bias.copy_(new_bias)
 
 
-def fold_batchnorm(model: nn.Module) -> FoldReport:
+def fold_batchnorm(model: nn.Module, example_inputs=None) -> FoldReport:
     """Fold, in place, every eval-mode BatchNorm that directly follows a Conv/ConvTranspose/Linear.
+
+    Pairs are found on the ``torch.fx`` graph; for a model fx cannot trace, on the autograd graph of one
+    forward on ``example_inputs`` (a tensor, a tuple of positional arguments or a dict of keyword
+    arguments, e.g. one batch of a Hugging Face model's inputs), and without it only among
+    ``nn.Sequential`` neighbours.
 
     Frozen BatchNorms (:class:`FrozenBatchNorm`, ``normlab.nn.FrozenBatchNorm2d``) are folded too, in any
     mode: they always compute the eval-mode map.
@@ -185,13 +193,20 @@ def fold_batchnorm(model: nn.Module) -> FoldReport:
         for match in batchnorms:
             if not called.intersection(match.names):
                 reasons[match.name] = "not called by the traced forward"
-    except Exception as exc:  # fx cannot trace data-dependent control flow; fall back to containers.
-        report.method = f"nn.Sequential neighbours; torch.fx could not trace the model ({type(exc).__name__})"
-        pairs, reasons = _pairs_from_sequentials(model), {}
-        paired = {bn for _, bn in pairs}
+    except Exception as exc:  # fx cannot trace data-dependent control flow; run the model or use containers.
+        untraceable = f"torch.fx could not trace the model ({type(exc).__name__})"
+        if example_inputs is not None:
+            report.method = f"autograd graph of the example forward; {untraceable}"
+            pairs, reasons = pairs_from_autograd(model, example_inputs, _batchnorm_classes(), FOLDABLE)
+            missing = "not called by the example forward"
+        else:
+            report.method = f"nn.Sequential neighbours; {untraceable}; pass example_inputs= to use the autograd graph"
+            pairs, reasons = _pairs_from_sequentials(model), {}
+            missing = "not directly after a Conv, ConvTranspose or Linear in an nn.Sequential"
+        seen = {bn for _, bn in pairs} | set(reasons)
         for match in batchnorms:
-            if not paired.intersection(match.names):
-                reasons[match.name] = "not directly after a Conv, ConvTranspose or Linear in an nn.Sequential"
+            if not seen.intersection(match.names):
+                reasons[match.name] = missing
     ids = Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
     shared = {key for key, count in ids.items() if count > 1}
     aliases = {name: match.names for match in batchnorms for name in match.names}
