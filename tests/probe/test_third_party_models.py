@@ -89,6 +89,7 @@ def _train(model, name, *, accumulate=1, autocast=False, set_to_none=True, steps
            probe_kwargs=None):
     model.train()
     optimizer = optimizer or torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    optimizers = optimizer if isinstance(optimizer, list) else [optimizer]
     oracle = Oracle(model)
     with Probe(model, optimizer, histograms=True, **(probe_kwargs or {})) as probe:
         for step in range(steps):
@@ -97,9 +98,11 @@ def _train(model, name, *, accumulate=1, autocast=False, set_to_none=True, steps
                     loss = model(**batch(name, step * accumulate + micro)).loss
                 (loss / accumulate).backward()
             oracle.before_step()
-            optimizer.step()
+            for opt in optimizers:
+                opt.step()
             oracle.after_step()
-            optimizer.zero_grad(set_to_none=set_to_none)
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=set_to_none)
     oracle.close()
     return probe, oracle
 
@@ -245,6 +248,17 @@ def test_frozen_parameters_are_left_out():
     assert "transformer.wpe.weight" not in params and not any(n.startswith("transformer.h.0.") for n in params)
     assert "transformer.h.1.attn.c_attn.weight" in params
     _check_against_oracle(model, probe, oracle)
+
+
+def test_two_optimizers_embeddings_by_sgd_blocks_by_adamw():
+    model = gpt2()
+    embeddings = [p for n, p in model.named_parameters() if n.startswith(("transformer.wte", "transformer.wpe"))]
+    rest = [p for n, p in model.named_parameters() if not n.startswith(("transformer.wte", "transformer.wpe"))]
+    optimizers = [torch.optim.SGD(embeddings, lr=0.1, momentum=0.9), torch.optim.AdamW(rest, lr=1e-3)]
+    probe, oracle = _train(model, "gpt2", optimizer=optimizers)
+    assert probe.steps == STEPS
+    checked = _check_against_oracle(model, probe, oracle)  # updates of both optimizers' parameters
+    assert checked["param"] == STEPS * len(list(model.parameters()))
 
 
 def test_hooks_are_removed_when_the_training_loop_raises():
