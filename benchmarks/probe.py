@@ -4,6 +4,9 @@
     every step: Probe / plain, and the seed's tensorboardX `add_histogram` loop / plain (the anchor).
 (b) A convolutional model whose step takes >= 50 ms here: scalar tier every step / plain, and a
     Cockpit-style table of tier x interval (1, 4, 16, 64).
+(gpt2) A real third-party model: Hugging Face GPT-2 from a small config (4 layers, width 256, 3.7M
+    parameters; random weights, built offline), AdamW, batch 8 x 128 tokens: scalar tier every step / plain
+    (target <= 1.05) and scalars + histograms every step / plain (target <= 1.5), paired rounds as in (b).
 (memory) Peak RSS of a 50.4M-parameter MLP (Linear(2048, 2048) x 12, SGD) after 3 plain steps and
     after 3 more with the default Probe, each arm in a fresh interpreter, over the weights' bytes.
     Target: growth <= 3 x weight bytes (plus the histograms' counts). Not part of the default parts.
@@ -15,8 +18,9 @@ with the plain arm's block in the same round and reports the mean ratio with its
 
     .venv/bin/python benchmarks/probe.py [--rounds 3] [--out benchmarks/results/probe.md]
     .venv/bin/python benchmarks/probe.py --parts memory --out benchmarks/results/probe.md
+    .venv/bin/python benchmarks/probe.py --parts gpt2 --out benchmarks/results/probe.md
 
-(the memory part alone replaces only the memory section of ``--out``, with its own command line).
+(each part replaces only its own section of ``--out``, which records the command that printed it).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import json
 import os
 import platform
 import random
+import re
 import resource
 import shlex
 import subprocess
@@ -175,6 +180,61 @@ def mean_interval(ratios: np.ndarray) -> tuple[float, float, float]:
     mean = float(ratios.mean())
     half = float(stats.t.ppf(0.975, len(ratios) - 1) * ratios.std(ddof=1) / np.sqrt(len(ratios)))
     return mean, mean - half, mean + half
+
+
+# -- (gpt2) a real third-party model -------------------------------------------------------------------
+
+GPT2_HEADING = "## (gpt2)"
+
+
+class GPT2Arm:
+    """Hugging Face GPT-2 (small config) trained in timed blocks, with a probe unless ``tier`` is plain."""
+
+    def __init__(self, tier: str, every: int, warmup: int = 2):
+        import transformers
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        transformers.logging.set_verbosity_error()
+        torch.manual_seed(0)
+        config = GPT2Config(n_layer=4, n_head=4, n_embd=256, vocab_size=2048, n_positions=128, bos_token_id=0,
+                            eos_token_id=0, loss_type="ForCausalLM")
+        self.model = GPT2LMHeadModel(config)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        self.ids = torch.randint(0, config.vocab_size, (8, 128), generator=torch.Generator().manual_seed(0))
+        self.probe = None
+        if tier != "plain":
+            self.probe = Probe(self.model, self.optimizer, every=every, histograms=(tier == "scalars+histograms"))
+        self.block(warmup)
+
+    def block(self, steps: int) -> float:
+        start = time.process_time()
+        for _ in range(steps):
+            self.model(input_ids=self.ids, labels=self.ids).loss.backward()
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+        return time.process_time() - start
+
+
+def part_gpt2(args) -> list[str]:
+    arms = {("plain", 1): GPT2Arm("plain", 1), ("scalars", 1): GPT2Arm("scalars", 1),
+            ("scalars+histograms", 1): GPT2Arm("scalars+histograms", 1)}
+    params = sum(p.numel() for p in arms[("plain", 1)].model.parameters())
+    ratios, step_s = paired_ratios(arms, args.gpt2_rounds, args.gpt2_block)
+    lines = [
+        f"{GPT2_HEADING} Hugging Face GPT-2, small config (4 layers, width 256, {params / 1e6:.1f}M parameters), "
+        f"AdamW, batch 8 x 128 tokens, plain step {step_s * 1e3:.0f} ms",
+        "",
+        f"CPU time / plain: mean over {args.gpt2_rounds} rounds of the per-round ratio (each arm trains "
+        f"{args.gpt2_block} steps per round, arms in random order), with its 95% interval.",
+        "",
+        "| Probe(model, optimizer, ...) every step | / plain | target |",
+        "|---|---:|---|",
+    ]
+    for tier, target in (("scalars", "<= 1.05"), ("scalars+histograms", "<= 1.5")):
+        mean, low, high = mean_interval(ratios[(tier, 1)])
+        lines.append(f"| {tier} | {mean:.3f} ({low:.3f}-{high:.3f}) | {target} |")
+    print("\n".join(lines), flush=True)
+    return [*lines, ""]
 
 
 # -- (memory) a 50M-parameter MLP ---------------------------------------------------------------------
@@ -327,37 +387,45 @@ def main() -> None:
     parser.add_argument("--conv-block", type=int, default=8, help="(b): steps per arm per round")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--parts", default="a,b", help="which parts to run: a, b, memory, comma-separated")
+    parser.add_argument("--gpt2-rounds", type=int, default=12, help="(gpt2): rounds of paired blocks")
+    parser.add_argument("--gpt2-block", type=int, default=2, help="(gpt2): steps per arm per round")
+    parser.add_argument("--parts", default="a,b", help="which parts to run: a, b, gpt2, memory, comma-separated")
     parser.add_argument("--out", type=Path, default=None, help="also write the tables (markdown) here")
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     parts = set(args.parts.split(","))
+    unknown = parts - set(PARTS)
+    if unknown:
+        parser.error(f"--parts: unknown part(s) {sorted(unknown)}; choose from {', '.join(PARTS)}")
     torch.set_num_threads(args.threads)
     if args.memory_child is not None:
         memory_child(bool(args.memory_child))
         return
-    lines = [
-        f"torch {torch.__version__}, {args.threads} intra-op thread(s), {platform.processor() or platform.machine()}, "
-        f"python {platform.python_version()}",
-        "",
-    ]
+    machine = (f"torch {torch.__version__}, {args.threads} intra-op thread(s), "
+               f"{platform.processor() or platform.machine()}, python {platform.python_version()}")
     command = ".venv/bin/python benchmarks/probe.py " + shlex.join(sys.argv[1:])
-    if "a" in parts:
-        lines += part_a(args)
-    if "b" in parts:
-        lines += part_b(args)
-    memory = part_memory(args) if "memory" in parts else []
-    if args.out is None:
-        return
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    if parts & {"a", "b"}:
-        text = "# normlab.probe overhead\n\nCommand: `" + command + "`\n\n" + "\n".join(lines + memory)
-    else:  # the memory section alone: keep the timing tables of the file, with their command
-        old = args.out.read_text() if args.out.exists() else "# normlab.probe overhead\n\n"
-        kept = old.split(MEMORY_HEADING)[0].rstrip("\n")
-        text = (kept + "\n\n" + memory[0] + "\n\nCommand: `" + command + "`; " + lines[0] + "\n\n"
-                + "\n".join(memory[2:]))
-    args.out.write_text(text)
+    sections = {}
+    for name, run in PARTS.items():
+        if name in parts:
+            lines = run(args)
+            sections[lines[0].split(")")[0] + ")"] = [lines[0], "", f"Command: `{command}`; {machine}", "", *lines[2:]]
+    if args.out is not None:
+        write_sections(args.out, sections)
+
+
+PARTS = {"a": part_a, "b": part_b, "gpt2": part_gpt2, "memory": part_memory}
+
+
+def write_sections(path: Path, sections: dict[str, list[str]]) -> None:
+    """Replace (or add, in PARTS order) the ``## (part)`` sections run now; keep the others as they are."""
+    old = path.read_text() if path.exists() else ""
+    chunks = re.split(r"(?m)^(?=## \()", old)
+    kept = {chunk.split(")")[0] + ")": chunk.rstrip("\n") for chunk in chunks[1:]}
+    kept.update({key: "\n".join(lines).rstrip("\n") for key, lines in sections.items()})
+    order = [f"## ({name})" for name in PARTS]
+    keys = sorted(kept, key=lambda k: order.index(k) if k in order else len(order))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# normlab.probe overhead\n\n" + "\n\n".join(kept[k] for k in keys) + "\n")
 
 
 if __name__ == "__main__":
