@@ -89,3 +89,16 @@ def test_only_affine_parameters_need_gradients_with_momentum_none():
     bn = N.BatchNorm2d(4, momentum=None)
     bn(1000 + torch.randn(8, 4, 5, 5)).sum().backward()
     assert bn.weight.grad is not None and torch.isfinite(bn.weight.grad).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs_recentered_running_mean_is_the_batch_mean(dtype):
+    """The shift subtracted is the half-precision one, so that is the one added back (a float32 shift
+    added to a half-shifted mean was off by shift - half(shift): 0.2 at 1000 in float16)."""
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.randn(64, 3, generator=gen) + 1000.3).to(dtype)
+    bn = N.BatchNorm1d(3, momentum=1.0)
+    bn(x)
+    exact = x.double().mean(0)
+    one_rounding = exact.abs().max() * torch.finfo(torch.float32).eps  # the float32 running mean's ulp
+    assert (bn.running_mean.double() - exact).abs().max() <= one_rounding

@@ -108,7 +108,8 @@ def _batch_norm_batch_stats(input, running_mean, running_var, weight, bias, mome
 def _shifted_batch_norm(input, shift, saved, running_mean, running_var, weight, bias, momentum, eps):
     """Batch norm of ``input - shift`` (per channel); the running statistics become ``saved`` (their values
     before this batch) updated with the batch, without touching any tensor autograd saves."""
-    shifted = input - shift.to(input.dtype).view(1, -1, *[1] * (input.dim() - 2))
+    shift = shift.to(input.dtype)  # the shift actually subtracted (rounded to half for half inputs)
+    shifted = input - shift.view(1, -1, *[1] * (input.dim() - 2))
     if saved is None:
         return torch.native_batch_norm(shifted, weight, bias, None, None, True, momentum, eps)[0]
     # The kernel's running variance update, (1 - m) * old + m * unbiased var, is shift-invariant, so it

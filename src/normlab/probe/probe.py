@@ -75,10 +75,19 @@ def _resolve_optimizers(optimizer: object) -> tuple[torch.optim.Optimizer, ...]:
     raise TypeError(f"Probe: optimizer must be a torch.optim.Optimizer, a non-empty list of them, or None, got {given}")
 
 
+def _storage(t: torch.Tensor) -> int:
+    return t.untyped_storage().data_ptr()
+
+
 def _stepped_by(named: list[tuple[str, torch.Tensor]], optimizers: Sequence[torch.optim.Optimizer]
                 ) -> frozenset[int]:
-    """Indices (into ``named``) of the parameters that none of ``optimizers`` steps."""
+    """Indices (into ``named``) of the parameters that none of ``optimizers`` steps.
+
+    A parameter counts as stepped when an optimizer holds it or the tensor whose storage it views: the
+    lab's flat ensembles (``lab/flat_params.py``) step one (N, P) matrix whose views are the model's
+    parameters."""
     owner: dict[int, int] = {}
+    storages: dict[int, int] = {}
     names = {id(p): name for name, p in named}
     for index, optimizer in enumerate(optimizers):
         for group in optimizer.param_groups:
@@ -87,7 +96,8 @@ def _stepped_by(named: list[tuple[str, torch.Tensor]], optimizers: Sequence[torc
                     raise ValueError(f"Probe: parameter {names.get(id(p), '?')!r} is in optimizer {owner[id(p)]} "
                                      f"and optimizer {index}: each parameter must be stepped by one optimizer")
                 owner[id(p)] = index
-    return frozenset(i for i, (_, p) in enumerate(named) if id(p) not in owner)
+                storages.setdefault(_storage(p), index)
+    return frozenset(i for i, (_, p) in enumerate(named) if id(p) not in owner and _storage(p) not in storages)
 
 
 def _resolve_members(model: nn.Module, members: object) -> int:
