@@ -119,8 +119,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", *, encoding: str = "
         raise WriteError(path, e) from e
     in_body = False
     try:
-        os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": encoding})) as f:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": encoding})) as f:  # owns fd from here
+            os.fchmod(f.fileno(), FILE_MODE)
             in_body = True
             yield f
             in_body = False

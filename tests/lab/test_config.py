@@ -94,6 +94,11 @@ def test_number_allows_exactly_the_finite_values_in_its_interval(v, lo, width, l
             check("x", v)
 
 
+def test_an_integer_too_large_for_a_float_is_refused_not_a_traceback():
+    with pytest.raises(ConfigError, match=r"^x: expected a finite number"):
+        number(0)("x", 10**400)
+
+
 @pytest.mark.parametrize(("check", "value", "message"), [
     (integer(1), 0, "x: expected an integer >= 1, got 0"),
     (integer(1), True, "x: expected an integer >= 1, got True"),  # a bool is not a count

@@ -97,6 +97,7 @@ def test_kill_9_of_the_parent_ends_its_workers_then_resume_matches_uninterrupted
     env = {**os.environ, "TOY_HANG_ARM": "slow", "TOY_MARK_DIR": str(marks)}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env)
     others = [c for c in ToyStudy().cells(CONFIG) if c.arm != "slow"]
+    workers: list[int] = []  # (set before anything can fail: the cleanup below reads it)
     try:
         deadline = time.time() + 120
         # one worker hangs in "slow", the other has stored the two other cells and waits for work

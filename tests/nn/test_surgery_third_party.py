@@ -45,6 +45,17 @@ def test_llama_rmsnorm_to_normlab_and_back_keeps_the_outputs():
     torch.testing.assert_close(_logits(model, "llama"), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_normlab_rmsnorm_with_default_eps_to_llama_keeps_its_eps_and_a_weightless_one_is_refused():
+    model = nn.Sequential(nn.Linear(4, 8), N.RMSNorm(8))  # eps=None: finfo(float32).eps at run time
+    x = torch.randn(3, 4)
+    expected = model(x).detach()
+    convert_norms(model, from_="rmsnorm", to=LlamaRMSNorm)
+    assert model[1].variance_epsilon == torch.finfo(torch.float32).eps
+    torch.testing.assert_close(model(x), expected)
+    with pytest.raises(ValueError, match="always has a weight"):
+        convert_norms(nn.Sequential(N.RMSNorm(8, elementwise_affine=False)), from_="rmsnorm", to=LlamaRMSNorm)
+
+
 @pytest.mark.parametrize(("build", "name", "count"), [(gpt2, "gpt2", 5), (bert, "bert", 6)])
 def test_gpt2_and_bert_layernorm_to_normlab_keeps_the_outputs(build, name, count):
     model = build().eval()
@@ -116,6 +127,17 @@ class _Untraceable(nn.Module):
             raise ValueError("3 channels")
         a = self.a(x)
         return self.bn_b(self.b(self.bn_a(a) + a))
+
+
+def test_autograd_pairing_works_on_a_frozen_model_and_leaves_it_frozen():
+    torch.manual_seed(0)
+    model = _Untraceable().eval().requires_grad_(False)
+    x = torch.randn(2, 3, 5, 5)
+    expected = model(x)
+    report = fold_batchnorm(model, example_inputs=x)
+    assert report.folded == [("b", "bn_b")]
+    assert not any(p.requires_grad for p in model.parameters())
+    torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_autograd_pairing_refuses_a_layer_whose_output_feeds_something_else():

@@ -119,7 +119,9 @@ def test_running_stats_that_do_not_follow_the_batches():
     with pytest.warns(UserWarning, match="running_stats_drift"):
         alerts = _train(model, shift=5.0)
     drift = _only(alerts, "running_stats_drift")
-    assert set(drift["name"]) == {"0"} and len(drift) == STEPS
+    assert set(drift["name"]) == {"0"} and drift["step"].iloc[0] == AlertRules().patience - 1
+    model = _bn_model()  # torch's momentum 0.1: the running mean warms up towards 5, the gap shrinks: no alert
+    assert _only(_train(model, shift=5.0), "running_stats_drift").empty
     model = _bn_model()
     model[0].momentum = 1.0  # the running mean is the last batch's: no alert
     assert _only(_train(model, shift=5.0), "running_stats_drift").empty
@@ -135,3 +137,25 @@ def test_find_alerts_on_a_stored_table_and_rule_checks():
         AlertRules(spike_factor=1.0)
     with pytest.raises(ValueError, match="ratio_band"):
         AlertRules(ratio_band=(-1.0, -5.0))
+
+
+def test_recorded_losses_are_rows_of_the_table_and_their_shape_is_checked():
+    model = _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    recorded = {}
+    with Probe(model, optimizer, flush_every=3) as probe:
+        for step in range(7):
+            x, y = _data(step)
+            losses = [nn.functional.mse_loss(model(x[:16]), y[:16]), nn.functional.mse_loss(model(x[16:]), y[16:])]
+            for loss in losses:  # two micro-batches: the mean is recorded
+                probe.record_loss(loss)
+                loss.backward()
+            recorded[step] = sum(loss.item() for loss in losses) / 2
+            optimizer.step()
+            optimizer.zero_grad()
+        with pytest.raises(ValueError, match=r"loss must have 1 \(as before\) element"):
+            probe.record_loss(torch.ones(2))
+    table = probe.scalars()
+    rows = table[(table.kind == "global") & (table.name == "loss")]
+    assert dict(zip(rows.step, rows.value, strict=True)) == pytest.approx(recorded)
+    assert not probe._losses  # every flushed step's loss moved to the host

@@ -19,8 +19,10 @@ Off the hot path: the rules run on the host over the long table (``Probe.scalars
   1 and a bias starts at 0, so early in any healthy run their ratio is near 10^0.
 - ``running_stats_drift``: a norm layer's channel-averaged running mean differs from the
   channel-averaged mean of its training input by more than ``drift_tolerance`` standard deviations of
-  that input: running statistics that do not describe the data they will normalize in eval. (Per-channel
-  deviations of opposite sign can cancel in this average: it is a cheap screen, not a proof.)
+  that input, and that gap has not shrunk (by 5 % a step, as a warming-up average's does), for
+  ``patience`` recorded steps in a row: running statistics that do not describe the data they will
+  normalize in eval. (Per-channel deviations of opposite sign can cancel in this average: it is a cheap
+  screen, not a proof.)
 
 The result is a long table, one row per alert: ``step, member, name, alert, value, threshold, message``.
 """
@@ -119,9 +121,14 @@ def _non_finite(table, module_order) -> list[dict]:
 
 
 def _runs(table, kind, stat, outside, alert, describe, threshold, rules) -> list[dict]:
-    """Alert at the step where ``outside(value)`` has held for ``patience`` recorded steps in a row."""
+    return _patient(_series(table, kind, stat), outside, alert, describe, threshold, rules)
+
+
+def _patient(series, outside, alert, describe, threshold, rules) -> list[dict]:
+    """Alert at the step where ``outside(value)`` has held for ``patience`` recorded steps in a row
+    (``series``: step, member, name, value)."""
     found = []
-    for (member, name), group in _series(table, kind, stat).groupby(["member", "name"], sort=True, observed=True):
+    for (member, name), group in series.groupby(["member", "name"], sort=True, observed=True):
         run = 0
         for step, value in zip(group["step"], group["value"], strict=True):
             run = run + 1 if np.isfinite(value) and outside(value) else 0
@@ -132,26 +139,31 @@ def _runs(table, kind, stat, outside, alert, describe, threshold, rules) -> list
 
 
 def _drift(table, rules) -> list[dict]:
-    found = []
+    """Running mean against batch mean, in batch standard deviations, for ``patience`` steps in a row (the
+    running statistics start at 0 and take a few steps to warm up at torch's momentum 0.1)."""
     running = _series(table, "running_stats", "mean")
     running = running[running["name"].astype(str).str.endswith(".running_mean")]
     if running.empty:
-        return found
-    running = running.assign(layer=running["name"].astype(str).str.removesuffix(".running_mean"))
+        return []
+    running = running.assign(name=running["name"].astype(str).str.removesuffix(".running_mean"))
     inputs = table[table["kind"] == "norm_in"].astype({"name": str, "stat": str})
     batch = inputs.pivot_table(index=["step", "member", "name"], columns="stat", values="value", observed=True)
-    for row in running.itertuples(index=False):
-        key = (row.step, row.member, row.layer)
-        if key not in batch.index:
-            continue
-        mean, std = batch.loc[key, "mean"], batch.loc[key, "std"]
-        if not (np.isfinite(mean) and np.isfinite(std) and std > 0 and np.isfinite(row.value)):
-            continue
-        gap = abs(row.value - mean) / std
-        if gap > rules.drift_tolerance:
-            found.append(_row(row.step, row.member, row.layer, "running_stats_drift", gap, rules.drift_tolerance,
-                              f"running mean {row.value:.4g} vs batch mean {mean:.4g}: {gap:.2f} input stds apart"))
-    return found
+    if not {"mean", "std"} <= set(batch.columns):
+        return []
+    joined = running.join(batch[["mean", "std"]], on=["step", "member", "name"], how="inner")
+    joined = joined[(joined["std"] > 0) & np.isfinite(joined["mean"]) & np.isfinite(joined["value"])]
+    gaps = joined.assign(value=(joined["value"] - joined["mean"]).abs() / joined["std"])
+    gaps = gaps[["step", "member", "name", "value"]].sort_values(["member", "name", "step"])
+    # A warming-up average closes its gap geometrically (x (1 - momentum) per step); running statistics
+    # that are stuck, or data that moved away from them, do not. Only a gap that did not shrink by 5 %
+    # since the previous recorded step counts.
+    previous = gaps.groupby(["member", "name"], observed=True)["value"].shift(1)
+    stalled = gaps["value"].where(previous.isna() | (gaps["value"] >= 0.95 * previous), 0.0)
+    gaps = gaps.assign(value=stalled)
+    return _patient(gaps, lambda v: v > rules.drift_tolerance, "running_stats_drift",
+                    lambda v: (f"running mean {v:.2f} input stds from the batch mean for {rules.patience} "
+                               "recorded steps in a row"),
+                    rules.drift_tolerance, rules)
 
 
 def find_alerts(table: pd.DataFrame, rules: AlertRules | None = None, module_order=(),

@@ -211,8 +211,9 @@ class Probe:
         rules = alerts if isinstance(alerts, AlertRules) else AlertRules() if alerts else None
         matrices = [name for name, p in named if p.dim() - (self.members > 1) >= 2]  # what update_ratio watches
         self._alerts = AlertMonitor(rules, [name for name, _ in selected], matrices) if rules is not None else None
-        self._losses: dict[int, list[torch.Tensor]] = {}  # step -> the losses recorded in it (on the device)
-        self._losses_fed = -1  # the last step whose loss the alert monitor has seen
+        self._losses: dict[int, list[torch.Tensor]] = {}  # step -> its losses, on the device until a flush
+        self._loss_width: int | None = None  # elements per recorded loss (1, or one per member)
+        self._loss_frames: list[pd.DataFrame] = []  # losses of flushed steps, as scalar rows on the host
         # A kept output has at most SAMPLE_ABOVE_ELEMENTS values per member (larger ones are sampled).
         capacity = len(self._activations.slots) * self.members * SAMPLE_ABOVE_ELEMENTS
         # Step vectors too large for a ring are reduced at every recorded step: they need no update region.
@@ -244,7 +245,7 @@ class Probe:
                             if self.binning is not None else None)
         # Captures copy tensors into the step vector with a plan kept while their layout stays (flatten.py).
         self._flatten_grads, self._flatten_params = Flattener(), Flattener()
-        self._tensorboard = (TensorBoardWriter(logdir, self.members, bins) if logdir is not None else None)
+        self._tensorboard: TensorBoardWriter | None = None  # opened last (below): it starts a writer thread
         self._scalars_cache: pd.DataFrame | None = None
         self._histograms_cache: pd.DataFrame | None = None
 
@@ -261,18 +262,23 @@ class Probe:
         self._closed = False
         self._stepped: set[int] = set()  # attached optimizers that have stepped in the current step
         self._hook_handles = []
+        self._warned_skip = False
         if not optimizers and self.schedule.records(0):
             with torch.no_grad():  # (captures copy parameters into the step vector: no graph)
                 self._capture_weights()
         self._arm_hooks()
-        # Hooks last, so that a constructor that fails leaves none behind.
+        # The event writer and the hooks last, so that a constructor that fails leaves none behind.
         try:
+            if logdir is not None:
+                self._tensorboard = TensorBoardWriter(logdir, self.members, bins)
             for index, opt in enumerate(optimizers):
                 self._hook_handles.append(opt.register_step_pre_hook(lambda *_, i=index: self._optimizer_pre(i)))
                 self._hook_handles.append(opt.register_step_post_hook(lambda *_, i=index: self._optimizer_post(i)))
             self._activations.attach()
         except BaseException:
             self._remove_hooks()
+            if self._tensorboard is not None:
+                self._tensorboard.close()
             raise
 
     # -- the step cycle ------------------------------------------------------------------------------
@@ -308,25 +314,25 @@ class Probe:
         self._check_open()
         if not isinstance(loss, torch.Tensor) or not loss.is_floating_point():
             raise TypeError(f"Probe.record_loss: loss must be a floating-point tensor, got {type(loss).__name__}")
-        if loss.numel() not in (1, self.members):
-            raise ValueError(f"Probe.record_loss: loss must have 1 or {self.members} (members) elements, "
-                             f"got shape {tuple(loss.shape)}")
+        if loss.numel() not in (1, self.members) or self._loss_width not in (None, loss.numel()):
+            expected = f"{self._loss_width} (as before)" if self._loss_width is not None else f"1 or {self.members}"
+            raise ValueError(f"Probe.record_loss: loss must have {expected} element(s), got shape {tuple(loss.shape)}")
+        self._loss_width = loss.numel()
         if self.schedule.records(self._step):
             self._losses.setdefault(self._step, []).append(loss.detach().reshape(-1))
 
-    def _loss_rows(self, after: int = -1, until: int | None = None) -> pd.DataFrame:
-        """The recorded losses of steps in (after, until] as scalar rows (one host copy per step)."""
-        steps = [s for s in sorted(self._losses) if s > after and (until is None or s <= until)]
-        rows = {"step": [], "member": [], "value": []}
-        for step in steps:
-            mean = torch.stack(self._losses[step]).double().mean(0).cpu().numpy()  # (1,) or (members,)
-            rows["step"] += [step] * len(mean)
-            rows["member"] += list(range(len(mean)))
-            rows["value"] += mean.tolist()
-        return pd.DataFrame({"step": np.array(rows["step"], dtype=np.int64),
-                             "member": np.array(rows["member"], dtype=np.int64),
-                             "name": "loss", "kind": "global", "stat": "value",
-                             "value": np.array(rows["value"], dtype=np.float64)})
+    def _drain_losses(self, until: int) -> pd.DataFrame:
+        """The losses of steps up to ``until`` as scalar rows, moved to the host in one copy."""
+        steps = sorted(s for s in self._losses if s <= until)
+        if not steps:
+            return pd.DataFrame()
+        means = torch.stack([torch.stack(self._losses.pop(s)).double().mean(0) for s in steps]).cpu().numpy()
+        width = means.shape[1]  # (steps, 1 or members)
+        frame = pd.DataFrame({"step": np.repeat(np.asarray(steps, dtype=np.int64), width),
+                              "member": np.tile(np.arange(width, dtype=np.int64), len(steps)),
+                              "name": "loss", "kind": "global", "stat": "value", "value": means.reshape(-1)})
+        self._loss_frames.append(frame)
+        return frame
 
     def _arm_hooks(self) -> None:
         self._activations.recording = self.schedule.records(self._step)
@@ -354,11 +360,19 @@ class Probe:
 
     def _optimizer_pre(self, index: int) -> None:
         if index in self._stepped:
+            # The others skipped a step (torch.amp.GradScaler skips an optimizer whose gradients hold
+            # inf/NaN; user code may step one only every k steps): close the open step without them, so
+            # their parameters show the update they got in it, none.
             waiting = [i for i in range(len(self.optimizers)) if i not in self._stepped]
-            raise RuntimeError(
-                f"Probe: optimizer {index} stepped again before optimizer(s) {waiting} stepped; with several "
-                "optimizers the probe counts a training step when each has stepped once. Give the probe only "
-                "optimizers that step at every training step.")
+            if not self._warned_skip:
+                self._warned_skip = True
+                warnings.warn(
+                    f"Probe: optimizer {index} stepped again before optimizer(s) {waiting} stepped (e.g. "
+                    f"GradScaler skipped them); step {self._step} is recorded without their update. The probe "
+                    "counts one training step when each optimizer it was given has stepped once.",
+                    UserWarning, stacklevel=3)
+            self._stepped.clear()
+            self._after_step()
         if not self._stepped:
             self._before_step()
 
@@ -521,11 +535,9 @@ class Probe:
         if new_scalars is None and new_histograms is None:
             return
         self._scalars_cache = self._histograms_cache = None
+        losses = self._drain_losses(int(new_scalars.steps[-1])) if new_scalars is not None else pd.DataFrame()
         if self._alerts is not None and new_scalars is not None:
-            rows = scalars_frame(self.catalog, [new_scalars])
-            last = int(new_scalars.steps[-1])
-            self._alerts.update(concat_scalars([rows, self._loss_rows(self._losses_fed, last)]))
-            self._losses_fed = last
+            self._alerts.update(concat_scalars([scalars_frame(self.catalog, [new_scalars]), losses]))
         if self._tensorboard is not None:
             self._tensorboard.write(
                 scalars_frame(self.catalog, [new_scalars] if new_scalars is not None else []),
@@ -539,7 +551,7 @@ class Probe:
         self._flush()
         if self._scalars_cache is None:
             frame = scalars_frame(self.catalog, self._scalar_buffer.chunks)
-            self._scalars_cache = concat_scalars([frame, self._loss_rows()]) if self._losses else frame
+            self._scalars_cache = concat_scalars([frame, *self._loss_frames]) if self._loss_frames else frame
         return _handout(self._scalars_cache)
 
     def alerts(self) -> pd.DataFrame:
@@ -616,7 +628,8 @@ class Probe:
         try:  # the training loop's exception propagates unchanged, whatever closing does
             self.close()
         except Exception as error:
-            exc.add_note(f"Probe.close() failed as well: {error!r}")
+            if hasattr(exc, "add_note"):  # Python >= 3.11
+                exc.add_note(f"Probe.close() failed as well: {error!r}")
 
     def __repr__(self) -> str:
         return (f"Probe(steps={self._step}, every={self.schedule.every}, "

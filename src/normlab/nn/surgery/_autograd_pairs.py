@@ -11,8 +11,9 @@ forward on an example input, with forward hooks on the BatchNorms and the foldab
   whose output feeds anything besides its BatchNorm has more than one;
 - how often each module ran in the forward.
 
-Limitation: a use that autograd does not record (a ``.detach()``, an integer op) is not seen. Parameters
-that do not require gradients leave no graph; gradients are switched on for the example forward only.
+Limitation: a use that autograd does not record (a ``.detach()``, an integer op) is not seen. For the
+example forward only, gradients are switched on and frozen parameters made to require them (a model
+prepared for inference has none that do, and would leave no graph); both are restored after it.
 """
 
 from __future__ import annotations
@@ -84,12 +85,17 @@ def pairs_from_autograd(model: nn.Module, example, batchnorm_classes: tuple[type
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (*batchnorm_classes, *foldable))]
     buffers = [(b, b.clone()) for m in model.modules() if isinstance(m, batchnorm_classes) for b in m.buffers()]
+    frozen = [p for p in model.parameters() if not p.requires_grad]  # a model prepared for inference
     try:
+        for p in frozen:
+            p.requires_grad_(True)
         with torch.enable_grad():
             outputs = _tensors(_call(model, example), [])
     finally:
         for h in handles:
             h.remove()
+        for p in frozen:
+            p.requires_grad_(False)
         with torch.no_grad():
             for buffer, saved in buffers:
                 buffer.copy_(saved)
@@ -101,7 +107,7 @@ def pairs_from_autograd(model: nn.Module, example, batchnorm_classes: tuple[type
         if calls[bn_name] > 1:
             reasons[bn_name] = f"called {calls[bn_name]} times per forward"
         elif node is None:
-            reasons[bn_name] = "the example forward left no autograd graph at its input (nothing before it requires gradients)"
+            reasons[bn_name] = "the example forward left no autograd graph at its input (nothing before it has parameters)"
         elif source is None:
             reasons[bn_name] = "its input is not the output of a Conv, ConvTranspose or Linear"
         elif edges[node] > 1:

@@ -12,6 +12,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
@@ -96,7 +97,12 @@ def _hf_rms_norm(module: nn.Module) -> dict:
 
 def _make_hf_rms_norm(cls: type, kw: dict) -> nn.Module:
     (hidden,) = kw["normalized_shape"]
-    return cls(hidden, eps=kw.get("eps", 1e-6)).to(device=kw.get("device"), dtype=kw.get("dtype"))
+    if kw.get("elementwise_affine") is False:
+        raise ValueError(f"{cls.__name__} always has a weight; the source RMSNorm has none (elementwise_affine=False)")
+    eps = kw.get("eps")
+    if eps is None:  # torch's and normlab's RMSNorm: eps=None means finfo(dtype).eps at run time
+        eps = torch.finfo(kw.get("dtype") or torch.get_default_dtype()).eps
+    return cls(hidden, eps=eps).to(device=kw.get("device"), dtype=kw.get("dtype"))
 
 
 # Classes known by their full import path, so that surgery understands them without importing their
@@ -112,7 +118,11 @@ _REGISTERED: dict[type, ForeignNorm] = {}
 def register_norm_class(cls: type, kind: str, *, read: Callable[[nn.Module], dict],
                         make: Callable[[type, dict], nn.Module] | None = None,
                         channels_first: bool = False) -> None:
-    """Teach surgery a norm class of another library: its family and how to read/build it (see ForeignNorm)."""
+    """Teach surgery a norm class of another library: its family and how to read/build it (see ForeignNorm).
+
+    ``make`` receives torch-style constructor arguments of ``nn.LayerNorm``, ``nn.RMSNorm`` or
+    ``nn.GroupNorm`` (by ``kind``); classes of the other kinds can be converted from, not to.
+    """
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise TypeError(f"register_norm_class: cls must be an nn.Module subclass, got {cls!r}")
     if kind not in FAMILIES:
