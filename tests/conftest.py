@@ -5,6 +5,8 @@ and the models under test are small, where a second thread only spin-waits (10x 
 """
 
 import os
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,3 +26,26 @@ def _one_torch_thread():
 if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
     settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
     settings.load_profile("ci")
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """``mount(size)`` -> a fresh tmpfs of ``size`` (e.g. ``"256k"``) at ``tmp_path / "disk"``, unmounted
+    after the test: a real full disk and, remounted read-only, a real read-only file system. Skipped
+    where mounting is not allowed (not root, or no privilege in this container)."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        if os.geteuid() != 0:
+            pytest.skip("mounting a tmpfs needs root")
+        mnt = tmp_path / "disk"
+        mnt.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+        mounted.append(mnt)
+        return mnt
+
+    yield mount
+    for mnt in mounted:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

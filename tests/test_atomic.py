@@ -136,19 +136,9 @@ def test_bad_mode_is_rejected(tmp_path):
 
 
 @pytest.fixture
-def small_tmpfs(tmp_path):
-    """A 256 KiB tmpfs at ``tmp_path / "disk"`` (unmounted afterwards); skipped where it cannot be mounted."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+def small_tmpfs(tmpfs):
+    """A 256k tmpfs (see the ``tmpfs`` fixture in tests/conftest.py)."""
+    return tmpfs("256k")
 
 
 def remount_read_only(mnt: Path) -> None:

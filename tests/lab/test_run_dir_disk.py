@@ -4,7 +4,6 @@ files already there left as they were, no temp files.
 The disk tests mount a small tmpfs (root only; skipped where mounting is not allowed).
 """
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,19 +20,9 @@ RUN = ("run", "toy", "--quick", "--progress", "none")
 
 
 @pytest.fixture
-def disk(tmp_path):
-    """A 1 MiB tmpfs at ``tmp_path / "disk"``, unmounted afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+def disk(tmpfs):
+    """A 1m tmpfs (see the ``tmpfs`` fixture in tests/conftest.py)."""
+    return tmpfs("1m")
 
 
 def fill(mnt: Path) -> Path:
