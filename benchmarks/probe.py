@@ -143,16 +143,24 @@ class ConvArm:
     """
 
     def __init__(self, batch: int, tier: str, every: int, warmup: int = 2):
-        self.model, self.optimizer, self.x, self.y = conv_setup(batch)
+        model, optimizer, x, y = conv_setup(batch)
+        self._attach(model, optimizer, tier, every, warmup, x=x, y=y)
+
+    def _attach(self, model, optimizer, tier: str, every: int, warmup: int, **data) -> None:
+        self.model, self.optimizer = model, optimizer
+        vars(self).update(data)
         self.probe = None
         if tier != "plain":
             self.probe = Probe(self.model, self.optimizer, every=every, histograms=(tier == "scalars+histograms"))
         self.block(warmup)
 
+    def loss(self) -> torch.Tensor:
+        return nn.functional.cross_entropy(self.model(self.x), self.y)
+
     def block(self, steps: int) -> float:
         start = time.process_time()
         for _ in range(steps):
-            nn.functional.cross_entropy(self.model(self.x), self.y).backward()
+            self.loss().backward()
             self.optimizer.step()
             self.optimizer.zero_grad()
         return time.process_time() - start
@@ -187,7 +195,7 @@ def mean_interval(ratios: np.ndarray) -> tuple[float, float, float]:
 GPT2_HEADING = "## (gpt2)"
 
 
-class GPT2Arm:
+class GPT2Arm(ConvArm):
     """Hugging Face GPT-2 (small config) trained in timed blocks, with a probe unless ``tier`` is plain."""
 
     def __init__(self, tier: str, every: int, warmup: int = 2):
@@ -198,21 +206,12 @@ class GPT2Arm:
         torch.manual_seed(0)
         config = GPT2Config(n_layer=4, n_head=4, n_embd=256, vocab_size=2048, n_positions=128, bos_token_id=0,
                             eos_token_id=0, loss_type="ForCausalLM")
-        self.model = GPT2LMHeadModel(config)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
-        self.ids = torch.randint(0, config.vocab_size, (8, 128), generator=torch.Generator().manual_seed(0))
-        self.probe = None
-        if tier != "plain":
-            self.probe = Probe(self.model, self.optimizer, every=every, histograms=(tier == "scalars+histograms"))
-        self.block(warmup)
+        model = GPT2LMHeadModel(config)
+        ids = torch.randint(0, config.vocab_size, (8, 128), generator=torch.Generator().manual_seed(0))
+        self._attach(model, torch.optim.AdamW(model.parameters(), lr=1e-4), tier, every, warmup, ids=ids)
 
-    def block(self, steps: int) -> float:
-        start = time.process_time()
-        for _ in range(steps):
-            self.model(input_ids=self.ids, labels=self.ids).loss.backward()
-            self.optimizer.step()
-            self.optimizer.zero_grad()
-        return time.process_time() - start
+    def loss(self) -> torch.Tensor:
+        return self.model(input_ids=self.ids, labels=self.ids).loss
 
 
 def part_gpt2(args) -> list[str]:
