@@ -119,3 +119,20 @@ def test_recalibrate_sets_first_layer_to_exact_population_statistics():
     bn = model.norms[0]
     torch.testing.assert_close(bn.running_mean.double(), h.mean((0, 2, 3)), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(bn.running_var.double(), h.var((0, 2, 3), correction=1), atol=1e-4, rtol=1e-4)
+
+
+def test_arms_are_registry_layers_and_layernorm_is_groupnorm_with_one_group():
+    """The arms build exactly what the norm registry's names build (the CNN's numbers depend on it)."""
+    import normlab.nn as N
+    from normlab.lab.cnn import ARM_NORMS
+
+    assert set(ARM_NORMS) == set(CNN_NORMS) and ARM_NORMS["layernorm"] == "layernorm-chw"
+    single = SmallCNN(norm="layernorm", widths=(4, 8, 8))
+    assert [(type(m), m.num_groups, m.num_channels) for m in single.norms] == [(N.GroupNorm, 1, c) for c in (4, 8, 8)]
+    stacked = SmallCNN(norm="layernorm", widths=(4, 8, 8), members=3)  # one group per member
+    assert [(m.num_groups, m.num_channels) for m in stacked.norms] == [(3, 3 * c) for c in (4, 8, 8)]
+    kinds = {"batchnorm": N.BatchNorm2d, "groupnorm": N.GroupNorm, "instancenorm": N.InstanceNorm2d,
+             "none": torch.nn.Identity}
+    for arm, cls in kinds.items():
+        assert type(norm2d(arm, 8)) is cls and type(N.create_norm(ARM_NORMS[arm], 8)) is cls
+    assert norm2d("instancenorm", 8).affine

@@ -19,7 +19,8 @@ Normalization* (2018), Figure 2, where the four differ only in the set they aver
 
 LayerNorm here is the GN paper's: GroupNorm with one group, the numbers of ``LayerNorm((C, H, W))`` up
 to its affine (per channel rather than per element), without tying the model to one input size. (It is
-not ConvNeXt's ``LayerNorm2d``, which normalizes each pixel over C only.) ``G`` is ``num_groups``
+not ConvNeXt's ``LayerNorm2d``, which normalizes each pixel over C only.) Each arm is a name of the
+norm registry (``ARM_NORMS``): this one is ``layernorm-chw``. ``G`` is ``num_groups``
 (default 8, clipped to C; it must divide C).
 
 **Seeds as one model.** ``SmallCNN(..., members=S)`` is S independent CNNs in one: every conv is grouped
@@ -42,29 +43,37 @@ import torch
 import torch.nn as tnn
 import torch.nn.functional as F
 
-from normlab.nn import create_norm
+from normlab.nn.registry import create_norm, get_norm_layer
 from normlab.nn.surgery import recalibrate_batchnorm
 
 CNN_NORMS = ("batchnorm", "groupnorm", "layernorm", "instancenorm", "none")
 HEAD_GRID = 3  # the classifier sees the last feature map average-pooled to HEAD_GRID x HEAD_GRID
 
 
+# The CNN's arm names and the registry names they build (normlab.nn.registry): "layernorm" is the GN
+# paper's LayerNorm over (C, H, W), the registry's "layernorm-chw" = GroupNorm(1, C), not "layernorm"
+# (over the last dim) nor "layernorm2d" (over C per pixel).
+ARM_NORMS = {"batchnorm": "batchnorm2d", "groupnorm": "groupnorm", "layernorm": "layernorm-chw",
+             "instancenorm": "instancenorm2d", "none": "none"}
+
+
 def norm2d(name: str, channels: int, *, num_groups: int = 8, **kwargs: Any) -> tnn.Module:
     """The ``name`` normalization for a ``(N, channels, H, W)`` feature map (see the module table)."""
     if name not in CNN_NORMS:
         raise ValueError(f"norm2d: norm must be one of {CNN_NORMS}, got {name!r}")
+    layer = get_norm_layer(ARM_NORMS[name])
     if name == "batchnorm":
-        return create_norm("batchnorm", channels, dim=2, **kwargs)
+        return layer(channels, **kwargs)
     if kwargs:
         raise ValueError(f"norm2d: norm {name!r} takes no extra arguments, got {sorted(kwargs)}")
-    if name == "none":
-        return tnn.Identity()
     if name == "instancenorm":
-        return create_norm("instancenorm", channels, dim=2, affine=True)  # GN paper's IN: per-channel affine
-    groups = 1 if name == "layernorm" else min(num_groups, channels)  # GN paper's LN is GN with one group
+        return layer(channels, affine=True)  # GN paper's IN: per-channel affine
+    if name != "groupnorm":
+        return layer(channels)
+    groups = min(num_groups, channels)
     if channels % groups:
         raise ValueError(f"norm2d: num_groups={groups} must divide channels={channels}")
-    return create_norm("groupnorm", channels, num_groups=groups)
+    return layer(channels, num_groups=groups)
 
 
 class SmallCNN(tnn.Module):
@@ -119,7 +128,7 @@ class SmallCNN(tnn.Module):
             groups = min(num_groups, c_out)
             if norm == "groupnorm" and c_out % groups:
                 raise ValueError(f"SmallCNN: num_groups={groups} must divide width {c_out}")
-            if norm == "layernorm" and members > 1:  # one group per member
+            if norm == "layernorm" and members > 1:  # layernorm-chw per member: one group per member
                 self.norms.append(create_norm("groupnorm", members * c_out, num_groups=members))
             else:
                 self.norms.append(norm2d(norm, members * c_out, num_groups=members * groups,

@@ -9,9 +9,14 @@ create. Their parameters are then stacked into ``(N, ...)`` tensors and every le
 ``nn.Linear``          ``y[i] = x[i] @ W[i]^T + b[i]`` via one ``baddbmm``; ``x`` is ``(N, B, in)``
                        (a ``(B, in)`` input is shared by all members)
 ``nn.LayerNorm``       normalize over the last dims per row, then member ``i``'s ``gamma[i]``, ``beta[i]``
+``nn.RMSNorm``         scale by the RMS over the last dims per row, then member ``i``'s ``gamma[i]``
 ``nn.Dropout``         unchanged: one call draws an independent mask for every element, hence per member
 elementwise            ``ReLU``, ``Tanh``, ``GELU``, ``Identity``, ... are shared (no parameters)
 =====================  ==================================================================================
+
+Which norm classes get a stacked twin is the norm registry's ``stacked`` fact
+(:func:`normlab.nn.registry.class_facts`, exact classes): torch's and normlab's LayerNorm and RMSNorm.
+normlab's twins normalize with normlab's functional (so large means are recentered as in the member).
 
 The root module keeps its class and ``forward`` (a container such as the seed's ``Model`` that just calls
 its children works unchanged), gains ``ensemble_size = N``, and its parameters keep the member's names
@@ -36,6 +41,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from normlab.nn import functional as NF
+from normlab.nn.registry import class_facts
 
 _ELEMENTWISE = (
     nn.Identity, nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.ELU, nn.Softplus, nn.Dropout,
@@ -88,22 +96,24 @@ class StackedLayerNorm(nn.Module):
     """``N`` ``nn.LayerNorm`` layers: shared normalization, member-wise ``gamma``/``beta``."""
 
     def __init__(self, normalized_shape: tuple[int, ...], eps: float, weight: torch.Tensor | None,
-                 bias: torch.Tensor | None):
+                 bias: torch.Tensor | None, normalize: Callable = F.layer_norm):
         super().__init__()
         self.normalized_shape = tuple(normalized_shape)
         self.eps = eps
         self.weight = nn.Parameter(weight) if weight is not None else None  # (N, *normalized_shape)
         self.bias = nn.Parameter(bias) if bias is not None else None
+        self.normalize = normalize  # (x, normalized_shape, weight, bias, eps): the members' functional
 
     @classmethod
     def from_members(cls, layers: Sequence[nn.LayerNorm]) -> StackedLayerNorm:
         first = layers[0]
         w = torch.stack([m.weight.detach() for m in layers]).clone() if first.weight is not None else None
         b = torch.stack([m.bias.detach() for m in layers]).clone() if first.bias is not None else None
-        return cls(first.normalized_shape, first.eps, w, b)
+        normalize = F.layer_norm if type(first) is nn.LayerNorm else NF.layer_norm
+        return cls(first.normalized_shape, first.eps, w, b, normalize)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.layer_norm(x, self.normalized_shape, None, None, self.eps)
+        y = self.normalize(x, self.normalized_shape, None, None, self.eps)
         if self.weight is None and self.bias is None:
             return y
         # (N, *shape) -> (N, 1, ..., 1, *shape) to broadcast over the batch dims of (N, B, ..., *shape)
@@ -122,17 +132,53 @@ class StackedLayerNorm(nn.Module):
         return f"members={members}, normalized_shape={self.normalized_shape}, eps={self.eps}"
 
 
+class StackedRMSNorm(nn.Module):
+    """``N`` ``nn.RMSNorm`` layers: shared scaling by the RMS, member-wise ``gamma``."""
+
+    def __init__(self, normalized_shape: tuple[int, ...], eps: float | None, weight: torch.Tensor | None,
+                 normalize: Callable = F.rms_norm):
+        super().__init__()
+        self.normalized_shape = tuple(normalized_shape)
+        self.eps = eps
+        self.weight = nn.Parameter(weight) if weight is not None else None  # (N, *normalized_shape)
+        self.normalize = normalize  # (x, normalized_shape, weight, eps): the members' functional
+
+    @classmethod
+    def from_members(cls, layers: Sequence[nn.RMSNorm]) -> StackedRMSNorm:
+        first = layers[0]
+        w = torch.stack([m.weight.detach() for m in layers]).clone() if first.weight is not None else None
+        normalize = F.rms_norm if type(first) is nn.RMSNorm else NF.rms_norm
+        return cls(first.normalized_shape, first.eps, w, normalize)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.normalize(x, list(self.normalized_shape), None, self.eps)
+        if self.weight is None:
+            return y
+        # (N, *shape) -> (N, 1, ..., 1, *shape) to broadcast over the batch dims of (N, B, ..., *shape)
+        view = self.weight.shape
+        return y * self.weight.reshape((view[0],) + (1,) * (y.dim() - len(view)) + tuple(view[1:]))
+
+    def extra_repr(self) -> str:
+        members = self.weight.shape[0] if self.weight is not None else "?"
+        return f"members={members}, normalized_shape={self.normalized_shape}, eps={self.eps}"
+
+
+_STACKED_NORMS = {"layernorm": StackedLayerNorm, "rmsnorm": StackedRMSNorm}  # the registry's ``stacked`` kinds
+
+
 def _stack_leaf(name: str, layers: list[nn.Module]) -> nn.Module:
     first = layers[0]
     if type(first) is nn.Linear:
         return StackedLinear.from_members(layers)  # type: ignore[arg-type]
-    if type(first) is nn.LayerNorm:
-        return StackedLayerNorm.from_members(layers)  # type: ignore[arg-type]
+    facts = class_facts(type(first))
+    if facts is not None and facts.stacked in _STACKED_NORMS:
+        return _STACKED_NORMS[facts.stacked].from_members(layers)
     if isinstance(first, _ELEMENTWISE):
         return copy.deepcopy(first)
     raise NotStackableError(
         f"module {name!r} of type {type(first).__name__} has no stacked twin "
-        f"(supported: Linear, LayerNorm, {', '.join(t.__name__ for t in _ELEMENTWISE)})"
+        f"(supported: Linear, LayerNorm, RMSNorm (torch's and normlab's), "
+        f"{', '.join(t.__name__ for t in _ELEMENTWISE)})"
     )
 
 

@@ -13,7 +13,7 @@ from normlab.nn.batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, to_torch
 from normlab.nn.frozen import FrozenBatchNorm2d
 from normlab.nn.groupnorm import GroupNorm, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 from normlab.nn.layernorm import LayerNorm, LayerNorm2d, RMSNorm, RMSNorm2d
-from normlab.nn.registry import NORM_NAMES, create_norm
+from normlab.nn.registry import NORM_NAMES, create_norm, get_norm_layer
 from normlab.nn.residual import Placement, Residual, deepnorm_constants
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "create_norm",
     "deepnorm_constants",
     "functional",
+    "get_norm_layer",
     "reference",
     "residual",
     "surgery",

@@ -2,8 +2,9 @@
 
 Surgery needs these three facts to know which conversions keep the meaning of a layer. They are read
 from torch's base classes, so torch's and normlab's layers (which subclass torch's) are classified alike;
-normlab's channels-first LayerNorm2d/RMSNorm2d subclass the channels-last torch classes, so they are
-looked up by module path, lazily, so that this file imports before (or without) those layers.
+normlab's channels-first LayerNorm2d/RMSNorm2d subclass the channels-last torch classes, so which classes
+are channels-first is read from the norm registry (:mod:`normlab.nn.registry`), lazily, so that this file
+imports before those layers.
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ def normlab_class(module_path: str, name: str) -> type | None:
 
 
 def _channels_first_trailing_norms() -> tuple[type, ...]:
-    found = (normlab_class("layernorm", "LayerNorm2d"), normlab_class("layernorm", "RMSNorm2d"))
-    return tuple(cls for cls in found if cls is not None)
+    from normlab.nn.registry import channels_first_trailing_classes  # the registry imports the layers
+
+    return channels_first_trailing_classes()
 
 
 def _rank(cls: type) -> str | None:
