@@ -105,6 +105,16 @@ def test_a_file_study_resumes_and_is_found_again_after_a_move(tmp_path):
     assert "defines study 'renamed', not 'toy'" in line
 
 
+def test_a_file_study_named_like_a_built_in_one_reports_from_its_file(tmp_path):
+    """A user's edited copy of a built-in keeps its name: report must not fall back to the built-in."""
+    src = toy_file(tmp_path, study_name="overfitting")
+    out = tmp_path / "run"
+    assert cli("run", src, "--quick", "--out", out, "--progress", "none", "--no-report").exit_code == 0
+    r = cli("report", out)
+    assert r.exit_code == 0, r.output
+    assert "T1" in r.output  # the toy's claim, not the built-in overfitting study's
+
+
 def test_a_run_directory_without_a_recorded_source_still_resumes_and_reports(tmp_path, monkeypatch):
     """Run directories written before study files existed: config.json holds only study and config."""
     sys.path.insert(0, str(TOY.parent))

@@ -79,12 +79,13 @@ def get_study(name: str) -> Study:
 
 
 def study_of_run(name: str, source: dict | None) -> Study:
-    """The study a run directory recorded: by ``name``, else from the file in ``source`` (``study_source``).
+    """The study a run directory recorded: from the file in ``source`` (``study_source``) if it names one
+    (even when a registered study has the same name: a user's edited copy of a built-in), else by ``name``.
 
     A file study whose file is gone or no longer defines ``name`` is an :class:`UnknownStudyError` saying
     so and how to point the run at the file's new place.
     """
-    if name in registry() or not (isinstance(source, dict) and isinstance(source.get("file"), str)):
+    if not (isinstance(source, dict) and isinstance(source.get("file"), str)):
         return get_study(name)
     file = source["file"]
     hint = "if it moved, resume the run with `normlab run NEW_PATH --out RUN_DIR` (same settings) to record it"

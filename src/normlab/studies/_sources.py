@@ -32,8 +32,8 @@ class StudyFileError(ValueError):
 
 
 def looks_like_a_file(arg: str) -> bool:
-    """Whether a ``normlab run STUDY`` argument names a file rather than a registered study."""
-    return arg.endswith(".py") or Path(arg).is_file()
+    """Whether a ``normlab run STUDY`` argument names a study file (``*.py``) rather than a study name."""
+    return arg.endswith(".py")
 
 
 def _is_study_class(obj: Any) -> bool:
