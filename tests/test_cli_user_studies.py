@@ -117,8 +117,7 @@ def test_a_file_study_named_like_a_built_in_one_reports_from_its_file(tmp_path):
 
 def test_a_run_directory_without_a_recorded_source_still_resumes_and_reports(tmp_path, monkeypatch):
     """Run directories written before study files existed: config.json holds only study and config."""
-    sys.path.insert(0, str(TOY.parent))
-    monkeypatch.setattr(sys, "path", sys.path)
+    monkeypatch.syspath_prepend(str(TOY.parent))
     from toy_study import ToyStudy
 
     monkeypatch.setattr(normlab.studies, "_REGISTRY", {"toy": ToyStudy()})
