@@ -43,11 +43,13 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 
 def _study_or_fail(name: str):
-    from normlab.studies import UnknownStudyError, get_study
+    """The study called ``name``, or the one defined in the file ``name`` (``normlab run my_study.py``)."""
+    from normlab.studies import StudyFileError, UnknownStudyError, get_study, load_study_file
+    from normlab.studies._sources import looks_like_a_file
 
     try:
-        return get_study(name)
-    except UnknownStudyError as e:
+        return load_study_file(name) if looks_like_a_file(name) else get_study(name)
+    except (UnknownStudyError, StudyFileError) as e:
         _fail(str(e))
 
 
@@ -78,23 +80,26 @@ def _resolve_config(study, *, quick: bool, seeds: int | None, steps: int | None,
 def list_studies(json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """List the studies with one-line descriptions."""
     from normlab.studies import discovery_errors, registry
+    from normlab.studies._sources import describe_source
 
     studies = registry()
     if json_out:
-        typer.echo(json.dumps([{"name": s.name, "description": s.description, "seeds": list(s.seeds_from)}
-                               for s in studies.values()], indent=2))
+        typer.echo(json.dumps([{"name": s.name, "description": s.description, "seeds": list(s.seeds_from),
+                                "origin": describe_source(s.source)} for s in studies.values()], indent=2))
     else:
         width = max((len(n) for n in studies), default=0)
         for name, s in studies.items():
             src = f"  [seed {', '.join(s.seeds_from)}]" if s.seeds_from else ""
-            typer.echo(f"{name:<{width}}  {s.description}{src}")
+            origin = f"  (from {describe_source(s.source)})" if s.source else ""  # built-ins say nothing
+            typer.echo(f"{name:<{width}}  {s.description}{src}{origin}")
     for module, err in discovery_errors().items():
-        typer.echo(f"warning: study module {module} failed to load: {err.strip().splitlines()[-1]}", err=True)
+        what = module if module.startswith("entry point") else f"study module {module}"
+        typer.echo(f"warning: {what} failed to load: {err.strip().splitlines()[-1]}", err=True)
 
 
 @app.command("run")
 def run(
-    study: str = typer.Argument(..., help="Study name (see `normlab list`)."),
+    study: str = typer.Argument(..., help="Study name (see `normlab list`), or a .py file defining one Study."),
     seeds: int = typer.Option(None, "--seeds", help="Number of seeds per arm (the study's `seeds` setting)."),
     steps: int = typer.Option(None, "--steps", help="Training steps (the study's `steps` setting)."),
     quick: bool = typer.Option(False, "--quick", help="The quick preset (seconds; for tests and a first look)."),

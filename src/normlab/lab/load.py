@@ -7,7 +7,7 @@ from typing import Any
 
 from normlab.lab.config import ConfigError, config_from_dict
 from normlab.lab.spec import Cell, StoredRun, Study
-from normlab.lab.store import RunDirError, RunStore
+from normlab.lab.store import SOURCE_KEY, RunDirError, RunStore
 
 
 def load_config(run_dir: Path | str, study: Study | None = None) -> tuple[Study, Any]:
@@ -19,10 +19,10 @@ def load_config(run_dir: Path | str, study: Study | None = None) -> tuple[Study,
     store = RunStore(run_dir)
     record = store.read_config()
     if study is None:
-        from normlab.studies import UnknownStudyError, get_study
+        from normlab.studies import UnknownStudyError, study_of_run
 
-        try:
-            study = get_study(record["study"])
+        try:  # by name; a study run from a file is imported again from the file config.json recorded
+            study = study_of_run(record["study"], record.get(SOURCE_KEY))
         except UnknownStudyError as e:
             raise RunDirError(f"{run_dir}: {e}") from None
     elif record["study"] != study.name:

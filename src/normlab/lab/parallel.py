@@ -3,7 +3,8 @@
 Why processes: a cell is one Python loop issuing small kernels, so one cell keeps one core busy and
 threads inside it barely help (they spin-wait on microsecond kernels). ``jobs`` cells side by side use
 ``jobs`` cores. Workers are *spawned* (a fork of a process that already runs torch's thread pools can
-deadlock) and import the study's class by reference, so the study must live in an importable module.
+deadlock) and import the study's class by reference, so the study must live in an importable module
+(a study run from a file is imported again from that file by each worker, under the same module name).
 
 Each worker runs :func:`normlab.lab.runner.run_cell`: the same seeding from the cell's key, the same
 thread count, the same atomic writes and DONE marker as the sequential path, so a cell's numbers and
@@ -22,9 +23,12 @@ orphan in the moment between the death and the thread's wake-up.
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import multiprocessing
 import os
 import pickle
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
@@ -63,12 +67,36 @@ def _exit_when_parent_dies(parent_alive: Any) -> None:
     os._exit(ORPHAN_EXIT_CODE)
 
 
-def _init_worker(threads: int, parent_pid: int, parent_alive: Any) -> None:
+def _study_module_file(study: Study) -> tuple[str, str] | None:
+    """``(module name, file)`` of a study class that a worker cannot import by name (a study run from a
+    file: its module exists only in this process's ``sys.modules``); ``None`` for an importable one."""
+    name = type(study).__module__
+    file = getattr(sys.modules.get(name), "__file__", None)
+    if name == "__main__" or "." in name or not file:  # a script's own classes: multiprocessing handles them
+        return None
+    # Search sys.path only: importlib.util.find_spec would answer from sys.modules, where the module is.
+    return None if importlib.machinery.PathFinder.find_spec(name) is not None else (name, file)
+
+
+def _import_from_file(name: str, file: str) -> None:
+    """Register ``file`` as module ``name`` so the worker can unpickle the study's class."""
+    spec = importlib.util.spec_from_file_location(name, file)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import study module {name} from {file}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+
+
+def _init_worker(threads: int, parent_pid: int, parent_alive: Any, study_module: tuple[str, str] | None = None) -> None:
     global _parent_pid
     _parent_pid = parent_pid
     threading.Thread(target=_exit_when_parent_dies, args=(parent_alive,), name="normlab-parent-watch",
                      daemon=True).start()
     _exit_if_orphaned()  # the parent may have died while this worker was starting
+
+    if study_module is not None:
+        _import_from_file(*study_module)  # before the first task (and its pickled study) arrives
 
     import torch
 
@@ -108,7 +136,7 @@ def run_cells_in_workers(study: Study, config: Any, run_dir: Path, pending: list
     parent_alive, keep_open = context.Pipe(duplex=False)
     try:
         yield from _run_pool(study, config, run_dir, pending, jobs, device, tensorboard, context,
-                             (threads, os.getpid(), parent_alive))
+                             (threads, os.getpid(), parent_alive, _study_module_file(study)))
     finally:
         keep_open.close()
         parent_alive.close()

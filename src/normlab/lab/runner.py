@@ -171,7 +171,7 @@ def _run_locked(study: Study, config: Any, store: RunStore, cells: list[Cell], d
     torch.set_num_threads(threads)  # recorded in env.json below
     env = environment(str(device))
     env["jobs"] = jobs
-    store.init(study.name, config_to_dict(config), env)
+    store.init(study.name, config_to_dict(config), env, source=getattr(study, "source", None))
     outcome = RunOutcome(run_dir=store.run_dir)
     progress.start(len(cells), study.name)
     try:

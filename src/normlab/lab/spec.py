@@ -149,6 +149,9 @@ class Study:
     # torch intra-op threads while this study runs (None: leave torch's setting). Tiny models run fastest
     # on one thread: on a busy machine, 2+ threads spin-wait on each other for microsecond-sized kernels.
     threads: ClassVar[int | None] = None
+    # Where a study from outside normlab came from ({"file": path} or {"entry_point": ...}); set by the
+    # loader in normlab.studies, recorded in config.json so ``normlab report`` can load it again.
+    source: dict[str, str] | None = None
 
     def cells(self, config: Any) -> Sequence[Cell]:
         raise NotImplementedError

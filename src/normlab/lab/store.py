@@ -5,6 +5,8 @@ Layout::
     RUN_DIR/
       .lock                  held (flock) by the process running or reporting into RUN_DIR
       config.json            {"study": name, "config": {...resolved fields...}}
+                             (+ "study_source": {"file": path} for a study run from a file, or
+                             {"entry_point": ...} for an installed one)
       env.json               versions, threads, git state (of the first run into this directory)
       cells/<cell.key>/      metrics.parquet, probe_scalars.parquet, probe_histograms.parquet,
                              <extra>.parquet, tb/ (TensorBoard events), DONE (written last)
@@ -50,6 +52,7 @@ from normlab.atomic import (
 from normlab.lab.spec import METRIC_COLUMNS, Cell, CellResult, Claim
 
 CONFIG_FILE = "config.json"
+SOURCE_KEY = "study_source"  # in config.json: where a study from outside normlab came from (not identity)
 ENV_FILE = "env.json"
 CELLS_DIR = "cells"
 DONE_FILE = "DONE"
@@ -226,13 +229,16 @@ class RunStore:
             raise RunDirError(f"{path}: damaged ({why}); {self._rerun_hint()} rewrites it")
         return env
 
-    def init(self, study_name: str, config: dict[str, Any], env: dict[str, Any]) -> bool:
+    def init(self, study_name: str, config: dict[str, Any], env: dict[str, Any],
+             source: dict[str, str] | None = None) -> bool:
         """Create the directory, or check that an existing one holds the same study and config.
 
-        Returns True when the directory already held this run (a resume). Call it holding :meth:`lock`.
+        ``source`` (where a study from outside normlab came from) is recorded but is not part of the
+        run's identity: resuming from a moved study file records the new place. Returns True when the
+        directory already held this run (a resume). Call it holding :meth:`lock`.
         """
         self._check_usable()
-        record = {"study": study_name, "config": config}
+        record: dict[str, Any] = {"study": study_name, "config": config, **({SOURCE_KEY: source} if source else {})}
         if self.config_path.exists():
             old = self.read_config()
             if old["study"] != study_name:
@@ -247,6 +253,8 @@ class RunStore:
                     f"{self.run_dir} was created with a different config ({detail}); resume with the same "
                     "settings or choose another --out directory"
                 )
+            if source and old.get(SOURCE_KEY) != source:
+                atomic_write_json(self.config_path, {**old, SOURCE_KEY: source})
             self.remove_stale_temp_files()
             try:
                 self.read_env()
@@ -268,7 +276,9 @@ class RunStore:
 
     def _rerun_hint(self) -> str:
         try:
-            study = self.read_config()["study"]
+            record = self.read_config()
+            source = record.get(SOURCE_KEY)
+            study = source.get("file", record["study"]) if isinstance(source, dict) else record["study"]
         except RunDirError:
             study = "STUDY"
         return f"`normlab run {study} --out {self.run_dir}` with the settings of this run"

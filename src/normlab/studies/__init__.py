@@ -2,7 +2,9 @@
 
 Each module in this package that defines a subclass of :class:`normlab.lab.spec.Study` (with a ``name``)
 contributes one instance to the registry, keyed by ``Study.name``. To add a study, add a file: nothing
-here needs editing. A module that fails to import does not hide the others: its error is kept in
+here needs editing. Installed packages add studies through the ``normlab.studies`` entry-point group,
+and ``normlab run path/to/my_study.py`` runs a study file from anywhere (:mod:`normlab.studies._sources`).
+A module or entry point that fails to load does not hide the others: its error is kept in
 :func:`discovery_errors` and shown by ``normlab list``.
 """
 
@@ -13,6 +15,7 @@ import pkgutil
 import traceback
 
 from normlab.lab.spec import Study
+from normlab.studies._sources import StudyFileError, entry_point_studies, load_study_file
 
 _REGISTRY: dict[str, Study] | None = None
 _ERRORS: dict[str, str] = {}
@@ -48,6 +51,7 @@ def _discover() -> dict[str, Study]:
                     _ERRORS[modname] = f"duplicate study name {obj.name!r} (also in {type(found[obj.name]).__module__})"
                     continue
                 found[obj.name] = obj()
+    found.update(entry_point_studies(found, _ERRORS))  # a clash with a built-in is an error, not an override
     return dict(sorted(found.items()))
 
 
@@ -60,7 +64,7 @@ def registry() -> dict[str, Study]:
 
 
 def discovery_errors() -> dict[str, str]:
-    """``{module: error}`` for study modules that failed to import."""
+    """``{module or entry point: error}`` for study modules and entry points that failed to load."""
     registry()
     return dict(_ERRORS)
 
@@ -74,4 +78,25 @@ def get_study(name: str) -> Study:
     return studies[name]
 
 
-__all__ = ["UnknownStudyError", "discovery_errors", "get_study", "registry"]
+def study_of_run(name: str, source: dict | None) -> Study:
+    """The study a run directory recorded: from the file in ``source`` (``study_source``) if it names one
+    (even when a registered study has the same name: a user's edited copy of a built-in), else by ``name``.
+
+    A file study whose file is gone or no longer defines ``name`` is an :class:`UnknownStudyError` saying
+    so and how to point the run at the file's new place.
+    """
+    if not (isinstance(source, dict) and isinstance(source.get("file"), str)):
+        return get_study(name)
+    file = source["file"]
+    hint = "if it moved, resume the run with `normlab run NEW_PATH --out RUN_DIR` (same settings) to record it"
+    try:
+        study = load_study_file(file)
+    except StudyFileError as e:
+        raise UnknownStudyError(f"study {name!r} was loaded from {file}: {e}; {hint}") from None
+    if study.name != name:
+        raise UnknownStudyError(f"study file {file} now defines study {study.name!r}, not {name!r}; {hint}")
+    return study
+
+
+__all__ = ["StudyFileError", "UnknownStudyError", "discovery_errors", "get_study", "load_study_file", "registry",
+           "study_of_run"]
