@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import normlab.nn as N
-from normlab.nn.registry import NORM_NAMES, class_facts, create_norm, get_norm_layer, is_norm_class
+from normlab.nn.registry import NORM_NAMES, class_facts, create_norm, get_norm_layer
+from normlab.nn.surgery import is_norm_class
 from normlab.nn.surgery._families import family_of
 
 SHAPES = {"1d": (4, 8, 5), "2d": (2, 8, 3, 3), "3d": (2, 8, 2, 2, 2), "last": (4, 5, 8), "flat": (4, 8)}

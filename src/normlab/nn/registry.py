@@ -2,8 +2,8 @@
 
 Models take ``norm=`` as data (timm's ``create_norm`` / ``get_norm_layer`` idea). Every reader of "what
 norms exist" asks this module: :func:`create_norm` and :func:`get_norm_layer` (by name), the surgery's
-families (which classes are channels-first), the probe (:func:`is_norm_class`: which modules get
-``norm_in``/``norm_out`` rows), ``lab.cnn`` (its arms are registry names) and ``lab.ensemble`` (which
+families (which classes are channels-first; they add other libraries' classes and answer
+:func:`normlab.nn.surgery.is_norm_class`, which the probe asks for its ``norm_in``/``norm_out`` rows), ``lab.cnn`` (its arms are registry names) and ``lab.ensemble`` (which
 stacked twin a layer gets).
 
 ``get_norm_layer(name)`` returns a class or a ``functools.partial``, always called as
@@ -37,10 +37,8 @@ none               ``torch.nn.Identity`` (accepts and ignores the keyword argume
 =================  ========================================================================================
 
 Classes: :func:`class_facts` gives the :class:`NormClass` (family, channels-first, stacked twin) of a
-registered class, matched exactly (a subclass may change ``forward``). :func:`is_norm_class` answers by
-inheritance from torch's norm bases (normlab's layers subclass them), the frozen BatchNorms, and the
-other libraries' classes that surgery knows (``register_norm_class`` and the known-by-path ones such as
-Hugging Face's ``LlamaRMSNorm``): never by the class's name.
+registered class, matched exactly (a subclass may change ``forward``). Whether any class is a norm is
+:func:`normlab.nn.surgery.is_norm_class`: surgery adds the classes of other libraries to this table's.
 """
 
 from __future__ import annotations
@@ -97,16 +95,6 @@ def class_facts(cls: type) -> NormClass | None:
 def channels_first_trailing_classes() -> tuple[type, ...]:
     """Registered LayerNorm/RMSNorm subclasses that normalize dim 1 (LayerNorm2d, RMSNorm2d)."""
     return tuple(cls for cls, f in _CLASSES.items() if f.channels_first and f.family in ("layernorm", "rmsnorm"))
-
-
-def is_norm_class(cls: type) -> bool:
-    """Whether ``cls`` is a normalization layer (see the module docstring); never decided by its name."""
-    from normlab.nn.surgery._families import family_of  # surgery imports after this module
-    from normlab.nn.surgery.freeze import FrozenBatchNorm
-
-    if not isinstance(cls, type):
-        return False
-    return family_of(cls) is not None or issubclass(cls, (FrozenBatchNorm2d, FrozenBatchNorm))
 
 
 # -------------------------------------------------------------------------------------------- names

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from normlab.nn.registry import is_norm_class
+from normlab.nn.surgery import is_norm_class
 from normlab.probe.histograms import SymLogBins
 from normlab.probe.stats import activation_moments
 
@@ -25,7 +25,7 @@ ModuleSelector = Iterable[str | type[nn.Module]] | Callable[[str, nn.Module], bo
 def is_norm_layer(module: nn.Module) -> bool:
     """BatchNorm*, LayerNorm, RMSNorm, GroupNorm, InstanceNorm* of torch.nn or normlab.nn (and their
     subclasses), the frozen BatchNorms, and other libraries' norms known to surgery (Hugging Face's
-    ``LlamaRMSNorm``, classes given to ``register_norm_class``): :func:`normlab.nn.registry.is_norm_class`.
+    ``LlamaRMSNorm``, classes given to ``register_norm_class``): :func:`normlab.nn.surgery.is_norm_class`.
     Decided by class, not name: a ``NormalizedLinear`` is not a norm."""
     return is_norm_class(type(module))
 

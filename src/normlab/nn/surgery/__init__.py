@@ -8,7 +8,7 @@
 - :func:`recalibrate_batchnorm` re-estimates running statistics exactly over a dataset.
 """
 
-from normlab.nn.surgery._families import ForeignNorm, register_norm_class
+from normlab.nn.surgery._families import ForeignNorm, is_norm_class, register_norm_class
 from normlab.nn.surgery.convert import ConversionError, ConversionReport, Replacement, convert_norms
 from normlab.nn.surgery.fold import FoldReport, fold_batchnorm
 from normlab.nn.surgery.freeze import FreezeReport, FrozenBatchNorm, freeze_batchnorm, unfreeze_batchnorm
@@ -27,6 +27,7 @@ __all__ = [
     "convert_norms",
     "fold_batchnorm",
     "freeze_batchnorm",
+    "is_norm_class",
     "recalibrate_batchnorm",
     "register_norm_class",
     "unfreeze_batchnorm",

@@ -3,8 +3,8 @@
 Surgery needs these three facts to know which conversions keep the meaning of a layer. They are read
 from torch's base classes, so torch's and normlab's layers (which subclass torch's) are classified alike;
 normlab's channels-first LayerNorm2d/RMSNorm2d subclass the channels-last torch classes, so which classes
-are channels-first is read from the norm registry (:mod:`normlab.nn.registry`), lazily, so that this file
-imports before those layers.
+are channels-first is read from the norm registry (:mod:`normlab.nn.registry`). Other libraries' norms
+(:class:`ForeignNorm`) are added here, and :func:`is_norm_class` answers for all of them.
 """
 
 from __future__ import annotations
@@ -17,6 +17,10 @@ import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
+
+from normlab.nn.frozen import FrozenBatchNorm2d
+from normlab.nn.registry import channels_first_trailing_classes
+from normlab.nn.surgery.freeze import FrozenBatchNorm
 
 FAMILIES = ("batchnorm", "instancenorm", "groupnorm", "layernorm", "rmsnorm")
 
@@ -37,12 +41,6 @@ def normlab_class(module_path: str, name: str) -> type | None:
         return getattr(importlib.import_module(f"normlab.nn.{module_path}"), name, None)
     except ImportError:
         return None
-
-
-def _channels_first_trailing_norms() -> tuple[type, ...]:
-    from normlab.nn.registry import channels_first_trailing_classes  # the registry imports the layers
-
-    return channels_first_trailing_classes()
 
 
 def _rank(cls: type) -> str | None:
@@ -66,7 +64,7 @@ def family_of(cls: type) -> Family | None:
         return Family("instancenorm", True, _rank(cls))
     if issubclass(cls, nn.GroupNorm):
         return Family("groupnorm", True, None)
-    channels_first_trailing = _channels_first_trailing_norms()
+    channels_first_trailing = channels_first_trailing_classes()
     is_channels_first = bool(channels_first_trailing) and issubclass(cls, channels_first_trailing)
     if issubclass(cls, nn.LayerNorm):
         return Family("layernorm", is_channels_first, None)
@@ -137,3 +135,12 @@ def foreign_norm(cls: type) -> ForeignNorm | None:
     if cls in _REGISTERED:
         return _REGISTERED[cls]
     return _KNOWN_BY_PATH.get(f"{cls.__module__}.{cls.__qualname__}")
+
+
+def is_norm_class(cls: type) -> bool:
+    """Whether ``cls`` is a normalization layer, never decided by its name: by inheritance from torch's
+    norm bases (normlab's layers subclass them), the frozen BatchNorms, and other libraries' classes
+    known here (``register_norm_class`` and the known-by-path ones such as Hugging Face's LlamaRMSNorm)."""
+    if not isinstance(cls, type):
+        return False
+    return family_of(cls) is not None or issubclass(cls, (FrozenBatchNorm2d, FrozenBatchNorm))
