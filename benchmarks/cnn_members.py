@@ -20,7 +20,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from normlab.lab.cnn import SmallCNN, build_members
+from normlab.models.cnn import SmallCNN, build_members
 
 
 def _step_separate(models, opts, x, y):

@@ -33,8 +33,8 @@ from pathlib import Path
 import torch
 from torch import nn, optim
 
-from normlab.lab.memory import retain_freed_memory
-from normlab.lab.spec import Cell, CellContext
+from normlab.engine.memory import retain_freed_memory
+from normlab.engine.spec import Cell, CellContext
 from normlab.studies.ln_gradients import ARMS, SEED_ARMS, Config, SeedModel, train_arm
 
 
@@ -158,7 +158,7 @@ def main() -> None:
 
     study_walls = {}
     if not args.skip_study:
-        from normlab.lab.runner import run_study
+        from normlab.report import run_and_report
         from normlab.studies import get_study
 
         torch.set_num_threads(default_threads)
@@ -166,7 +166,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.perf_counter()
                 study = get_study("ln-gradients")
-                run_study(study, study.Config(), Path(tmp) / "run", jobs=jobs)
+                run_and_report(study, study.Config(), Path(tmp) / "run", jobs=jobs)
                 study_walls[jobs] = time.perf_counter() - t0
 
     load = os.getloadavg()

@@ -4,7 +4,7 @@ import pytest
 from typer.testing import CliRunner
 
 from normlab.cli import app
-from normlab.lab.corpus import CorpusMissingError
+from normlab.data.corpus import CorpusMissingError
 
 runner = CliRunner()
 TWENTY_DIGITS = "12345678901234567890"

@@ -19,7 +19,7 @@ from normlab.cli import app
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "docs" / "examples" / "my_study.py"
 DOC = ROOT / "docs" / "writing-a-study.md"
-TOY = ROOT / "tests" / "lab" / "toy_study.py"
+TOY = ROOT / "tests" / "engine" / "toy_study.py"
 
 runner = CliRunner()
 
@@ -130,7 +130,7 @@ def test_a_run_directory_without_a_recorded_source_still_resumes_and_reports(tmp
 
 
 def test_workers_are_told_to_import_a_file_study_but_not_an_importable_one(tmp_path):
-    from normlab.lab.parallel import _study_module_file
+    from normlab.engine.parallel import _study_module_file
     from normlab.studies import load_study_file
 
     study = load_study_file(toy_file(tmp_path))
@@ -149,7 +149,7 @@ def test_a_file_study_runs_in_worker_processes(tmp_path):
 
 @pytest.mark.parametrize(("body", "expected"), [
     ("x = 1\n", "expected exactly one Study subclass with a `name`, found none"),
-    ("from normlab.lab.spec import Study\nclass A(Study):\n    name = 'a'\nclass B(Study):\n    name = 'b'\n",
+    ("from normlab.engine.spec import Study\nclass A(Study):\n    name = 'a'\nclass B(Study):\n    name = 'b'\n",
      "found 2 (A, B)"),
     ("def f(:\n", "failed to import: SyntaxError"),
     ("import math\n\nraise RuntimeError('no data here')\n", "RuntimeError: no data here (at "),

@@ -12,11 +12,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from normlab.lab.config import Check, integer, items, number, one_of, seeds_check
-from normlab.lab.ensemble import make_ensemble, member_losses
-from normlab.lab.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
-from normlab.lab.stats import compare_claim
-from normlab.report.figures import arm_colors, new_figure, plot_band
+from normlab.engine.config import Check, integer, items, number, one_of, seeds_check
+from normlab.engine.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
+from normlab.kit.ensemble import make_ensemble, member_losses
+from normlab.kit.plots import arm_colors, new_figure, plot_band
+from normlab.kit.stats import compare_claim
 
 ARMS = ("dropout", "none")
 

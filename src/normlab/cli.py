@@ -54,7 +54,13 @@ def _study_or_fail(name: str):
 
 
 def _resolve_config(study, *, quick: bool, seeds: int | None, steps: int | None, sets: list[str]):
-    from normlab.lab.config import ConfigError, apply_overrides, check_fields, field_types, parse_set_options
+    from normlab.engine.config import (
+        ConfigError,
+        apply_overrides,
+        check_fields,
+        field_types,
+        parse_set_options,
+    )
 
     config = study.Config()
     try:
@@ -112,9 +118,9 @@ def run(
 ) -> None:
     """Run a study (resuming OUT if it holds the same study and config), then write its report."""
     from normlab.atomic import WriteError
-    from normlab.lab.progress import make_progress
-    from normlab.lab.runner import run_study
-    from normlab.lab.store import RunDirError
+    from normlab.engine.progress import make_progress
+    from normlab.engine.store import RunDirError
+    from normlab.report import run_and_report
 
     s = _study_or_fail(study)
     config = _resolve_config(s, quick=quick, seeds=seeds, steps=steps, sets=sets or [])
@@ -124,16 +130,16 @@ def run(
     if jobs < 0:
         _fail(f"--jobs: expected a non-negative number (0 = one per CPU core), got {jobs}")
     try:
-        s.cells(config)  # checks that span fields (e.g. reference_batch in batch_sizes): an error, not a traceback
+        s.check_config(config)  # checks that span fields (e.g. reference_batch in batch_sizes): an error, not a traceback
         s.check_available(config)  # the data the cells read (e.g. the corpus), before the run directory exists
     except (ValueError, OSError) as e:
         _fail(f"{s.name}: {e}")
-    from normlab.lab.memory import retain_freed_memory
+    from normlab.engine.memory import retain_freed_memory
 
-    retain_freed_memory()  # this process runs cell after cell: reuse their memory (see lab/memory.py)
+    retain_freed_memory()  # this process runs cell after cell: reuse their memory (see engine/memory.py)
     try:
-        outcome = run_study(s, config, out, progress=make_progress("none" if json_out else progress),
-                            report=not no_report, jobs=jobs)
+        outcome = run_and_report(s, config, out, progress=make_progress("none" if json_out else progress),
+                                 report=not no_report, jobs=jobs)
     except (RunDirError, WriteError) as e:
         _fail(str(e))
     if json_out:
@@ -160,12 +166,13 @@ def run(
 def report(run_dir: Path = typer.Argument(..., help="A run directory written by `normlab run`.")) -> None:
     """Rebuild figures, claims, summary and report.html from RUN_DIR alone."""
     from normlab.atomic import WriteError
-    from normlab.lab.config import ConfigError
-    from normlab.lab.store import RunDirError
+    from normlab.engine.config import ConfigError
+    from normlab.engine.store import RunDirError
     from normlab.report import build_report
+    from normlab.studies import study_of_run_dir
 
     try:
-        claims, path = build_report(None, run_dir)
+        claims, path = build_report(study_of_run_dir(run_dir), run_dir)
     except (RunDirError, WriteError) as e:
         _fail(str(e))
     except ConfigError as e:  # a config.json edited by hand, or written before its fields were checked
@@ -180,7 +187,7 @@ def show(
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Print the claims table and key numbers of RUN_DIR."""
-    from normlab.lab.store import RunDirError, RunStore
+    from normlab.engine.store import RunDirError, RunStore
 
     store = RunStore(run_dir)
     try:
@@ -195,7 +202,7 @@ def show(
         typer.echo(json.dumps({"study": record["study"], "config": record["config"], "claims": claims,
                                "key_numbers": numbers}, indent=2))
         return
-    from normlab.lab.spec import Claim
+    from normlab.engine.spec import Claim
 
     typer.echo(f"{record['study']}  ({run_dir})")
     _print_claims([Claim(**{**c, "ci": tuple(c["ci"]) if c.get("ci") else None,

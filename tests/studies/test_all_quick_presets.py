@@ -5,9 +5,9 @@ import json
 import pandas as pd
 import pytest
 
-from normlab.lab.config import apply_overrides
-from normlab.lab.runner import run_study
-from normlab.lab.spec import VERDICTS
+from normlab.engine.config import apply_overrides
+from normlab.engine.spec import VERDICTS
+from normlab.report import run_and_report
 from normlab.studies import discovery_errors, registry
 
 STUDIES = sorted(registry())
@@ -26,7 +26,7 @@ def test_quick_preset_produces_a_complete_run_directory(name, tmp_path):
     study = registry()[name]
     assert study.description and "\n" not in study.description
     config = apply_overrides(study.Config(), dict(study.quick_overrides), source="quick preset")
-    out = run_study(study, config, tmp_path / name)
+    out = run_and_report(study, config, tmp_path / name)
     d = out.run_dir
     record = json.loads((d / "config.json").read_text())
     assert record["study"] == name and isinstance(record["config"], dict)

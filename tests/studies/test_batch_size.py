@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from normlab.lab.spec import Cell, CellContext, StoredRun
+from normlab.engine.spec import Cell, CellContext, StoredRun
 from normlab.studies.batch_size import GN_PAPER_ERROR, GN_PAPER_IMAGES_PER_GPU, BatchSize, Config
 
 STUDY = BatchSize()
@@ -33,7 +33,7 @@ def test_cells_cover_norms_by_batch_sizes_with_all_seeds():
 ])
 def test_bad_config_is_rejected(change, match):
     with pytest.raises(ValueError, match=match):
-        STUDY.cells(dataclasses.replace(CONFIG, **change))
+        STUDY.check_config(dataclasses.replace(CONFIG, **change))
 
 
 @pytest.mark.parametrize("batch", [2, 8])

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from normlab.lab.spec import Cell, CellContext, StoredRun
+from normlab.engine.spec import Cell, CellContext, StoredRun
 from normlab.studies.bn_running_stats import BnRunningStats, Config, _population
 
 STUDY = BnRunningStats()
@@ -137,6 +137,6 @@ def test_figures_render_from_stored_tables():
 
 def test_bad_config_is_rejected():
     with pytest.raises(ValueError, match=r"seeds: expected an integer in \[2, 10000\], got 1"):
-        STUDY.cells(dataclasses.replace(CONFIG, seeds=1))
+        STUDY.check_config(dataclasses.replace(CONFIG, seeds=1))
     with pytest.raises(ValueError, match="BatchNorm needs two samples"):
-        STUDY.cells(dataclasses.replace(CONFIG, batch_sizes=(1, 4)))
+        STUDY.check_config(dataclasses.replace(CONFIG, batch_sizes=(1, 4)))

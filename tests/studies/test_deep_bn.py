@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from normlab.lab.spec import CellContext, StoredRun
+from normlab.engine.spec import CellContext, StoredRun
 from normlab.studies.deep_bn import (
     YANG_RELU_RATE,
     Config,
@@ -124,4 +124,4 @@ def test_underflowed_gradients_are_named_not_dropped():
 
 def test_bad_init_is_named():
     with pytest.raises(ValueError, match="inits"):
-        STUDY.cells(Config(inits=("xavier",)))
+        STUDY.check_config(Config(inits=("xavier",)))

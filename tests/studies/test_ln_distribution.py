@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from normlab.lab.spec import Cell, CellContext, StoredRun
+from normlab.engine.spec import Cell, CellContext, StoredRun
 from normlab.studies.ln_distribution import Config, LnDistribution
 
 STUDY = LnDistribution()
@@ -118,4 +118,4 @@ def test_figures_have_reading_text(run):
                                                 ({"batch": 1}, "batch")])
 def test_bad_config_is_named(override, name):
     with pytest.raises(ValueError, match=name):
-        STUDY.cells(dataclasses.replace(Config(), **override))
+        STUDY.check_config(dataclasses.replace(Config(), **override))

@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from normlab.lab.load import load_run
-from normlab.lab.runner import run_study
-from normlab.lab.spec import Cell, CellContext
+from normlab.engine.load import load_run
+from normlab.engine.runner import run_study
+from normlab.engine.spec import Cell, CellContext
+from normlab.report import run_and_report
 from normlab.studies import get_study
 from normlab.studies._ln_gradients_claims import _fluct, _settle, per_seed_measures
 from normlab.studies.ln_gradients import (
@@ -124,7 +125,7 @@ def test_measures_by_hand():
 def test_tiny_run_produces_every_claim_and_figure(tmp_path):
     study = get_study("ln-gradients")
     cfg = Config(seeds=3, steps=40, eval_every=10, probe_every=10, hist_every=20)
-    out = run_study(study, cfg, tmp_path / "run")
+    out = run_and_report(study, cfg, tmp_path / "run")
     ids = [c.id for c in out.claims]
     assert ids == ["C1a", "C1b", "C2a", "C2b", "C3a", "C3b", "C3c", "C3d", "C4", "C5", "C6", "C7", "C8",
                    "K1", "K2", "K3", "K4", "K5"]
@@ -132,7 +133,7 @@ def test_tiny_run_produces_every_claim_and_figure(tmp_path):
     figs = {p.stem for p in (out.run_dir / "figures").glob("*.png")}
     assert figs == {"loss_curves", "fluctuation", "gradient_heatmaps", "weight_heatmaps", "gradient_concentration",
                     "per_layer_gradients", "fits_and_heldout"}
-    _, run = load_run(out.run_dir)
+    run = load_run(out.run_dir, study)
     assert {"grad", "weight"} <= set(run.probe_histograms["kind"].astype(str))
     assert set(run.probe_scalars["seed"]) == {0, 1, 2}
 
@@ -140,9 +141,9 @@ def test_tiny_run_produces_every_claim_and_figure(tmp_path):
 def test_subset_of_arms_gives_inconclusive_not_a_crash(tmp_path):
     study = get_study("ln-gradients")
     cfg = Config(seeds=2, steps=30, arms=("ln", "none"), probe=False)
-    out = run_study(study, cfg, tmp_path / "run", report=False)
-    _, run = load_run(out.run_dir)
+    out = run_study(study, cfg, tmp_path / "run")
+    run = load_run(out.run_dir, study)
     by_id = {c.id: c for c in study.claims(run)}
     assert by_id["C1b"].verdict == "inconclusive" and "not all run" in by_id["C1b"].detail
     with pytest.raises(ValueError, match=r"arms\[0\]: expected one of \['dropout'"):
-        study.cells(Config(arms=("bogus",)))
+        study.check_config(Config(arms=("bogus",)))

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from normlab.lab.spec import CellContext, StoredRun
+from normlab.engine.spec import CellContext, StoredRun
 from normlab.studies.norm_axes import (
     Config,
     NormAxes,
@@ -115,4 +115,4 @@ def test_figures_render(run):
 
 def test_groups_must_divide():
     with pytest.raises(ValueError, match="num_groups=4 must divide"):
-        STUDY.cells(Config(num_groups=4))
+        STUDY.check_config(Config(num_groups=4))

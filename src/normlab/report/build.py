@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from normlab.atomic import atomic_write_json, atomic_write_text
-from normlab.lab.load import load_run
-from normlab.lab.spec import Claim, Figure, Study
-from normlab.lab.store import CLAIMS_FILE, KEY_NUMBERS_FILE, RunStore
+from normlab.engine.load import load_run
+from normlab.engine.runner import RunOutcome, run_study
+from normlab.engine.spec import Claim, Figure, Study
+from normlab.engine.store import CLAIMS_FILE, KEY_NUMBERS_FILE, RunStore
 from normlab.report.figures import save_figure
 from normlab.report.html import render_html
 from normlab.report.summary import key_numbers, summary_markdown
@@ -41,13 +42,12 @@ def check_claims(study: Study, claims: Any) -> list[Claim]:
     return claims
 
 
-def build_report(study: Study | None, run_dir: Path | str) -> tuple[list[Claim], Path]:
+def build_report(study: Study, run_dir: Path | str) -> tuple[list[Claim], Path]:
     """Render figures (PNG+SVG), ``claims.json``, ``key_numbers.json``, ``summary.md``, ``report.html``.
 
-    ``study=None`` finds the study by the name stored in ``config.json``. Returns the claims and the
-    report path. Holds the run directory's lock (another process running into it is a
-    :class:`~normlab.lab.store.RunDirBusyError`); a damaged cell is a
-    :class:`~normlab.lab.store.DamagedCellError` naming it.
+    Returns the claims and the report path. Holds the run directory's lock (another process running into it is a
+    :class:`~normlab.engine.store.RunDirBusyError`); a damaged cell is a
+    :class:`~normlab.engine.store.DamagedCellError` naming it.
     """
     run_dir = Path(run_dir)
     store = RunStore(run_dir)
@@ -57,8 +57,8 @@ def build_report(study: Study | None, run_dir: Path | str) -> tuple[list[Claim],
         return _build_report(study, run_dir, store)
 
 
-def _build_report(study: Study | None, run_dir: Path, store: RunStore) -> tuple[list[Claim], Path]:
-    study, run = load_run(run_dir, study)
+def _build_report(study: Study, run_dir: Path, store: RunStore) -> tuple[list[Claim], Path]:
+    run = load_run(run_dir, study)
     claims = check_claims(study, study.claims(run))
     figures = study.figures(run)
     if not isinstance(figures, list) or not all(isinstance(f, Figure) for f in figures):
@@ -90,3 +90,19 @@ def _build_report(study: Study | None, run_dir: Path, store: RunStore) -> tuple[
                     config=record["config"], env=env),
     )
     return claims, report
+
+
+def run_and_report(study: Study, config: Any, out_dir: Path | str, *, report: bool = True,
+                   **run_options: Any) -> RunOutcome:
+    """:func:`~normlab.engine.runner.run_study`, then (``report=True``) :func:`build_report` while the run
+    directory's lock is still held, so no other process writes between the last cell and the report.
+
+    ``run_options`` go to ``run_study`` (``jobs``, ``progress``, ``device``, ``tensorboard``); the outcome's
+    ``claims`` and ``report`` are filled in when the report is built.
+    """
+    def then(run_dir: Path) -> tuple[list[Claim], Path]:
+        if run_options.get("progress") is not None:
+            run_options["progress"].message("building the report (claims, figures, report.html) ...")
+        return build_report(study, run_dir)
+
+    return run_study(study, config, out_dir, then=then if report else None, **run_options)

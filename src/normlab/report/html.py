@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from normlab.lab.spec import Claim
+from normlab.engine.spec import Claim
 from normlab.report.summary import fmt_num
 
 _CSS = """

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from normlab.lab.spec import METRIC_COLUMNS, Claim
-from normlab.lab.stats import mean_ci
+from normlab.engine.spec import METRIC_COLUMNS, Claim
+from normlab.kit.stats import mean_ci
 
 
 def key_numbers(metrics: pd.DataFrame) -> pd.DataFrame:

@@ -1,8 +1,11 @@
 """Every study normlab knows, found by auto-discovery.
 
-Each module in this package that defines a subclass of :class:`normlab.lab.spec.Study` (with a ``name``)
-contributes one instance to the registry, keyed by ``Study.name``. To add a study, add a file: nothing
-here needs editing. Installed packages add studies through the ``normlab.studies`` entry-point group,
+Each package (or module) in this package whose namespace holds a subclass of
+:class:`normlab.engine.spec.Study` (with a ``name``) defined inside it contributes one instance to the
+registry, keyed by ``Study.name``. A built-in study is a package ``studies/<name>/``: ``config.py`` (its
+``Config`` and constants), ``model.py`` (what a cell trains), ``claims.py``, ``figures.py`` and ``study.py``
+(the :class:`Study` that wires them), re-exported by its ``__init__``. To add a study, add a package:
+nothing here needs editing. Installed packages add studies through the ``normlab.studies`` entry-point group,
 and ``normlab run path/to/my_study.py`` runs a study file from anywhere (:mod:`normlab.studies._sources`).
 A module or entry point that fails to load does not hide the others: its error is kept in
 :func:`discovery_errors` and shown by ``normlab list``.
@@ -13,8 +16,10 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import traceback
+from pathlib import Path
 
-from normlab.lab.spec import Study
+from normlab.engine.spec import Study
+from normlab.engine.store import SOURCE_KEY, RunDirError, RunStore
 from normlab.studies._sources import StudyFileError, entry_point_studies, load_study_file
 
 _REGISTRY: dict[str, Study] | None = None
@@ -44,7 +49,7 @@ def _discover() -> dict[str, Study]:
                 isinstance(obj, type)
                 and issubclass(obj, Study)
                 and obj is not Study
-                and obj.__module__ == modname
+                and (obj.__module__ == modname or obj.__module__.startswith(modname + "."))
                 and isinstance(getattr(obj, "name", None), str)
             ):
                 if obj.name in found:
@@ -98,5 +103,16 @@ def study_of_run(name: str, source: dict | None) -> Study:
     return study
 
 
+def study_of_run_dir(run_dir: Path | str) -> Study:
+    """The study that ``run_dir`` holds (by the name and source its ``config.json`` recorded); a
+    :class:`~normlab.engine.store.RunDirError` naming the directory when it cannot be found."""
+    record = RunStore(run_dir).read_config()
+    try:
+        return study_of_run(record["study"], record.get(SOURCE_KEY))
+    except UnknownStudyError as e:
+        raise RunDirError(f"{run_dir}: {e}") from None
+
+
 __all__ = ["StudyFileError", "UnknownStudyError", "discovery_errors", "get_study", "load_study_file", "registry",
-           "study_of_run"]
+           "study_of_run",
+           "study_of_run_dir"]

@@ -9,8 +9,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from normlab.lab import stats
-from normlab.lab.spec import Claim, Figure, StoredRun
+from normlab.engine.spec import Claim, Figure, StoredRun
+from normlab.kit import stats
 
 SEED_002, SEED_004 = "seed 002", "seed 004"
 

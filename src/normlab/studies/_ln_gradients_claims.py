@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from normlab.lab.spec import Claim, StoredRun
-from normlab.lab.stats import combine_verdicts, compare_claim, mean_ci, threshold_claim
+from normlab.engine.spec import Claim, StoredRun
+from normlab.kit.stats import combine_verdicts, compare_claim, mean_ci, threshold_claim
 
 SRC = "seed 000"
 CTRL = "control (normlab)"

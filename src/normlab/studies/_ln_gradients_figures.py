@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from normlab.lab.spec import Figure, StoredRun
+from normlab.engine.spec import Figure, StoredRun
+from normlab.kit.plots import arm_colors, heatmap_over_time, mean_band, new_figure, plot_band
 from normlab.probe.histograms import DEFAULT_MIN_EXP
-from normlab.report.figures import arm_colors, heatmap_over_time, mean_band, new_figure, plot_band
 from normlab.studies._ln_gradients_claims import measures_of
 
 

@@ -7,9 +7,9 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
-from normlab.lab import stats
-from normlab.lab.spec import Claim, Figure, StoredRun
-from normlab.report.figures import heatmap_over_time, plot_band
+from normlab.engine.spec import Claim, Figure, StoredRun
+from normlab.kit import stats
+from normlab.kit.plots import heatmap_over_time, plot_band
 
 SOURCE = "seed 004"
 PAPER = "Srivastava et al. 2014"

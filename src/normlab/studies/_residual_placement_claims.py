@@ -2,7 +2,7 @@
 
 Each claim reads the final (or per-layer) records of the runs selected by placement, depth and warmup;
 arms are paired by (norm, seed), since every arm of a seed sees the same data. Divergence flags are
-judged with Fisher's exact test (one-sided), losses and log-ratios with :mod:`normlab.lab.stats`.
+judged with Fisher's exact test (one-sided), losses and log-ratios with :mod:`normlab.kit.stats`.
 The selection helpers (``_runs``, ``_final``) serve the figures too.
 """
 
@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from normlab.lab import stats
-from normlab.lab.spec import Claim, StoredRun
+from normlab.engine.spec import Claim, StoredRun
+from normlab.kit import stats
 from normlab.studies.residual_placement import COGVIEW, DEEPNET, NORM_COST_ARM, NORMS, SOURCE, XIONG, Config
 
 

@@ -8,8 +8,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from normlab.lab import stats
-from normlab.lab.spec import Figure, StoredRun
+from normlab.engine.spec import Figure, StoredRun
+from normlab.kit import stats
 from normlab.studies._residual_placement_claims import _final, _runs
 from normlab.studies.residual_placement import COLORS, Config
 

@@ -22,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from normlab.lab.spec import Study
+from normlab.engine.spec import Study
 
 ENTRY_POINT_GROUP = "normlab.studies"
 

@@ -1,6 +1,6 @@
 """batch-size (seed 003's BN/LN/IN/GN section; Wu & He 2018): which norms survive small batches.
 
-A small CNN (:class:`normlab.lab.cnn.SmallCNN`) trained on real images with BatchNorm, GroupNorm, LayerNorm
+A small CNN (:class:`normlab.models.cnn.SmallCNN`) trained on real images with BatchNorm, GroupNorm, LayerNorm
 (GN with one group), InstanceNorm (GN with one channel per group) or no norm, at batch sizes 2 to 64.
 
 Fair across batch sizes:
@@ -31,19 +31,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from normlab.lab import stats
-from normlab.lab.cnn import (
-    CNN_NORMS,
-    build_members,
-    member_accuracy,
-    recalibrate,
-    train_members,
-)
-from normlab.lab.config import (
+from normlab.data.images import DATASETS, SPLIT_SIZES, check_subset_sizes, load_images
+from normlab.engine.config import (
     Check,
     ConfigError,
     because,
-    check_fields,
     integer,
     items,
     number,
@@ -51,8 +43,15 @@ from normlab.lab.config import (
     optional,
     seeds_check,
 )
-from normlab.lab.images import DATASETS, SPLIT_SIZES, check_subset_sizes, load_images
-from normlab.lab.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
+from normlab.engine.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
+from normlab.kit import stats
+from normlab.models.cnn import (
+    CNN_NORMS,
+    build_members,
+    member_accuracy,
+    recalibrate,
+    train_members,
+)
 
 SOURCE = "seed 003; Wu & He 2018"
 # Cited: Wu & He, "Group Normalization", ECCV 2018: ResNet-50 top-1 validation error (%) on ImageNet by
@@ -109,8 +108,8 @@ class BatchSize(Study):
         "reference_batch": 16, "seeds": 2, "widths": (4, 8, 8), "num_groups": 2,
     }
 
-    def cells(self, config: Config) -> list[Cell]:
-        check_fields(config)
+    def check_config(self, config: Config) -> None:
+        super().check_config(config)
         check_subset_sizes(config.dataset, config.train_size, config.test_size)
         if config.reference_batch not in config.batch_sizes:
             raise ValueError(f"reference_batch {config.reference_batch} must be one of batch_sizes {config.batch_sizes}")
@@ -121,6 +120,8 @@ class BatchSize(Study):
         if "groupnorm" in config.norms and any(w % min(config.num_groups, w) for w in config.widths):
             raise ConfigError(f"num_groups: expected a divisor of every width {config.widths} (GroupNorm), "
                               f"got {config.num_groups}")
+
+    def cells(self, config: Config) -> list[Cell]:
         seeds = tuple(range(config.seeds))
         return [Cell(norm, seeds, (("batch_size", b),)) for norm in config.norms for b in config.batch_sizes]
 

@@ -37,12 +37,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from normlab.lab.cnn import build_members, member_accuracy, recalibrate, train_members
-from normlab.lab.config import (
+from normlab.data.images import DATASETS, SPLIT_SIZES, check_subset_sizes, load_images
+from normlab.engine.config import (
     Check,
     ConfigError,
     because,
-    check_fields,
     integer,
     items,
     number,
@@ -50,8 +49,8 @@ from normlab.lab.config import (
     optional,
     seeds_check,
 )
-from normlab.lab.images import DATASETS, SPLIT_SIZES, check_subset_sizes, load_images
-from normlab.lab.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
+from normlab.engine.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
+from normlab.models.cnn import build_members, member_accuracy, recalibrate, train_members
 from normlab.nn import BatchNorm1d
 from normlab.studies._bn_running_stats_report import draw, judge, momentum_label
 
@@ -147,8 +146,8 @@ class BnRunningStats(Study):
         "gap_seeds": 3, "widths": (8, 8, 8),
     }
 
-    def cells(self, config: Config) -> list[Cell]:
-        check_fields(config)
+    def check_config(self, config: Config) -> None:
+        super().check_config(config)
         check_subset_sizes(config.dataset, config.train_size, config.test_size)
         if config.early_step > config.steps:
             raise ConfigError(f"early_step: expected at most steps={config.steps}, got {config.early_step}")
@@ -161,6 +160,8 @@ class BnRunningStats(Study):
         if config.gap_batch_size > images:
             raise ConfigError(f"gap_batch_size: expected at most the {images} training images, "
                               f"got {config.gap_batch_size}")
+
+    def cells(self, config: Config) -> list[Cell]:
         seeds, gap_seeds = tuple(range(config.seeds)), tuple(range(config.gap_seeds))
         cells = [Cell("walkthrough", (0,)), Cell("layer-facts", (0,)), Cell("conventions", seeds)]
         cells += [Cell(f"converge/m={momentum_label(m)}", seeds, (("batch_size", b),))

@@ -33,20 +33,19 @@ import pandas as pd
 import torch
 import torch.nn as tnn
 
-from normlab.lab import stats
-from normlab.lab.config import (
+from normlab.engine.config import (
     Check,
     because,
-    check_fields,
     integer,
     items,
     number,
     one_of,
     seeds_check,
 )
-from normlab.lab.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
+from normlab.engine.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
+from normlab.kit import stats
+from normlab.kit.plots import plot_band
 from normlab.nn.registry import create_norm
-from normlab.report.figures import plot_band
 
 SOURCE = "seed 004"
 YANG = "Yang et al. 2019"
@@ -142,10 +141,12 @@ class DeepBn(Study):
     quick_overrides: ClassVar[dict] = {"seeds": 4, "depth": 40, "control_batches": ()}
     threads = 1  # tiny kernels: more threads only spin-wait on a busy machine
 
-    def cells(self, config: Config) -> list[Cell]:
-        check_fields(config)
+    def check_config(self, config: Config) -> None:
+        super().check_config(config)
         if config.depth <= 2 * config.fit_skip + 2:
             raise ValueError(f"depth: expected > 2*fit_skip + 2 = {2 * config.fit_skip + 2}, got {config.depth}")
+
+    def cells(self, config: Config) -> list[Cell]:
         seeds = tuple(range(config.seeds))
         return [Cell(arm, seeds, (("init", init), ("bn", bn), ("batch", b))) for arm, init, bn, b in _arms(config)]
 

@@ -32,16 +32,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from normlab.lab import stats
-from normlab.lab.config import (
+from normlab.engine.config import (
     Check,
-    check_fields,
     integer,
     items,
     number,
     seeds_check,
 )
-from normlab.lab.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
+from normlab.engine.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
+from normlab.kit import stats
 from normlab.nn.registry import create_norm
 
 SOURCE = "seed 001"
@@ -138,7 +137,6 @@ class LnDistribution(Study):
     threads = 1  # tiny kernels: more threads only spin-wait on a busy machine
 
     def cells(self, config: Config) -> list[Cell]:
-        check_fields(config)
         seeds = tuple(range(config.seeds))
         return [Cell("single-sample", (0,))] + [
             Cell(arm, seeds) for arm in ("layernorm", "batchnorm", "layernorm/lognormal")

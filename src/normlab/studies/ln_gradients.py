@@ -27,9 +27,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from normlab.lab.config import (
+from normlab.engine.config import (
     Check,
-    check_fields,
     flag,
     integer,
     items,
@@ -37,9 +36,9 @@ from normlab.lab.config import (
     one_of,
     seeds_check,
 )
-from normlab.lab.ensemble import make_ensemble, member_losses, std_and_excess_kurtosis
-from normlab.lab.flat_params import flatten_parameters
-from normlab.lab.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
+from normlab.engine.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
+from normlab.kit.ensemble import make_ensemble, member_losses, std_and_excess_kurtosis
+from normlab.kit.flat_params import flatten_parameters
 
 SEED_ARMS: tuple[str, ...] = ("dropout", "dropout+ln", "ln", "none")
 CONTROL_ARMS: tuple[str, ...] = ("relu", "relu+ln", "none/std", "ln/std", "none/adamw", "ln/adamw")
@@ -162,7 +161,6 @@ class LnGradients(Study):
     threads = 1
 
     def cells(self, config: Config) -> list[Cell]:
-        check_fields(config)
         return [Cell(arm=a, seeds=tuple(range(config.seeds))) for a in config.arms]
 
     def run_cell(self, config: Config, ctx: CellContext) -> CellResult:
@@ -204,7 +202,7 @@ def train_arm(config: Config, ctx: CellContext) -> CellResult:
     opt_cls = torch.optim.AdamW if arm.optimizer == "adamw" else torch.optim.Adam
     # fused: one kernel for the whole update of all parameters (the same elementwise Adam math as the seed's
     # per-tensor loop, to float rounding); measured 27% less time per ensemble step than foreach on CPU.
-    # All parameters in one (N, P) matrix and all gradients in another (lab/flat_params.py): one tensor for
+    # All parameters in one (N, P) matrix and all gradients in another (kit/flat_params.py): one tensor for
     # the optimizer, gradients accumulated in place, the per-member gradient without a concatenation.
     flat = flatten_parameters(model, n)
     opt = opt_cls([flat.param], lr=config.lr, weight_decay=config.weight_decay, fused=True)

@@ -38,17 +38,16 @@ import pandas as pd
 import torch
 
 from normlab import nn as nlnn
-from normlab.lab import stats
-from normlab.lab.config import (
+from normlab.engine.config import (
     Check,
     ConfigError,
-    check_fields,
     integer,
     items,
     number,
     seeds_check,
 )
-from normlab.lab.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
+from normlab.engine.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
+from normlab.kit import stats
 
 SEED_002, SEED_004 = "seed 002", "seed 004"
 NORMS = ("batchnorm", "layernorm", "instancenorm", "groupnorm")
@@ -211,8 +210,8 @@ class NormAxes(Study):
     threads = 1  # small kernels: a second intra-op thread only spin-waits on a busy machine
     quick_overrides: ClassVar[dict] = {"seeds": 3}
 
-    def cells(self, config: Config) -> list[Cell]:
-        check_fields(config)
+    def check_config(self, config: Config) -> None:
+        super().check_config(config)
         if config.nchw[1] % config.num_groups or config.sequence[2] % config.num_groups:
             raise ValueError(f"num_groups={config.num_groups} must divide C={config.nchw[1]} and "
                              f"hidden={config.sequence[2]}")
@@ -223,6 +222,8 @@ class NormAxes(Study):
         if min(config.sequence[:2]) < 2:
             raise ConfigError(f"sequence: expected batch >= 2 and seq >= 2 (BatchNorm's and InstanceNorm's "
                               f"variances need two values), got {config.sequence}")
+
+    def cells(self, config: Config) -> list[Cell]:
         seeds = tuple(range(config.seeds))
         return [Cell("nchw", seeds), Cell("sequence", seeds), Cell("state", (0,))]
 

@@ -30,17 +30,16 @@ import pandas as pd
 import torch
 import torch.nn as tnn
 
-from normlab.lab.config import (
+from normlab.engine.config import (
     Check,
-    check_fields,
     integer,
     items,
     number,
     seeds_check,
 )
-from normlab.lab.ensemble import make_ensemble, member_losses
-from normlab.lab.flat_params import flatten_parameters
-from normlab.lab.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
+from normlab.engine.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
+from normlab.kit.ensemble import make_ensemble, member_losses
+from normlab.kit.flat_params import flatten_parameters
 from normlab.probe import Probe
 from normlab.studies import _overfitting_report as report
 
@@ -132,7 +131,7 @@ def train_arm(c: Config, arm: str, seeds: tuple[int, ...], n_train: int, progres
     stack = {k: torch.stack([d[k] for d in data]).to(device) for k in data[0]}  # (N, n, 1)
     grid = torch.linspace(-1, 1, 101, device=device).unsqueeze(1)
     model = make_ensemble(lambda: mlp(c.n_hidden, p), seeds).to(device)
-    flat = flatten_parameters(model, len(seeds))  # one optimizer tensor (lab/flat_params.py): same updates
+    flat = flatten_parameters(model, len(seeds))  # one optimizer tensor (kit/flat_params.py): same updates
     opt = torch.optim.SGD([flat.param], lr=c.lr, momentum=c.momentum,
                           weight_decay=c.weight_decay if use_wd else 0.0)
     rows: list[tuple[int, int, str, float]] = []
@@ -210,7 +209,6 @@ class Overfitting(Study):
     threads = 1  # tiny kernels: more threads only spin-wait on a busy machine
 
     def cells(self, c: Config) -> list[Cell]:
-        check_fields(c)
         seeds = tuple(range(c.seeds))
         cells = [Cell(arm, seeds, (("n_train", c.n_train),)) for arm in ARMS]
         cells += [Cell(arm, seeds, (("n_train", n),)) for n in c.size_sweep if n != c.n_train

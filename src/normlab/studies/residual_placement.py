@@ -1,8 +1,8 @@
 """residual-placement (seed 003): Post-LN, Pre-LN, Sandwich-LN and DeepNorm in a char-level transformer.
 
 Seed 003 describes where LayerNorm goes around a transformer's residual and what each choice does at
-depth. normlab trains a small decoder-only transformer (:mod:`normlab.lab.transformer`) as a character
-language model on Shakespeare (:mod:`normlab.lab.corpus`), sweeping depth x placement x norm (LayerNorm
+depth. normlab trains a small decoder-only transformer (:mod:`normlab.models.transformer`) as a character
+language model on Shakespeare (:mod:`normlab.data.corpus`), sweeping depth x placement x norm (LayerNorm
 vs RMSNorm) x learning-rate warmup (none vs linear), several seeds per cell.
 
 Per seed ``s``: ``torch.manual_seed(s)`` builds the model (Xavier init; DeepNet's beta for DeepNorm), and
@@ -41,7 +41,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from normlab.lab.config import (
+from normlab.data.corpus import CharCorpus, find_plays, load_shakespeare
+from normlab.engine.config import (
     Check,
     ConfigError,
     because,
@@ -52,9 +53,8 @@ from normlab.lab.config import (
     one_of,
     seeds_check,
 )
-from normlab.lab.corpus import CharCorpus, find_plays, load_shakespeare
-from normlab.lab.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
-from normlab.lab.transformer import CharTransformer, TransformerConfig
+from normlab.engine.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
+from normlab.models.transformer import CharTransformer, TransformerConfig
 from normlab.nn.registry import create_norm
 from normlab.nn.residual import Placement
 
@@ -246,8 +246,10 @@ class ResidualPlacement(Study):
         "track_updates": 3, "log_every": 10, "timing_reps": 3,
     }
 
-    def cells(self, config: Config) -> list[Cell]:
+    def check_config(self, config: Config) -> None:
         _check(config)
+
+    def cells(self, config: Config) -> list[Cell]:
         seeds = tuple(range(config.seeds))
         cells = [
             Cell(_arm(p, n, w), seeds, (("placement", p), ("norm", n), ("warmup", w), ("depth", d)))

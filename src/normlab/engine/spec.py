@@ -1,0 +1,183 @@
+"""The contract between a study and the lab engine.
+
+A *study* declares what to run and how to judge it; the *engine* (:mod:`normlab.engine.runner`) runs it,
+stores everything in a run directory, and the *report* (``normlab.report``) renders from that
+directory alone. A study never writes files itself and never reads live objects in ``claims`` or
+``figures``: those take the stored tables, so a report can be rebuilt from disk.
+
+Vocabulary
+----------
+arm
+    One experimental condition (``"ln"``, ``"dropout+ln"``, ``"bn/bs=4"`` ...).
+cell
+    One unit of work the engine can skip on resume: an arm plus the seeds trained *together* (as one
+    vectorized ensemble where the model allows it) and any extra parameters (``batch_size``, ``depth``).
+metrics table
+    Long format, one row per measurement: ``arm, seed, step, metric, value`` plus one column per key of
+    ``Cell.params`` (the engine adds ``arm`` and the params; ``run_cell`` returns the rest).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import pandas as pd
+
+from normlab.engine.config import check_fields
+
+Verdict = Literal["supported", "refuted", "inconclusive"]
+VERDICTS: tuple[str, ...] = ("supported", "refuted", "inconclusive")
+
+METRIC_COLUMNS: tuple[str, ...] = ("seed", "step", "metric", "value")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One resumable unit of work: ``arm`` trained for ``seeds`` (together), with extra ``params``."""
+
+    arm: str
+    seeds: tuple[int, ...]
+    params: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def param_dict(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    @property
+    def key(self) -> str:
+        """A stable, filesystem-safe id (the same cell gets the same key across processes)."""
+        raw = json.dumps([self.arm, list(self.seeds), [list(p) for p in self.params]], sort_keys=True)
+        slug = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in self.arm)[:40]
+        return f"{slug}-{hashlib.sha1(raw.encode()).hexdigest()[:10]}"
+
+
+@dataclass
+class Claim:
+    """A seed's claim, the measurement that tests it, and the verdict the data gives.
+
+    ``verdict`` is computed by the study from the stored metrics (never hard-coded). ``statistic`` names
+    the test (``"welch_t"``, ``"mean_diff"``, ``"ratio"``, ...), ``value`` is its value, ``effect_size``
+    a standardized or relative effect, ``ci`` the 95% interval of the quantity being judged.
+    """
+
+    id: str
+    claim: str
+    source: str
+    measurement: str
+    verdict: Verdict
+    statistic: str
+    value: float
+    p_value: float | None = None
+    effect_size: float | None = None
+    ci: tuple[float, float] | None = None
+    n: int | None = None
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"Claim {self.id!r}: verdict must be one of {VERDICTS}, got {self.verdict!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Figure:
+    """A figure the study drew, plus how to read it (shown beside it in the report)."""
+
+    name: str  # file stem, e.g. "loss_curves"; the engine saves name.png and name.svg
+    title: str
+    how_to_read: str
+    figure: Any  # a matplotlib Figure; the engine saves and closes it
+
+
+@dataclass
+class CellContext:
+    """What the engine hands to ``run_cell``."""
+
+    cell: Cell
+    device: Any  # torch.device
+    probe_dir: Path  # where probe records for this cell go (engine-created, may stay empty)
+    tb_dir: Path | None  # TensorBoard logdir for this cell, or None
+    progress: Callable[[int, int], None] = field(default=lambda done, total: None)  # report steps done
+
+
+@dataclass
+class CellResult:
+    """What ``run_cell`` returns: long-format metrics (columns ``METRIC_COLUMNS``), optional probe tables."""
+
+    metrics: pd.DataFrame
+    probe_scalars: pd.DataFrame | None = None
+    probe_histograms: pd.DataFrame | None = None
+    extra: dict[str, pd.DataFrame] = field(default_factory=dict)  # named tables, stored as parquet
+
+
+@dataclass
+class StoredRun:
+    """What ``claims`` and ``figures`` receive: everything read back from the run directory."""
+
+    config: Any  # the study's Config instance
+    metrics: pd.DataFrame  # all cells, long format + arm + param columns
+    probe_scalars: pd.DataFrame  # may be empty
+    probe_histograms: pd.DataFrame  # may be empty
+    extra: dict[str, pd.DataFrame]  # named tables concatenated over cells (with an ``arm`` column added)
+    run_dir: Path
+
+
+class Study:
+    """Base class. A study file subclasses this and registers an instance in ``normlab.studies``.
+
+    Subclasses set the class attributes and implement the four methods. ``Config`` is a dataclass whose
+    fields all have defaults (the *default preset*, matching the seed exactly) and whose ``checks`` class
+    attribute gives every field its allowed range (:mod:`normlab.engine.config`); ``quick_overrides`` are the
+    field values of the ``--quick`` preset (well under a minute on 2 CPU cores).
+
+    ``check_config`` raises ``ValueError`` (a :class:`~normlab.engine.config.ConfigError` names the field)
+    for a config that cannot run; it is called once, before the run directory is created, so a bad value
+    never leaves a run directory that can never finish. ``cells`` then only lists the work.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]  # one line, shown by ``normlab list``
+    seeds_from: ClassVar[tuple[str, ...]] = ()  # seed articles this study reproduces, e.g. ("000",)
+    Config: ClassVar[type]
+    quick_overrides: ClassVar[dict[str, Any]] = {}
+    # torch intra-op threads while this study runs (None: leave torch's setting). Tiny models run fastest
+    # on one thread: on a busy machine, 2+ threads spin-wait on each other for microsecond-sized kernels.
+    threads: ClassVar[int | None] = None
+    # Where a study from outside normlab came from ({"file": path} or {"entry_point": ...}); set by the
+    # loader in normlab.studies, recorded in config.json so ``normlab report`` can load it again.
+    source: dict[str, str] | None = None
+
+    def check_config(self, config: Any) -> None:
+        """Every field in its declared range (``Config.checks``); studies add the checks that span fields."""
+        check_fields(config)
+
+    def cells(self, config: Any) -> Sequence[Cell]:
+        raise NotImplementedError
+
+    def check_available(self, config: Any) -> None:
+        """Raise (``OSError`` or ``ValueError``, saying how to get it) when data the cells need is missing.
+
+        The command line calls it before creating the run directory; it must be cheap (file lookups, no
+        loading). The default needs nothing.
+        """
+
+    def run_cell(self, config: Any, ctx: CellContext) -> CellResult:
+        raise NotImplementedError
+
+    def claims(self, run: StoredRun) -> list[Claim]:
+        raise NotImplementedError
+
+    def figures(self, run: StoredRun) -> list[Figure]:
+        raise NotImplementedError
+
+    def notes(self, run: StoredRun) -> str:
+        """Markdown for the report: what the seed did, what the controls rule in or out."""
+        return ""

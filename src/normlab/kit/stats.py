@@ -1,0 +1,442 @@
+"""Statistics over seeds: intervals, tests, effect sizes, and claims with computed verdicts.
+
+Every number a report shows is a mean over seeds with its 95% Student-t interval
+(``mean ± t_{0.975, n-1} · s / sqrt(n)``). Claims compare two groups of per-seed values (one value per
+seed and arm, e.g. the final loss) and turn the comparison into a :class:`~normlab.engine.spec.Claim`.
+
+Verdict rule (``compare_claim``), for a claim "``a`` is ``direction`` than ``b``" (``"less"`` / ``"greater"``):
+
+* ``supported``    the one-sided test in the claimed direction has ``p < alpha`` **and** the observed
+  effect is at least ``min_effect`` in the claimed direction;
+* ``refuted``      the one-sided test in the *opposite* direction has ``p < alpha``, **or** the 95%
+  interval of the effect lies entirely short of ``min_effect`` (the data rule out an effect as large as
+  the claim needs);
+* ``inconclusive`` otherwise (too few seeds, too much noise).
+
+``alpha`` defaults to 0.025 one-sided: the same evidence as the two-sided 95% interval the report prints
+beside each verdict, so a claim is never ``supported`` while its shown interval still admits no effect.
+
+Tests: Welch's t-test for independent groups, the paired t-test when the two arms share seeds *and* the
+seed fixes something common to both (the same initial weights, the same data). Set ``transform="log"``
+for positive quantities that vary over orders of magnitude (losses): the test then runs on ``log10``
+values and the relative effect is a ratio of geometric means minus one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from scipy import stats as sps
+
+from normlab.engine.spec import Claim
+
+Direction = Literal["less", "greater"]
+Effect = Literal["relative", "cohen_d"]
+Transform = Literal["none", "log"]
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Mean of ``n`` values with its two-sided ``confidence`` Student-t interval ``[lo, hi]``."""
+
+    mean: float
+    lo: float
+    hi: float
+    n: int
+    sd: float
+
+    def fmt(self, digits: int = 3) -> str:
+        """``"1.23 [1.01, 1.45]"`` with ``digits`` significant digits."""
+        return f"{_g(self.mean, digits)} [{_g(self.lo, digits)}, {_g(self.hi, digits)}]"
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """A test's statistic, two-sided p-value, one-sided p-values, and degrees of freedom."""
+
+    name: str
+    statistic: float
+    p_two_sided: float
+    p_less: float  # H1: mean(a) < mean(b)
+    p_greater: float  # H1: mean(a) > mean(b)
+    df: float
+
+
+def _g(x: float, digits: int) -> str:
+    return f"{x:.{digits}g}" if math.isfinite(x) else str(x)
+
+
+def _as_array(values: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64).ravel()
+    if arr.size == 0:
+        raise ValueError(f"{name}: expected at least one value, got an empty sequence")
+    return arr
+
+
+def _finite(arr: np.ndarray) -> np.ndarray:
+    return arr[np.isfinite(arr)]
+
+
+def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> Interval:
+    """Mean and two-sided Student-t interval over seeds. Non-finite values are dropped.
+
+    With a single value the interval is ``[mean, mean]`` is not claimed: it is ``[-inf, inf]`` (no spread
+    can be estimated from one seed), so a one-seed run can never look certain.
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence: expected a number in (0, 1), got {confidence!r}")
+    arr = _finite(_as_array(values, "values"))
+    n = int(arr.size)
+    if n == 0:
+        return Interval(math.nan, math.nan, math.nan, 0, math.nan)
+    mean = float(arr.mean())
+    if n == 1:
+        return Interval(mean, -math.inf, math.inf, 1, math.nan)
+    sd = float(arr.std(ddof=1))
+    half = float(sps.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+    return Interval(mean, mean - half, mean + half, n, sd)
+
+
+def welch_t(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> TestResult:
+    """Welch's unequal-variance t-test of ``mean(a) - mean(b)``.
+
+    Degenerate case (both groups constant): the difference is exact, so the p-value is 0 when the
+    means differ and 1 when they are equal (scipy would return NaN).
+    """
+    a, b = _finite(_as_array(a, "a")), _finite(_as_array(b, "b"))
+    if a.size < 2 or b.size < 2:
+        raise ValueError(f"welch_t: each group needs >= 2 finite values, got {a.size} and {b.size}")
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    diff = float(a.mean() - b.mean())
+    se = math.sqrt(va + vb)
+    if se == 0.0:
+        return _exact_result("welch_t", diff)
+    t = diff / se
+    df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
+    return _t_result("welch_t", t, df)
+
+
+def paired_t(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> TestResult:
+    """Paired t-test of ``mean(a - b)``: ``a[i]`` and ``b[i]`` come from the same seed."""
+    a, b = _as_array(a, "a"), _as_array(b, "b")
+    if a.shape != b.shape:
+        raise ValueError(f"paired_t: a and b must have the same length, got {a.size} and {b.size}")
+    d = _finite(a - b)
+    if d.size < 2:
+        raise ValueError(f"paired_t: needs >= 2 finite pairs, got {d.size}")
+    sd = d.std(ddof=1)
+    if sd == 0.0:
+        return _exact_result("paired_t", float(d.mean()))
+    t = float(d.mean()) / (sd / math.sqrt(d.size))
+    return _t_result("paired_t", t, d.size - 1)
+
+
+def one_sample_t(values: Sequence[float] | np.ndarray, reference: float) -> TestResult:
+    """One-sample t-test of ``mean(values) - reference``."""
+    arr = _finite(_as_array(values, "values"))
+    if arr.size < 2:
+        raise ValueError(f"one_sample_t: needs >= 2 finite values, got {arr.size}")
+    sd = arr.std(ddof=1)
+    if sd == 0.0:
+        return _exact_result("one_sample_t", float(arr.mean() - reference))
+    t = float(arr.mean() - reference) / (sd / math.sqrt(arr.size))
+    return _t_result("one_sample_t", t, arr.size - 1)
+
+
+def _t_result(name: str, t: float, df: float) -> TestResult:
+    return TestResult(
+        name=name,
+        statistic=float(t),
+        p_two_sided=float(2 * sps.t.sf(abs(t), df)),
+        p_less=float(sps.t.cdf(t, df)),
+        p_greater=float(sps.t.sf(t, df)),
+        df=float(df),
+    )
+
+
+def _exact_result(name: str, diff: float) -> TestResult:
+    if diff == 0.0:
+        return TestResult(name, 0.0, 1.0, 1.0, 1.0, math.inf)
+    t = math.copysign(math.inf, diff)
+    return TestResult(name, t, 0.0, 0.0 if diff < 0 else 1.0, 0.0 if diff > 0 else 1.0, math.inf)
+
+
+def cohens_d(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
+    """Standardized mean difference ``(mean(a) - mean(b)) / s_pooled`` (pooled sd with ddof=1)."""
+    a, b = _finite(_as_array(a, "a")), _finite(_as_array(b, "b"))
+    if a.size < 2 or b.size < 2:
+        raise ValueError(f"cohens_d: each group needs >= 2 finite values, got {a.size} and {b.size}")
+    pooled = math.sqrt(((a.size - 1) * a.var(ddof=1) + (b.size - 1) * b.var(ddof=1)) / (a.size + b.size - 2))
+    diff = float(a.mean() - b.mean())
+    if pooled == 0.0:
+        return 0.0 if diff == 0.0 else math.copysign(math.inf, diff)
+    return diff / pooled
+
+
+def relative_effect(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
+    """``(mean(a) - mean(b)) / |mean(b)|``: e.g. ``-0.4`` means ``a`` is 40% lower than ``b``."""
+    a, b = _finite(_as_array(a, "a")), _finite(_as_array(b, "b"))
+    mb = float(b.mean())
+    if mb == 0.0:
+        return math.nan
+    return float(a.mean() - mb) / abs(mb)
+
+
+def _diff_ci(a: np.ndarray, b: np.ndarray, paired: bool) -> tuple[float, float, float]:
+    """Mean difference ``a - b`` and its 95% interval (Welch or paired)."""
+    if paired:
+        iv = mean_ci(a - b)
+        return iv.mean, iv.lo, iv.hi
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    diff = float(a.mean() - b.mean())
+    se = math.sqrt(va + vb)
+    if se == 0.0:
+        return diff, diff, diff
+    df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
+    half = float(sps.t.ppf(0.975, df)) * se
+    return diff, diff - half, diff + half
+
+
+def compare_claim(
+    id: str,
+    claim: str,
+    source: str,
+    measurement: str,
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    direction: Direction,
+    *,
+    alpha: float = 0.025,
+    min_effect: float = 0.0,
+    effect: Effect = "relative",
+    transform: Transform = "none",
+    paired: bool = False,
+    labels: tuple[str, str] = ("a", "b"),
+) -> Claim:
+    """Judge "``a`` is ``direction`` than ``b``" from per-seed values and return a :class:`Claim`.
+
+    Args:
+        a, b: one value per seed for each group (``paired=True``: same seeds, same order).
+        direction: ``"less"`` or ``"greater"``: the direction the claim asserts for ``a`` vs ``b``.
+        alpha: one-sided significance level of the test in each direction.
+        min_effect: the smallest effect (a positive magnitude, in units of ``effect``) that counts as the
+            claimed effect, e.g. ``0.1`` with ``effect="relative"`` for "clearly lower" = at least 10%.
+        effect: ``"relative"`` (difference over ``|mean(b)|``; with ``transform="log"`` the ratio of
+            geometric means minus one) or ``"cohen_d"`` (standardized difference).
+        transform: ``"log"`` runs the test on ``log10`` of positive values.
+        paired: use the paired t-test (seed ``i`` of ``a`` and of ``b`` share initial weights/data).
+        labels: names for ``a`` and ``b`` in ``detail``.
+
+    The stored ``ci`` is the 95% interval of the effect (same units as ``effect_size``).
+    """
+    if direction not in ("less", "greater"):
+        raise ValueError(f"direction: expected 'less' or 'greater', got {direction!r}")
+    if effect not in ("relative", "cohen_d"):
+        raise ValueError(f"effect: expected 'relative' or 'cohen_d', got {effect!r}")
+    if transform not in ("none", "log"):
+        raise ValueError(f"transform: expected 'none' or 'log', got {transform!r}")
+    if min_effect < 0:
+        raise ValueError(f"min_effect: expected a magnitude >= 0, got {min_effect!r}")
+    a_raw, b_raw = _as_array(a, "a"), _as_array(b, "b")
+    if paired and a_raw.shape != b_raw.shape:
+        raise ValueError(f"paired: a and b need equal lengths, got {a_raw.size} and {b_raw.size}")
+    if transform == "log":
+        if (a_raw[np.isfinite(a_raw)] <= 0).any() or (b_raw[np.isfinite(b_raw)] <= 0).any():
+            raise ValueError("transform='log' needs positive values in a and b")
+        a_t, b_t = np.log10(a_raw), np.log10(b_raw)
+    else:
+        a_t, b_t = a_raw, b_raw
+    if paired:
+        keep = np.isfinite(a_t) & np.isfinite(b_t)
+        a_t, b_t = a_t[keep], b_t[keep]
+    else:
+        a_t, b_t = _finite(a_t), _finite(b_t)
+    n = int(min(a_t.size, b_t.size))
+    if n < 2:
+        return Claim(
+            id=id, claim=claim, source=source, measurement=measurement, verdict="inconclusive",
+            statistic="none", value=math.nan, n=n,
+            detail=f"fewer than 2 finite values per group ({a_t.size} {labels[0]}, {b_t.size} {labels[1]})",
+        )
+    test = paired_t(a_t, b_t) if paired else welch_t(a_t, b_t)
+    diff, lo, hi = _diff_ci(a_t, b_t, paired)
+
+    # Effect size and its interval, in the same units.
+    if effect == "cohen_d":
+        scale = math.sqrt((a_t.var(ddof=1) + b_t.var(ddof=1)) / 2) if not paired else float((a_t - b_t).std(ddof=1))
+        to_effect = (lambda d: d / scale) if scale > 0 else (lambda d: 0.0 if d == 0 else math.copysign(math.inf, d))
+    elif transform == "log":
+        to_effect = lambda d: 10.0**d - 1.0  # noqa: E731  ratio of geometric means, minus one
+    else:
+        mb = abs(float(b_t.mean()))
+        to_effect = (lambda d: d / mb) if mb > 0 else (lambda d: math.nan)
+    eff, eff_lo, eff_hi = to_effect(diff), to_effect(lo), to_effect(hi)
+
+    sign = -1.0 if direction == "less" else 1.0
+    p_claim = test.p_less if direction == "less" else test.p_greater
+    p_opposite = test.p_greater if direction == "less" else test.p_less
+    # The far end of the effect interval in the claimed direction: if even that falls short of
+    # min_effect, the data rule out an effect as large as the claim needs.
+    best_case = max(sign * eff_lo, sign * eff_hi)
+    if p_claim < alpha and sign * eff >= min_effect:
+        verdict = "supported"
+    elif p_opposite < alpha or (min_effect > 0 and best_case < min_effect):
+        verdict = "refuted"
+    else:
+        verdict = "inconclusive"
+    unit = "d" if effect == "cohen_d" else "rel"
+    ma, mbv = mean_ci(a_raw), mean_ci(b_raw)
+    detail = (
+        f"{labels[0]} {ma.fmt()} vs {labels[1]} {mbv.fmt()} (mean [95% CI], n={a_t.size}/{b_t.size}); "
+        f"{test.name}{' on log10' if transform == 'log' else ''}: t={test.statistic:.3g}, "
+        f"one-sided p={p_claim:.3g}; effect {unit}={eff:.3g} [{eff_lo:.3g}, {eff_hi:.3g}]"
+        + (f"; needs |effect| >= {min_effect:g} {direction}" if min_effect > 0 else "")
+    )
+    return Claim(
+        id=id, claim=claim, source=source, measurement=measurement, verdict=verdict,
+        statistic=test.name, value=test.statistic, p_value=p_claim, effect_size=eff,
+        ci=(float(min(eff_lo, eff_hi)), float(max(eff_lo, eff_hi))), n=n, detail=detail,
+    )
+
+
+def threshold_claim(
+    id: str,
+    claim: str,
+    source: str,
+    measurement: str,
+    values: Sequence[float] | np.ndarray,
+    direction: Direction,
+    threshold: float,
+    *,
+    alpha: float = 0.025,
+) -> Claim:
+    """Judge "the mean of ``values`` is ``direction`` than ``threshold``" (one-sample t-test).
+
+    ``supported`` if the one-sided test in the claimed direction has ``p < alpha``; ``refuted`` if the
+    opposite one does; else ``inconclusive``. ``effect_size`` is ``mean - threshold`` and ``ci`` its 95%
+    interval.
+    """
+    if direction not in ("less", "greater"):
+        raise ValueError(f"direction: expected 'less' or 'greater', got {direction!r}")
+    arr = _finite(_as_array(values, "values"))
+    iv = mean_ci(arr)
+    if arr.size < 2:
+        return Claim(id, claim, source, measurement, "inconclusive", "none", math.nan, n=int(arr.size),
+                     detail="fewer than 2 finite values")
+    test = one_sample_t(arr, threshold)
+    p_claim = test.p_less if direction == "less" else test.p_greater
+    p_opp = test.p_greater if direction == "less" else test.p_less
+    verdict = "supported" if p_claim < alpha else "refuted" if p_opp < alpha else "inconclusive"
+    return Claim(
+        id=id, claim=claim, source=source, measurement=measurement, verdict=verdict,
+        statistic=test.name, value=test.statistic, p_value=p_claim,
+        effect_size=iv.mean - threshold, ci=(iv.lo - threshold, iv.hi - threshold), n=iv.n,
+        detail=f"mean {iv.fmt()} vs threshold {threshold:g}; t={test.statistic:.3g}, one-sided p={p_claim:.3g}",
+    )
+
+
+def equivalence_claim(
+    id: str,
+    claim: str,
+    source: str,
+    measurement: str,
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray | float,
+    margin: float,
+    *,
+    paired: bool = False,
+) -> Claim:
+    """Judge "``a`` and ``b`` are the same within ``±margin``" (two one-sided tests, via the 90% rule).
+
+    ``b`` may be a number (compare the mean of ``a`` with it). ``supported`` if the 90% interval of the
+    difference lies inside ``[-margin, margin]`` (TOST at alpha=0.05); ``refuted`` if the 95% interval
+    lies entirely outside it; else ``inconclusive``.
+    """
+    if not margin > 0:
+        raise ValueError(f"margin: expected a positive number, got {margin!r}")
+    a_arr = _finite(_as_array(a, "a"))
+    if np.isscalar(b):
+        d = a_arr - float(b)  # type: ignore[arg-type]
+        label = f"vs {float(b):g}"  # type: ignore[arg-type]
+        paired = True
+    else:
+        b_arr = _as_array(b, "b")  # type: ignore[arg-type]
+        if paired:
+            d = _finite(_as_array(a, "a") - b_arr)
+        label = "vs b"
+    if paired:
+        if d.size < 2:
+            return Claim(id, claim, source, measurement, "inconclusive", "none", math.nan, n=int(d.size))
+        i90, i95 = mean_ci(d, 0.90), mean_ci(d, 0.95)
+        diff, n = i95.mean, int(d.size)
+    else:
+        b_arr = _finite(b_arr)
+        if a_arr.size < 2 or b_arr.size < 2:
+            return Claim(id, claim, source, measurement, "inconclusive", "none", math.nan,
+                         n=int(min(a_arr.size, b_arr.size)))
+        diff, lo95, hi95 = _diff_ci(a_arr, b_arr, paired=False)
+        # The 90% interval from the same Welch standard error.
+        va, vb = a_arr.var(ddof=1) / a_arr.size, b_arr.var(ddof=1) / b_arr.size
+        se = math.sqrt(va + vb)
+        dfw = (va + vb) ** 2 / (va**2 / (a_arr.size - 1) + vb**2 / (b_arr.size - 1)) if se > 0 else math.inf
+        half90 = float(sps.t.ppf(0.95, dfw)) * se if se > 0 else 0.0
+        i90 = Interval(diff, diff - half90, diff + half90, a_arr.size + b_arr.size, math.nan)
+        i95 = Interval(diff, lo95, hi95, a_arr.size + b_arr.size, math.nan)
+        n = int(min(a_arr.size, b_arr.size))
+    if -margin < i90.lo and i90.hi < margin:
+        verdict = "supported"
+    elif i95.lo > margin or i95.hi < -margin:
+        verdict = "refuted"
+    else:
+        verdict = "inconclusive"
+    return Claim(
+        id=id, claim=claim, source=source, measurement=measurement, verdict=verdict,
+        statistic="tost_90ci", value=diff, effect_size=diff, ci=(i95.lo, i95.hi), n=n,
+        detail=f"difference {label} {diff:.3g}, 90% CI [{i90.lo:.3g}, {i90.hi:.3g}], margin ±{margin:g}",
+    )
+
+
+def exact_claim(
+    id: str,
+    claim: str,
+    source: str,
+    measurement: str,
+    observed: float,
+    expected: float,
+    *,
+    rtol: float = 1e-6,
+    atol: float = 1e-6,
+) -> Claim:
+    """Judge a deterministic number (no seeds involved): ``supported`` iff ``observed ≈ expected``.
+
+    For numbers a seed states exactly (a BatchNorm running mean after one step, an inverted-dropout sum).
+    """
+    ok = math.isclose(observed, expected, rel_tol=rtol, abs_tol=atol)
+    return Claim(
+        id=id, claim=claim, source=source, measurement=measurement,
+        verdict="supported" if ok else "refuted", statistic="abs_diff", value=abs(observed - expected),
+        effect_size=observed - expected, n=1,
+        detail=f"observed {observed:.6g}, expected {expected:.6g} (rtol={rtol:g}, atol={atol:g})",
+    )
+
+
+def combine_verdicts(verdicts: Sequence[str]) -> str:
+    """A claim that needs several comparisons: supported if all are, refuted if any is, else inconclusive."""
+    if not verdicts:
+        raise ValueError("verdicts: expected at least one verdict, got none")
+    if all(v == "supported" for v in verdicts):
+        return "supported"
+    if any(v == "refuted" for v in verdicts):
+        return "refuted"
+    return "inconclusive"
+
+
+def not_judged(id: str, claim: str, source: str, measurement: str, why: str) -> Claim:
+    """A claim this run cannot judge (its arms were not run, too few finite values): ``inconclusive``,
+    with ``why`` as the detail the report shows."""
+    return Claim(id=id, claim=claim, source=source, measurement=measurement, verdict="inconclusive",
+                 statistic="none", value=math.nan, n=0, detail=why)

@@ -1,0 +1,141 @@
+"""normlab.kit.stats against scipy (the oracle) and against verdicts known by construction."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats as sps
+
+from normlab.kit import stats
+
+finite = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False)
+samples = st.lists(finite, min_size=3, max_size=30).filter(lambda v: np.std(v) > 1e-3)
+
+
+@settings(max_examples=25, deadline=None)
+@given(samples)
+def test_mean_ci_matches_scipy_t_interval(values):
+    iv = stats.mean_ci(values)
+    lo, hi = sps.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=sps.sem(values))
+    assert iv.mean == pytest.approx(np.mean(values))
+    assert iv.lo == pytest.approx(lo, rel=1e-9, abs=1e-9)
+    assert iv.hi == pytest.approx(hi, rel=1e-9, abs=1e-9)
+    assert iv.n == len(values)
+
+
+def test_mean_ci_one_value_claims_no_certainty_and_drops_nan():
+    iv = stats.mean_ci([3.0])
+    assert iv.mean == 3.0 and iv.lo == -math.inf and iv.hi == math.inf
+    assert stats.mean_ci([1.0, float("nan"), 3.0]).n == 2
+
+
+@settings(max_examples=25, deadline=None)
+@given(samples, samples)
+def test_welch_matches_scipy(a, b):
+    r = stats.welch_t(a, b)
+    ref = sps.ttest_ind(a, b, equal_var=False)
+    assert r.statistic == pytest.approx(ref.statistic, rel=1e-9)
+    assert r.p_two_sided == pytest.approx(ref.pvalue, rel=1e-7, abs=1e-12)
+    assert r.p_less == pytest.approx(sps.ttest_ind(a, b, equal_var=False, alternative="less").pvalue, rel=1e-7, abs=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(finite, finite), min_size=3, max_size=20).filter(
+    lambda p: np.std([x - y for x, y in p]) > 1e-3))
+def test_paired_matches_scipy(pairs):
+    a, b = np.array(pairs).T
+    r = stats.paired_t(a, b)
+    ref = sps.ttest_rel(a, b)
+    assert r.statistic == pytest.approx(ref.statistic, rel=1e-9)
+    assert r.p_greater == pytest.approx(sps.ttest_rel(a, b, alternative="greater").pvalue, rel=1e-7, abs=1e-12)
+
+
+def test_one_sample_matches_scipy():
+    v = np.array([1.2, 0.7, 1.9, 1.1, 0.4])
+    r = stats.one_sample_t(v, 1.5)
+    assert r.statistic == pytest.approx(sps.ttest_1samp(v, 1.5).statistic)
+
+
+def test_cohens_d_and_relative_effect_by_hand():
+    a, b = np.array([1.0, 2.0, 3.0]), np.array([3.0, 4.0, 5.0])
+    assert stats.cohens_d(a, b) == pytest.approx(-2.0)  # pooled sd = 1
+    assert stats.relative_effect(a, b) == pytest.approx(-0.5)
+
+
+def test_constant_groups_give_exact_p_not_nan():
+    r = stats.welch_t([1.0, 1.0, 1.0], [2.0, 2.0, 2.0])
+    assert r.p_less == 0.0 and r.p_greater == 1.0
+    assert stats.welch_t([1.0, 1.0], [1.0, 1.0]).p_two_sided == 1.0
+
+
+def _claim(a, b, direction="less", **kw):
+    return stats.compare_claim("X", "a < b", "test", "m", a, b, direction, **kw)
+
+
+rng = np.random.default_rng(0)
+LOW, HIGH = rng.normal(1.0, 0.1, 30), rng.normal(2.0, 0.1, 30)
+
+
+def test_compare_claim_supported_refuted_inconclusive():
+    assert _claim(LOW, HIGH).verdict == "supported"
+    assert _claim(HIGH, LOW).verdict == "refuted"  # significant the other way
+    same = rng.normal(1.0, 0.5, 5)
+    assert _claim(same, same + rng.normal(0, 0.5, 5)).verdict == "inconclusive"
+
+
+def test_compare_claim_refutes_when_effect_too_small_for_the_claim():
+    a = np.full(30, 1.0) + rng.normal(0, 1e-3, 30)
+    b = a + 0.01  # a is 1% lower, precisely measured: "clearly lower (>= 10%)" is ruled out
+    c = _claim(a, b, paired=True, min_effect=0.1)
+    assert c.verdict == "refuted"
+    assert c.effect_size == pytest.approx(-0.01 / 1.01, rel=1e-2)
+    assert _claim(a, b, paired=True).verdict == "supported"  # without a minimum effect: a real difference
+
+
+def test_compare_claim_log_transform_effect_is_ratio_of_geometric_means():
+    a, b = np.array([1.0, 2.0, 4.0]), np.array([10.0, 20.0, 40.0])
+    c = _claim(a, b, transform="log", paired=True)
+    assert c.effect_size == pytest.approx(-0.9)
+    with pytest.raises(ValueError, match="positive"):
+        _claim(-a, b, transform="log")
+
+
+def test_compare_claim_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="direction"):
+        _claim(LOW, HIGH, direction="lower")
+    with pytest.raises(ValueError, match="min_effect"):
+        _claim(LOW, HIGH, min_effect=-1)
+    assert _claim([1.0], [2.0]).verdict == "inconclusive"
+
+
+def test_threshold_equivalence_exact_and_combine():
+    assert stats.threshold_claim("T", "c", "s", "m", LOW, "less", 1.5).verdict == "supported"
+    assert stats.threshold_claim("T", "c", "s", "m", LOW, "greater", 1.5).verdict == "refuted"
+    close = rng.normal(0.0, 0.01, 40)
+    assert stats.equivalence_claim("E", "c", "s", "m", close, 0.0, margin=0.05).verdict == "supported"
+    assert stats.equivalence_claim("E", "c", "s", "m", close + 1.0, 0.0, margin=0.05).verdict == "refuted"
+    assert stats.equivalence_claim("E", "c", "s", "m", LOW, HIGH, margin=0.05).verdict == "refuted"
+    assert stats.equivalence_claim("E", "c", "s", "m", LOW, LOW + 1e-3, margin=0.2).verdict == "supported"
+    assert stats.exact_claim("X", "c", "s", "m", 0.3000000001, 0.3).verdict == "supported"
+    assert stats.exact_claim("X", "c", "s", "m", 0.31, 0.3).verdict == "refuted"
+    assert stats.combine_verdicts(["supported", "supported"]) == "supported"
+    assert stats.combine_verdicts(["supported", "refuted"]) == "refuted"
+    assert stats.combine_verdicts(["supported", "inconclusive"]) == "inconclusive"
+
+
+
+def test_verdict_agrees_with_the_shown_95pct_interval_at_the_boundary():
+    """One-sided p between 0.025 and 0.05: the 95% interval printed beside the verdict still admits no
+    effect, so the claim must not be 'supported' (the default alpha is the interval's 0.025 per side)."""
+    n = 10
+    z = np.linspace(-1.0, 1.0, n)
+    z = (z - z.mean()) / z.std(ddof=1)  # mean 0, sd 1: the paired t statistic is shift * sqrt(n)
+    b = np.linspace(1.0, 2.0, n)
+    a = b - 2.0 / math.sqrt(n) + z  # t = -2.0 with 9 df: one-sided p ~ 0.038
+    p_one_sided = sps.ttest_rel(a, b, alternative="less").pvalue
+    assert 0.025 < p_one_sided < 0.05
+    c = stats.compare_claim("x", "a < b", "test", "m", a, b, "less", effect="cohen_d", paired=True)
+    assert c.ci is not None and c.ci[0] < 0 < c.ci[1]
+    assert c.verdict == "inconclusive"
