@@ -119,7 +119,7 @@ def fashion_mnist_dir() -> Path:
     return Path(os.environ.get(FASHION_MNIST_ENV, FASHION_MNIST_DIR))
 
 
-@functools.lru_cache(maxsize=2)  # a study loads it once per cell; decompress + hash costs ~0.5 s
+@functools.lru_cache(maxsize=2)  # a study loads it once per cell; decompressing and hashing each time would dominate small cells
 def _load_fashion_arrays(root: Path) -> tuple[np.ndarray, ...]:
     arrays = [_read_idx(root / name, *spec) for name, spec in _FASHION_FILES.items()]
     for labels in (arrays[1], arrays[3]):

@@ -4,9 +4,9 @@ A cell allocates the same large blocks again and again: probe rings, and the lon
 probe's records (millions of rows: tens of MB per column). glibc serves blocks above a threshold (128 KB
 to 32 MB, adaptive) with ``mmap`` and hands them back to the kernel on ``free``; the next allocation then
 takes fresh pages, and every page costs a fault on first touch. On the virtual machines normlab runs on
-that first touch is the expensive part: measured here, 0.4-0.6 GB/s for fresh pages against 15 GB/s for
-rewriting touched ones, and building a 5-million-row probe table took 0.5 s in a fresh process against
-0.1 s when the process already held the memory.
+that first touch is the expensive part: guest memory handed back to the host must be faulted in again,
+much more slowly than pages the process already holds are rewritten (tests/engine/test_memory.py counts
+the page faults a freed block costs with and without this).
 
 :func:`retain_freed_memory` sets glibc's ``M_MMAP_MAX`` to 0 (every block comes from the heap, which
 ``free`` keeps) and raises ``M_TRIM_THRESHOLD`` (the heap is never shrunk). The process then keeps its

@@ -296,9 +296,8 @@ def excess_kurtosis(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
 def std_and_excess_kurtosis(x: torch.Tensor, dim: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x.std(dim), excess_kurtosis(x, dim))`` from one set of centered values.
 
-    Two-pass (mean, then centered powers): on CPU ``Tensor.std`` uses Welford's update and costs several
-    times as much (measured on a 32 x 1421 gradient matrix: 0.26 ms for ``Tensor.std`` alone, 0.055 ms for
-    both statistics here).
+    Two-pass (mean, then centered powers): on CPU ``Tensor.std`` uses Welford's update, which costs more
+    than both statistics computed here from one set of centered values.
     The std is the sample one (``correction=1``) as ``Tensor.std``; the kurtosis uses the population
     variance: ``m4 / m2**2 - 3`` with ``m_k = mean((x - mean)**k)``, 0 for a constant.
     """

@@ -17,10 +17,9 @@ columns of one member-major matrix ``flat.param`` ``(N, P)`` (member ``i``'s par
 * ``flat.zero_grad()`` is one fill. Call it instead of ``optimizer.zero_grad()``, whose default
   ``set_to_none=True`` would drop ``flat.param.grad`` (the optimizer would then skip every step).
 
-Measured on seed 000's network with 32 members (fused Adam, 1000 steps, 2026-11-23): the training step
-itself costs the same either way (1.008 s against 1.009 s); what it saves is the per-step concatenation
-of the gradients where a per-member quantity of the whole gradient is read, and the probe captures
-the parameters with one gather.
+The training step itself costs about the same either way; what the flat layout saves is the per-step
+concatenation of the gradients where a per-member quantity of the whole gradient is read, and the probe
+captures the parameters with one gather.
 The module's parameters keep their names and shapes (they are strided views), so ``state_dict``,
 ``normlab.probe.Probe`` and everything that reads ``model.parameters()`` work unchanged.
 """
