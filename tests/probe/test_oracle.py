@@ -13,7 +13,7 @@ from probe_oracle import Lookup, NaiveOracle, bn_relu_model, naive_summary, seed
 from torch import nn
 
 from normlab.probe import Probe, hooks
-from normlab.probe.stats import activation_moments, activation_stats
+from normlab.probe.moments import activation_moments, activation_stats
 
 RTOL = 1e-9
 
@@ -43,12 +43,12 @@ def _close(actual, expected, rtol=RTOL, atol=1e-12):
                          [(1, "segments"), (3, "split"), (64, "hook"), (3, "deferred"), (64, "deferred")])
 def test_seed000_statistics_equal_naive_per_tensor_computation(flush_every, path, monkeypatch):
     if path != "deferred":  # the per-step reductions (flush_every=1 alone would already not defer)
-        monkeypatch.setattr("normlab.probe.deferred.RING_ELEMENTS", 0)
+        monkeypatch.setattr("normlab.probe.step_ring.RING_ELEMENTS", 0)
     if path == "hook":  # every output reduced in its hook instead of at the step
         monkeypatch.setattr("normlab.probe.hooks.REDUCE_IN_HOOKS", True)
     if path == "split":  # the step vector counts as large: reduced tensor by tensor
         monkeypatch.setattr("normlab.probe.step_vector.SPLIT_ABOVE_ELEMENTS", 0)
-        monkeypatch.setattr("normlab.probe.stats.SMALL_TENSOR_ELEMENTS", 10)  # runs of biases, blocks of weights
+        monkeypatch.setattr("normlab.probe.moments.SMALL_TENSOR_ELEMENTS", 10)  # runs of biases, blocks of weights
     model = seed000_ln_model()
     x, y = seed000_data()
     probe, snapshots = _train_with_oracle(model, x, y, steps=5, probe_kwargs={"flush_every": flush_every})
@@ -85,10 +85,10 @@ def test_seed000_statistics_equal_naive_per_tensor_computation(flush_every, path
 @pytest.mark.parametrize("split", [False, True, "deferred"])
 def test_running_stats_and_zero_fraction_equal_naive(split, monkeypatch):
     if split != "deferred":
-        monkeypatch.setattr("normlab.probe.deferred.RING_ELEMENTS", 0)
+        monkeypatch.setattr("normlab.probe.step_ring.RING_ELEMENTS", 0)
     if split is True:
         monkeypatch.setattr("normlab.probe.step_vector.SPLIT_ABOVE_ELEMENTS", 0)
-        monkeypatch.setattr("normlab.probe.stats.SMALL_TENSOR_ELEMENTS", 10)  # runs of biases, blocks of weights
+        monkeypatch.setattr("normlab.probe.moments.SMALL_TENSOR_ELEMENTS", 10)  # runs of biases, blocks of weights
     model = bn_relu_model()
     torch.manual_seed(2)
     x, y = torch.randn(16, 3, dtype=torch.float64), torch.randn(16, dtype=torch.float64)

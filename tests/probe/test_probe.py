@@ -44,7 +44,7 @@ def _run_with_manual_steps(steps, **kwargs):
 @pytest.mark.parametrize(("every", "lean"), [(1, False), (3, False), (2, True)])
 def test_manual_step_records_the_same_as_optimizer_hooks(every, lean, monkeypatch):
     if lean:  # the large models' path: no ring, no update region (update reduced tensor by tensor)
-        monkeypatch.setattr("normlab.probe.deferred.RING_ELEMENTS", 0)
+        monkeypatch.setattr("normlab.probe.step_ring.RING_ELEMENTS", 0)
         monkeypatch.setattr("normlab.probe.step_vector.SPLIT_ABOVE_ELEMENTS", 0)
         assert Probe(seed000_ln_model())._vector.lean
     hooked = _run_with_optimizer_hooks(7, every=every, histograms=2)

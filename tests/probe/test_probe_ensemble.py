@@ -53,12 +53,12 @@ def _train(model, x, y, steps=3):
 @pytest.mark.parametrize("path", ["deferred", "segments", "hook", "split"])
 def test_per_member_statistics_equal_each_member_trained_alone(path, monkeypatch):
     if path != "deferred":
-        monkeypatch.setattr("normlab.probe.deferred.RING_ELEMENTS", 0)
+        monkeypatch.setattr("normlab.probe.step_ring.RING_ELEMENTS", 0)
     if path == "hook":
         monkeypatch.setattr("normlab.probe.hooks.REDUCE_IN_HOOKS", True)
     if path == "split":
         monkeypatch.setattr("normlab.probe.step_vector.SPLIT_ABOVE_ELEMENTS", 0)
-        monkeypatch.setattr("normlab.probe.stats.SMALL_TENSOR_ELEMENTS", 10)  # runs of biases, blocks of weights
+        monkeypatch.setattr("normlab.probe.moments.SMALL_TENSOR_ELEMENTS", 10)  # runs of biases, blocks of weights
     singles, ensemble = _members_and_ensemble()
     torch.manual_seed(1)
     x, y = torch.randn(10, 2, dtype=torch.float64), torch.randn(10, dtype=torch.float64)

@@ -43,12 +43,12 @@ def run(width, depth):
 
 # Warm-up: a small model through the large models' code path, so the first use of each kernel (code
 # pages, allocator pools: a fixed cost) is not counted as the large model's.
-ring, split = deferred.RING_ELEMENTS, step_vector.SPLIT_ABOVE_ELEMENTS
-deferred.RING_ELEMENTS = step_vector.SPLIT_ABOVE_ELEMENTS = 0
+ring, split = step_ring.RING_ELEMENTS, step_vector.SPLIT_ABOVE_ELEMENTS
+step_ring.RING_ELEMENTS = step_vector.SPLIT_ABOVE_ELEMENTS = 0
 small = run(64, 2)
 with Probe(small[0], small[1], histograms=histograms):
     steps(*small)
-deferred.RING_ELEMENTS, step_vector.SPLIT_ABOVE_ELEMENTS = ring, split
+step_ring.RING_ELEMENTS, step_vector.SPLIT_ABOVE_ELEMENTS = ring, split
 del small
 
 model, optimizer, x = run(width, depth)

@@ -17,7 +17,7 @@ from torch import nn
 
 from normlab.nn.surgery import is_norm_class
 from normlab.probe.histograms import SymLogBins
-from normlab.probe.stats import activation_moments
+from normlab.probe.moments import activation_moments
 
 ModuleSelector = Iterable[str | type[nn.Module]] | Callable[[str, nn.Module], bool] | None
 

@@ -14,9 +14,9 @@ Cost model: on a recorded step the probe launches a fixed number of kernels for 
 small module outputs together (``step_vector.StepVector``), a few per large module output, and one copy
 per row into a device buffer; the only host sync is the buffer flush every ``flush_every`` recorded
 steps. For small models even that fixed set costs as much as a training step, so when ``flush_every``
-step vectors fit in ``deferred.RING_ELEMENTS`` a recorded step only copies its step vector into a ring
+step vectors fit in ``step_ring.RING_ELEMENTS`` a recorded step only copies its step vector into a ring
 (one kernel) and the ring is reduced every ``flush_every`` steps for all of them at once
-(``deferred.StepRing``; same tables, tested). Memory: three flat copies of the trainable parameters
+(``step_ring.StepRing``; same tables, tested). Memory: three flat copies of the trainable parameters
 (gradients, weights before the step, update) for models small enough for the ring, plus the ring; two
 for larger ones (the update is reduced tensor by tensor, ``StepVector(lean=True)``), plus temporaries
 the size of the largest tensor; the small outputs of the current step and the buffer.
@@ -34,15 +34,15 @@ import pandas as pd
 import torch
 from torch import nn
 
-from normlab.probe import deferred, step_vector
+from normlab.probe import step_ring, step_vector
 from normlab.probe.alerts import AlertMonitor, AlertRules
 from normlab.probe.buffer import DeviceBuffer
-from normlab.probe.deferred import StepRing
-from normlab.probe.flatten import Flattener
+from normlab.probe.flat_copy import Flattener
 from normlab.probe.histograms import SymLogBins
 from normlab.probe.hooks import SAMPLE_ABOVE_ELEMENTS, ActivationHooks, ModuleSelector, select_modules
+from normlab.probe.moments import N_ACTIVATION_MOMENTS, SMALL_TENSOR_ELEMENTS, SegmentLayout
 from normlab.probe.schedule import Schedule, _positive_int
-from normlab.probe.stats import N_ACTIVATION_MOMENTS, SMALL_TENSOR_ELEMENTS, SegmentLayout
+from normlab.probe.step_ring import StepRing
 from normlab.probe.step_vector import StepVector
 from normlab.probe.tables import Catalog, concat_scalars, histograms_frame, scalars_frame
 from normlab.probe.writers import TensorBoardWriter, write_parquet_atomic
@@ -218,7 +218,7 @@ class Probe:
         capacity = len(self._activations.slots) * self.members * SAMPLE_ABOVE_ELEMENTS
         # Step vectors too large for a ring are reduced at every recorded step: they need no update region.
         full = 3 * param_layout.total + 2 * running_layout.total
-        lean = (deferred.ring_rows(full, flush_every) < deferred.MIN_RING_ROWS
+        lean = (step_ring.ring_rows(full, flush_every) < step_ring.MIN_RING_ROWS
                 and full > step_vector.SPLIT_ABOVE_ELEMENTS)
         self._vector = StepVector(param_layout, running_layout, device, dtype, self.binning,
                                   activation_capacity=capacity, lean=lean)
@@ -243,13 +243,13 @@ class Probe:
         self._act_moments = torch.empty((act_rows, N_ACTIVATION_MOMENTS), device=device, dtype=dtype)
         self._act_counts = (torch.empty((act_rows, self.binning.bins), device=device, dtype=torch.int64)
                             if self.binning is not None else None)
-        # Captures copy tensors into the step vector with a plan kept while their layout stays (flatten.py).
+        # Captures copy tensors into the step vector with a plan kept while their layout stays (flat_copy.py).
         self._flatten_grads, self._flatten_params = Flattener(), Flattener()
         self._tensorboard: TensorBoardWriter | None = None  # opened last (below): it starts a writer thread
         self._scalars_cache: pd.DataFrame | None = None
         self._histograms_cache: pd.DataFrame | None = None
 
-        # Deferred reduction (see deferred.py): rings of raw step vectors, one per layout of kept outputs.
+        # Deferred reduction (see step_ring.py): rings of raw step vectors, one per layout of kept outputs.
         self._rings: dict[tuple, StepRing | None] = {}
         self._ring: StepRing | None = None  # the ring holding unreduced rows, if any
         self._ring_steps: list[int] = []
@@ -469,9 +469,9 @@ class Probe:
         else:
             total, act_rows, offsets, n_act, lengths = self._vector.layout(kept, self.members)
             length = self._vector.fixed_total + total
-            capacity = deferred.ring_rows(length, self._flush_every)
+            capacity = step_ring.ring_rows(length, self._flush_every)
             ring = None
-            if capacity >= deferred.MIN_RING_ROWS:
+            if capacity >= step_ring.MIN_RING_ROWS:
                 ring = StepRing(capacity, length, self._vector.fixed_segments, lengths, self._vector.device,
                                 self._vector.dtype, self.binning, self._vector.histogram_start, offsets,
                                 self._vector.histogram_param_segments + n_act, act_rows)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from normlab.probe.histograms import SegmentBinning, SymLogBins
-from normlab.probe.stats import ReductionPlan, Scratch, SegmentLayout, _rows_moments, segment_moments
+from normlab.probe.moments import ReductionPlan, Scratch, SegmentLayout, _rows_moments, segment_moments
 
 SPLIT_ABOVE_ELEMENTS = 1 << 17  # larger step vectors follow a ReductionPlan (large tensors one by one)
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from normlab.probe.buffer import Chunk
-from normlab.probe.stats import (
+from normlab.probe.moments import (
     ACTIVATION_STATS,
     N_ACTIVATION_MOMENTS,
     TENSOR_STATS,

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from probe_oracle import bn_relu_model, seed000_data, seed000_ln_model
 from torch import nn
 
-from normlab.probe import Probe, deferred
-from normlab.probe.deferred import GroupedSegments
+from normlab.probe import Probe, step_ring
+from normlab.probe.step_ring import GroupedSegments
 
 SCALAR_KEYS = ["step", "member", "name", "kind", "stat"]
 HISTOGRAM_KEYS = ["step", "member", "name", "kind", "bin_lo"]
@@ -28,7 +28,7 @@ def _train(make_model, batches, monkeypatch, defer, manual=False, read_midway=No
     """Train on ``batches`` (a list of (x, y)); ``defer=False`` forces the per-step path."""
     with monkeypatch.context() as patch:
         if not defer:
-            patch.setattr(deferred, "RING_ELEMENTS", 0)
+            patch.setattr(step_ring, "RING_ELEMENTS", 0)
         model = make_model()
         optimizer = torch.optim.Adam(model.parameters(), lr=0.01, weight_decay=0.01)
         probe = Probe(model, None if manual else optimizer, **kwargs)
@@ -105,10 +105,10 @@ def test_outputs_changed_in_place_fall_back_to_the_per_step_path(monkeypatch):
 
 
 def test_ring_rows_follow_the_memory_budget(monkeypatch):
-    assert deferred.ring_rows(1000, 64) == 64
-    monkeypatch.setattr(deferred, "RING_ELEMENTS", 10_000)
-    assert deferred.ring_rows(1000, 64) == 10
-    assert deferred.ring_rows(20_000, 64) < deferred.MIN_RING_ROWS  # too large: the per-step path
+    assert step_ring.ring_rows(1000, 64) == 64
+    monkeypatch.setattr(step_ring, "RING_ELEMENTS", 10_000)
+    assert step_ring.ring_rows(1000, 64) == 10
+    assert step_ring.ring_rows(20_000, 64) < step_ring.MIN_RING_ROWS  # too large: the per-step path
 
 
 @settings(max_examples=25, deadline=None)
@@ -123,8 +123,8 @@ def test_grouped_segment_moments_equal_naive_per_segment(lengths, rows, seed):
        seed=st.integers(0, 2**16))
 def test_long_segments_read_in_place_equal_naive_per_segment(lengths, rows, seed):
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(deferred, "GATHER_MAX_ELEMENTS", 4)  # 5, 12 and 13 are "long": blocks, no gather
-        patch.setattr(deferred, "IN_PLACE_MIN_ELEMENTS", 9)  # and so are runs such as 3, 3, 3
+        patch.setattr(step_ring, "GATHER_MAX_ELEMENTS", 4)  # 5, 12 and 13 are "long": blocks, no gather
+        patch.setattr(step_ring, "IN_PLACE_MIN_ELEMENTS", 9)  # and so are runs such as 3, 3, 3
         _check_grouped_moments(lengths, rows, seed)
 
 
@@ -183,10 +183,10 @@ def test_large_vector_paths_record_the_deferred_tables(lean, monkeypatch):
     reference = _train(bn_relu_model, batches, monkeypatch, True, **kwargs)
     with monkeypatch.context() as patch:
         patch.setattr("normlab.probe.step_vector.SPLIT_ABOVE_ELEMENTS", 0)
-        patch.setattr("normlab.probe.stats.SMALL_TENSOR_ELEMENTS", 4)  # tensors reduced as blocks
+        patch.setattr("normlab.probe.moments.SMALL_TENSOR_ELEMENTS", 4)  # tensors reduced as blocks
         patch.setattr("normlab.probe.histograms.LONG_SEGMENT_ELEMENTS", 8)  # and binned with one offset
         if lean:
-            patch.setattr(deferred, "RING_ELEMENTS", 0)
+            patch.setattr(step_ring, "RING_ELEMENTS", 0)
         else:  # outputs reduced in their hooks: every step takes the per-step path, the ring stays possible
             patch.setattr("normlab.probe.hooks.REDUCE_IN_HOOKS", True)
         model = bn_relu_model()
