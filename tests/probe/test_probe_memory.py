@@ -19,7 +19,7 @@ MEASURE = r"""
 import json, resource, sys
 import torch
 from torch import nn
-from normlab.probe import Probe, deferred, step_vector
+from normlab.probe import Probe, ReductionPolicy
 
 torch.set_num_threads(1)
 torch.manual_seed(0)
@@ -43,12 +43,9 @@ def run(width, depth):
 
 # Warm-up: a small model through the large models' code path, so the first use of each kernel (code
 # pages, allocator pools: a fixed cost) is not counted as the large model's.
-ring, split = step_ring.RING_ELEMENTS, step_vector.SPLIT_ABOVE_ELEMENTS
-step_ring.RING_ELEMENTS = step_vector.SPLIT_ABOVE_ELEMENTS = 0
 small = run(64, 2)
-with Probe(small[0], small[1], histograms=histograms):
+with Probe(small[0], small[1], histograms=histograms, policy=ReductionPolicy(ring_elements=0, split_above_elements=0)):
     steps(*small)
-step_ring.RING_ELEMENTS, step_vector.SPLIT_ABOVE_ELEMENTS = ring, split
 del small
 
 model, optimizer, x = run(width, depth)

@@ -26,6 +26,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from normlab.probe.policy import DEFAULT_POLICY, ReductionPolicy
+
 ACTIVATION_STATS = ("mean", "std", "rms", "absmax", "zero_frac")
 TENSOR_STATS = ("norm", "mean", "std", "absmax")
 N_ACTIVATION_MOMENTS = 4  # mean, var, absmax, zero fraction
@@ -135,7 +137,6 @@ def segment_moments(x: torch.Tensor, segment: torch.Tensor, counts: torch.Tensor
     return torch.stack((mean, var, absmax, zero_frac))
 
 
-SMALL_TENSOR_ELEMENTS = 1 << 10  # runs of tensors up to this size (per member) are reduced by segment
 BLOCK_ELEMENTS = 1 << 18  # a block is reduced this many values at a time (whole rows): bounds the temporaries
 
 
@@ -148,8 +149,9 @@ class ReductionPlan:
     per-element cost of ``index_add_``/``scatter_reduce_`` would dominate. Result order is unchanged."""
 
     def __init__(self, lengths: Sequence[int], members: int, device: torch.device, dtype: torch.dtype,
-                 zeros_from: int = 0):
-        """``zeros_from``: index of the first tensor whose zero fraction is wanted (the activations)."""
+                 zeros_from: int = 0, policy: ReductionPolicy = DEFAULT_POLICY):
+        """``zeros_from``: index of the first tensor whose zero fraction is wanted (the activations);
+        ``policy.small_tensor_elements``: which tensors are small."""
         self.members = members
         self.steps: list[tuple] = []
         self.scratch = Scratch()
@@ -165,7 +167,7 @@ class ReductionPlan:
                 run = []
 
         for index, length in enumerate(lengths):
-            if length // members <= SMALL_TENSOR_ELEMENTS:
+            if policy.is_small(length // members):
                 run.append(length)
                 continue
             close_run()

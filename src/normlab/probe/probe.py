@@ -34,13 +34,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from normlab.probe import step_ring, step_vector
 from normlab.probe.alerts import AlertMonitor, AlertRules
 from normlab.probe.buffer import DeviceBuffer
 from normlab.probe.flat_copy import Flattener
 from normlab.probe.histograms import SymLogBins
 from normlab.probe.hooks import SAMPLE_ABOVE_ELEMENTS, ActivationHooks, ModuleSelector, select_modules
-from normlab.probe.moments import N_ACTIVATION_MOMENTS, SMALL_TENSOR_ELEMENTS, SegmentLayout
+from normlab.probe.moments import N_ACTIVATION_MOMENTS, SegmentLayout
+from normlab.probe.policy import DEFAULT_POLICY, ReductionPolicy
 from normlab.probe.schedule import Schedule, _positive_int
 from normlab.probe.step_ring import StepRing
 from normlab.probe.step_vector import StepVector
@@ -138,6 +138,8 @@ class Probe:
             rows for anomalies (spikes, non-finite values, dead units, update ratios, running-stat drift):
             a :class:`~normlab.probe.alerts.ProbeAlert` warning the first time each (alert, name) occurs,
             every occurrence in :meth:`alerts`. Off the hot path: the rules run on the host at flushes.
+        policy: a :class:`~normlab.probe.policy.ReductionPolicy`: which reduction path each step takes
+            (default: chosen by the model's size; every path records the same numbers).
 
     Records (long format): :meth:`scalars` has ``step, member, name, kind, stat, value`` with kinds
     ``activation`` / ``norm_in`` / ``norm_out`` (stats mean, std, rms, absmax, zero_frac), ``grad`` and
@@ -163,6 +165,7 @@ class Probe:
         record_eval: bool = False,
         flush_every: int = 64,
         alerts: bool | AlertRules = False,
+        policy: ReductionPolicy | None = None,
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"Probe: model must be a torch.nn.Module, got {type(model).__name__}")
@@ -171,6 +174,9 @@ class Probe:
             raise TypeError(f"Probe: alerts must be True, False or an AlertRules, got {alerts!r}")
         if logdir is not None and not isinstance(logdir, (str, os.PathLike)):
             raise TypeError(f"Probe: logdir must be a path or None, got {logdir!r}")
+        if policy is not None and not isinstance(policy, ReductionPolicy):
+            raise TypeError(f"Probe: policy must be a ReductionPolicy or None, got {policy!r}")
+        self.policy = policy = policy if policy is not None else DEFAULT_POLICY
         self.schedule = Schedule.from_arguments(every, histograms)
         self.binning = SymLogBins(bins) if self.schedule.histogram_every is not None else None
         if self.binning is None:
@@ -181,7 +187,7 @@ class Probe:
 
         named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
         # Small parameters first: they form one run in each region of the step vector (see ReductionPlan).
-        named.sort(key=lambda item: item[1].numel() > SMALL_TENSOR_ELEMENTS * self.members)
+        named.sort(key=lambda item: not policy.is_small(item[1].numel() // self.members))
         unstepped = _stepped_by(named, optimizers) if optimizers else frozenset()
         if unstepped:
             unstepped_names = {named[i][0] for i in unstepped}
@@ -207,7 +213,7 @@ class Probe:
         param_layout = SegmentLayout([p.shape for p in self._params], self.members, device)
         running_layout = SegmentLayout([b.shape for b in self._running], self.members, device)
         selected = select_modules(model, modules)
-        self._activations = ActivationHooks(selected, self.members, self.binning, record_eval)
+        self._activations = ActivationHooks(selected, self.members, self.binning, record_eval, policy.reduce_in_hooks)
         rules = alerts if isinstance(alerts, AlertRules) else AlertRules() if alerts else None
         matrices = [name for name, p in named if p.dim() - (self.members > 1) >= 2]  # what update_ratio watches
         self._alerts = AlertMonitor(rules, [name for name, _ in selected], matrices) if rules is not None else None
@@ -218,10 +224,8 @@ class Probe:
         capacity = len(self._activations.slots) * self.members * SAMPLE_ABOVE_ELEMENTS
         # Step vectors too large for a ring are reduced at every recorded step: they need no update region.
         full = 3 * param_layout.total + 2 * running_layout.total
-        lean = (step_ring.ring_rows(full, flush_every) < step_ring.MIN_RING_ROWS
-                and full > step_vector.SPLIT_ABOVE_ELEMENTS)
         self._vector = StepVector(param_layout, running_layout, device, dtype, self.binning,
-                                  activation_capacity=capacity, lean=lean)
+                                  activation_capacity=capacity, lean=policy.is_lean(full, flush_every), policy=policy)
         self._running_previous: torch.Tensor | None = None
 
         self.catalog = Catalog(
@@ -244,7 +248,8 @@ class Probe:
         self._act_counts = (torch.empty((act_rows, self.binning.bins), device=device, dtype=torch.int64)
                             if self.binning is not None else None)
         # Captures copy tensors into the step vector with a plan kept while their layout stays (flat_copy.py).
-        self._flatten_grads, self._flatten_params = Flattener(), Flattener()
+        per_tensor = policy.difference_per_tensor_elements
+        self._flatten_grads, self._flatten_params = Flattener(per_tensor), Flattener(per_tensor)
         self._tensorboard: TensorBoardWriter | None = None  # opened last (below): it starts a writer thread
         self._scalars_cache: pd.DataFrame | None = None
         self._histograms_cache: pd.DataFrame | None = None
@@ -469,12 +474,12 @@ class Probe:
         else:
             total, act_rows, offsets, n_act, lengths = self._vector.layout(kept, self.members)
             length = self._vector.fixed_total + total
-            capacity = step_ring.ring_rows(length, self._flush_every)
             ring = None
-            if capacity >= step_ring.MIN_RING_ROWS:
-                ring = StepRing(capacity, length, self._vector.fixed_segments, lengths, self._vector.device,
+            if self.policy.defers(length, self._flush_every):
+                ring = StepRing(self.policy.ring_rows(length, self._flush_every), length,
+                                self._vector.fixed_segments, lengths, self._vector.device,
                                 self._vector.dtype, self.binning, self._vector.histogram_start, offsets,
-                                self._vector.histogram_param_segments + n_act, act_rows)
+                                self._vector.histogram_param_segments + n_act, act_rows, self.policy)
             if len(self._rings) >= MAX_RINGS:  # varying shapes: keep the memory bounded
                 stale = next(k for k, r in self._rings.items() if r is None or r is not self._ring)
                 del self._rings[stale]

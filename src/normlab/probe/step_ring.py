@@ -26,18 +26,7 @@ import numpy as np
 import torch
 
 from normlab.probe.histograms import SymLogBins
-
-RING_ELEMENTS = 1 << 22  # memory budget of one ring (values, not bytes); rings of < 2 rows are not used
-MIN_RING_ROWS = 2
-
-
-def ring_rows(row_length: int, flush_every: int) -> int:
-    """Rows of a ring for step vectors of ``row_length`` elements; < ``MIN_RING_ROWS`` means don't defer."""
-    return min(flush_every, RING_ELEMENTS // max(row_length, 1))
-
-
-GATHER_MAX_ELEMENTS = 1 << 10  # segments up to this long may be gathered into groups; longer ones are read in place
-IN_PLACE_MIN_ELEMENTS = 1 << 12  # ... and so are runs of equal-length segments this long in total
+from normlab.probe.policy import DEFAULT_POLICY, ReductionPolicy
 
 
 class GroupedSegments:
@@ -52,7 +41,8 @@ class GroupedSegments:
     update saves two of the six passes over a third of the step vector.
     """
 
-    def __init__(self, lengths: np.ndarray, needs: np.ndarray, device: torch.device):
+    def __init__(self, lengths: np.ndarray, needs: np.ndarray, device: torch.device,
+                 policy: ReductionPolicy = DEFAULT_POLICY):
         lengths = np.asarray(lengths, dtype=np.int64)
         needs = np.asarray(needs, dtype=np.int64)
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
@@ -60,7 +50,7 @@ class GroupedSegments:
         # total are reduced in place; the rest is gathered into groups of equal length.
         run_id = np.concatenate([[0], np.cumsum((lengths[1:] != lengths[:-1]) | (needs[1:] != needs[:-1]))])
         run_total = np.bincount(run_id, weights=lengths)[run_id] if len(lengths) else lengths
-        short = (lengths <= GATHER_MAX_ELEMENTS) & (run_total < IN_PLACE_MIN_ELEMENTS)
+        short = (lengths <= policy.gather_max_elements) & (run_total < policy.in_place_min_elements)
         columns, order = [], []
         self.groups: list[tuple[bool, int, int, int, int]] = []  # (gathered, start, count, n, needs)
         column = 0
@@ -146,7 +136,7 @@ class StepRing:
     def __init__(self, capacity: int, length: int, fixed_segments: int, segment_lengths: np.ndarray,
                  device: torch.device, dtype: torch.dtype, binning: SymLogBins | None,
                  histogram_start: int, histogram_offsets: torch.Tensor | None, histogram_segments: int,
-                 act_rows: torch.Tensor):
+                 act_rows: torch.Tensor, policy: ReductionPolicy = DEFAULT_POLICY):
         self.capacity, self.length, self.fixed_segments = capacity, length, fixed_segments
         self.rows = torch.empty((capacity, length), device=device, dtype=dtype)
         # Segment order: update, running value, running Δ (mean and variance only), grad, weight (+ absmax),
@@ -155,7 +145,7 @@ class StepRing:
         needs = np.zeros(len(segment_lengths), dtype=np.int64)
         needs[fixed_segments - param_segments :] = 1
         needs[fixed_segments:] = 2
-        self.segments = GroupedSegments(segment_lengths, needs, device)
+        self.segments = GroupedSegments(segment_lengths, needs, device, policy)
         self.binning = binning
         self.histogram_start, self.histogram_offsets = histogram_start, histogram_offsets
         self.histogram_segments = histogram_segments

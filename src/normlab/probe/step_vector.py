@@ -27,8 +27,7 @@ import torch
 
 from normlab.probe.histograms import SegmentBinning, SymLogBins
 from normlab.probe.moments import ReductionPlan, Scratch, SegmentLayout, _rows_moments, segment_moments
-
-SPLIT_ABOVE_ELEMENTS = 1 << 17  # larger step vectors follow a ReductionPlan (large tensors one by one)
+from normlab.probe.policy import DEFAULT_POLICY, ReductionPolicy
 
 
 class _ActivationLayout:
@@ -43,9 +42,9 @@ class _ActivationLayout:
                                  device=vector.device, dtype=torch.int64)
         self.segment_lengths = np.concatenate([vector._fixed_counts, layout.counts])
         self.plan = None
-        if vector.lean or vector.fixed_total + layout.total > SPLIT_ABOVE_ELEMENTS:
+        if vector.lean or vector.policy.splits(vector.fixed_total + layout.total):
             self.plan = ReductionPlan(vector._stored_lengths + layout.lengths, members, vector.device, vector.dtype,
-                                      zeros_from=len(vector._stored_lengths))
+                                      zeros_from=len(vector._stored_lengths), policy=vector.policy)
             self.plan.scratch = vector._centered  # one buffer for the centered values of every large tensor
         self._segment = self._counts = self._offsets = self._binning = None
 
@@ -76,7 +75,8 @@ class _ActivationLayout:
         if self._binning is None:
             vector = self._vector
             first = vector.fixed_segments - vector.histogram_param_segments
-            self._binning = SegmentBinning(vector.binning, self.segment_lengths[first:], vector.device)
+            self._binning = SegmentBinning(vector.binning, self.segment_lengths[first:], vector.device,
+                                           vector.policy.long_segment_elements)
         return self._binning
 
 
@@ -88,9 +88,10 @@ class StepVector:
     """
 
     def __init__(self, params: SegmentLayout, running: SegmentLayout, device: torch.device, dtype: torch.dtype,
-                 binning: SymLogBins | None, *, activation_capacity: int = 0, lean: bool = False):
+                 binning: SymLogBins | None, *, activation_capacity: int = 0, lean: bool = False,
+                 policy: ReductionPolicy = DEFAULT_POLICY):
         self.params, self.running, self.binning = params, running, binning
-        self.device, self.dtype, self.lean = device, dtype, lean
+        self.device, self.dtype, self.lean, self.policy = device, dtype, lean, policy
         tp, tr, sp = params.total, running.total, params.n_segments
         starts = np.cumsum([0, 0 if lean else tp, tr, tr, tp, tp])
         self._slices = dict(zip(("update", "running_value", "running_delta", "grad", "weight"),
@@ -113,7 +114,7 @@ class StepVector:
         self._centered = Scratch()
         if lean:
             self._update_plan = ReductionPlan(params.lengths, self.members, device, dtype,
-                                              zeros_from=len(params.lengths))
+                                              zeros_from=len(params.lengths), policy=policy)
             self._update_starts = dict(zip(np.cumsum([0, *params.lengths[:-1]]).tolist(),
                                            range(len(params.lengths)), strict=True)) if params.lengths else {}
             self._update_scratch: torch.Tensor | None = None
