@@ -21,7 +21,9 @@ from probe_oracle import (
 from torch import nn
 
 from normlab.probe import Probe, hooks
-from normlab.probe.moments import activation_moments, activation_stats
+from normlab.probe.moments import activation_moments
+from normlab.probe.quantities import SegmentMoments
+from normlab.probe.quantities.outputs import output_stats
 
 RTOL = 1e-9
 
@@ -136,7 +138,7 @@ def test_activation_moments_match_naive(shape, scale, offset, zeros, seed):
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(*shape, generator=generator, dtype=torch.float64) * scale + offset
     x[torch.rand(*shape, generator=generator) < zeros] = 0.0
-    stats = activation_stats(activation_moments(x, 1).numpy())[0]
+    stats = output_stats(SegmentMoments.from_raw(activation_moments(x, 1).numpy()[:, :, None]))[0, :, 0]
     expected = naive_summary(x)
     for i, stat in enumerate(("mean", "std", "rms", "absmax", "zero_frac")):
         assert stats[i] == pytest.approx(expected[stat], rel=1e-9, abs=1e-12 * max(scale, abs(offset))), stat

@@ -1,22 +1,10 @@
-"""The reductions, split into a device half (few kernels, no host sync) and a host half (cheap algebra).
+"""The device half of the probe's reductions: raw moments of segments, in few kernels and no host sync.
 
-Device half: raw moments written into the buffer. Host half: the reported statistics derived from them,
-in float64, after the buffer is copied to the host. All standard deviations are population ones
-(``correction=0``): the statistic describes the tensor itself, not a sample from it.
-
-Activation statistics (per module output, per ensemble member; ``n`` elements)::
-
-    mean = Σx / n          std = sqrt(Σ(x - mean)² / n)        rms = sqrt(mean² + std²)
-    absmax = max |x|       zero_frac = #{x == 0} / n
-
-Tensor statistics (per parameter, gradient or update, per member)::
-
-    norm = sqrt(Σx²) = sqrt(Σ(x - mean)² + n·mean²)    mean, std, absmax as above
-    update ratio = log10(std(Δp) / std(p))             (p before the step; Δp = p_after - p_before)
-
-Raw moments (device, per segment or per member): mean, var (population), absmax, fraction of zeros.
-Moments are two-pass (mean first, then centered squares): the one-pass ``E[x²] - E[x]²`` loses all its
-digits in float32 when ``|mean| >> std``, which is the normal case for a LayerNorm gain near 1.
+A *segment* is one tensor of one ensemble member (``layout.py``). Its raw moments are its mean,
+population variance, absmax and fraction of zeros (``layout.MOMENTS``); everything the tables report is
+derived from them on the host by the quantities (``quantities/``). Moments are two-pass (mean first, then
+centered squares): the one-pass ``E[x²] - E[x]²`` loses all its digits in float32 when ``|mean| >> std``,
+which is the normal case for a LayerNorm gain near 1.
 """
 
 from __future__ import annotations
@@ -27,10 +15,6 @@ import numpy as np
 import torch
 
 from normlab.probe.policy import DEFAULT_POLICY, ReductionPolicy
-
-ACTIVATION_STATS = ("mean", "std", "rms", "absmax", "zero_frac")
-TENSOR_STATS = ("norm", "mean", "std", "absmax")
-N_ACTIVATION_MOMENTS = 4  # mean, var, absmax, zero fraction
 
 
 def activation_moments(x: torch.Tensor, members: int) -> torch.Tensor:
@@ -81,14 +65,6 @@ def _rows_moments(rows: torch.Tensor, zeros: bool = True, scratch: Scratch | Non
         nonzero = torch.ne(rows, 0, out=centered) if scratch is not None else torch.ne(rows, 0).to(rows.dtype)
         zero_frac = 1 - nonzero.mean(dim=1)
     return torch.stack((mean, var, absmax, zero_frac), dim=1)
-
-
-def activation_stats(moments: np.ndarray) -> np.ndarray:
-    """Host half: ``(..., 4)`` raw moments -> ``(..., 5)`` statistics in ``ACTIVATION_STATS`` order."""
-    m = moments.astype(np.float64)
-    mean, var, absmax, zero_frac = (m[..., i] for i in range(N_ACTIVATION_MOMENTS))
-    var = np.maximum(var, 0.0)
-    return np.stack((mean, np.sqrt(var), np.sqrt(var + mean**2), absmax, zero_frac), axis=-1)
 
 
 class SegmentLayout:
@@ -194,11 +170,3 @@ class ReductionPlan:
                 pieces += [_rows_moments(rows[first : first + chunk], zeros, self.scratch).t()
                            for first in range(0, rows.shape[0], chunk)]
         return torch.cat(pieces, dim=1)
-
-
-def tensor_stats(moments: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Host half: ``(..., 4, S)`` raw moments (mean, var, absmax, zero fraction) of segments of ``counts``
-    elements -> ``(..., 4, S)`` statistics in ``TENSOR_STATS`` order."""
-    m = moments.astype(np.float64)
-    mean, var, absmax = m[..., 0, :], np.maximum(m[..., 1, :], 0.0), m[..., 2, :]
-    return np.stack((np.sqrt(counts * (var + mean**2)), mean, np.sqrt(var), absmax), axis=-2)

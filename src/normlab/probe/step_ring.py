@@ -3,7 +3,7 @@
 For a small model the probe's cost is not arithmetic but kernel launches and Python: reducing one step
 vector of a few thousand elements takes a couple of dozen kernels, each as long as a whole small layer.
 So when K step vectors fit in a modest memory budget, a recorded step only copies its step vector
-(``step_vector.StepVector``, same layout) into row ``k`` of a preallocated ``(K, L)`` ring -- one kernel --
+(``step_vector.StepVector``, same ``layout.StepLayout``) into row ``k`` of a preallocated ``(K, L)`` ring -- one kernel --
 and every K rows the ring is reduced with a fixed handful of kernels for all K steps together:
 
 * the short segments (one per tensor and ensemble member) are grouped by their length ``n`` (and what is
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from normlab.probe.histograms import SymLogBins
+from normlab.probe.layout import OutputsLayout, StepLayout
 from normlab.probe.policy import DEFAULT_POLICY, ReductionPolicy
 
 
@@ -124,31 +125,20 @@ class StepRing:
 
     Args:
         capacity: rows (recorded steps) held before :meth:`reduce` must run.
-        length: elements of one step vector.
-        fixed_segments: segments of the fixed regions (update, running value/Δ, grad, weight).
-        segment_lengths: elements of every segment, fixed regions first, then the kept outputs.
-        histogram_start: first element of the ``grad | weight | outputs`` suffix that is binned.
-        histogram_offsets: ``(length - histogram_start,)`` bin-slot offset of every binned element.
-        histogram_segments: segments in that suffix.
-        act_rows: staging row (``slot * members + member``) of every kept-output segment, in order.
+        layout: the probe's ``StepLayout``; ``outputs``: the ``OutputsLayout`` of the kept outputs.
+        histogram_offsets: bin-slot offset of every binned element (``StepVector.outputs``).
+        act_rows: output segment (``slot * members + member``) of every kept-output segment, in order.
     """
 
-    def __init__(self, capacity: int, length: int, fixed_segments: int, segment_lengths: np.ndarray,
-                 device: torch.device, dtype: torch.dtype, binning: SymLogBins | None,
-                 histogram_start: int, histogram_offsets: torch.Tensor | None, histogram_segments: int,
+    def __init__(self, capacity: int, layout: StepLayout, outputs: OutputsLayout, device: torch.device,
+                 dtype: torch.dtype, binning: SymLogBins | None, histogram_offsets: torch.Tensor | None,
                  act_rows: torch.Tensor, policy: ReductionPolicy = DEFAULT_POLICY):
-        self.capacity, self.length, self.fixed_segments = capacity, length, fixed_segments
-        self.rows = torch.empty((capacity, length), device=device, dtype=dtype)
-        # Segment order: update, running value, running Δ (mean and variance only), grad, weight (+ absmax),
-        # kept outputs (+ zero fraction); grad and weight are the binned segments that are not outputs.
-        param_segments = histogram_segments - (len(segment_lengths) - fixed_segments)
-        needs = np.zeros(len(segment_lengths), dtype=np.int64)
-        needs[fixed_segments - param_segments :] = 1
-        needs[fixed_segments:] = 2
-        self.segments = GroupedSegments(segment_lengths, needs, device, policy)
+        self.capacity, self.length, self.fixed_segments = capacity, outputs.length, layout.fixed_segments
+        self.rows = torch.empty((capacity, outputs.length), device=device, dtype=dtype)
+        self.segments = GroupedSegments(outputs.segment_lengths, outputs.needs, device, policy)
         self.binning = binning
-        self.histogram_start, self.histogram_offsets = histogram_start, histogram_offsets
-        self.histogram_segments = histogram_segments
+        self.histogram_start, self.histogram_offsets = layout.histogram_start, histogram_offsets
+        self.histogram_segments = outputs.histogram_segments
         self.act_rows = act_rows
         self.filled = 0
         self.histogram_rows: list[int] = []
