@@ -2,8 +2,9 @@
 
 Measured in a fresh interpreter (peak RSS, ``ru_maxrss``) so that nothing else in the test session counts:
 the peak after the probe's steps minus the peak after the same number of plain steps, over the
-parameters' bytes (the probe itself holds two flat copies: gradients and weights before the step). Before the fix, per-element int64 segment ids (8 bytes per 4-byte value, for every
-region of the step vector) put this above 20.
+parameters' bytes (the probe itself holds two flat copies: gradients and weights before the step). It
+guards against per-element int64 indexes (segment ids: 8 bytes per 4-byte value, for every region of the
+step vector), which would put this far above 3.
 """
 
 from __future__ import annotations

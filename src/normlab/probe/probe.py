@@ -10,13 +10,16 @@ Example::
     probe.scalars()                   # long table: step, member, name, kind, stat, value
     probe.save("runs/probe")          # scalars.parquet, histograms.parquet
 
-Cost model: on a recorded step the probe launches a fixed number of kernels for all parameters and all
-small module outputs together (``step_vector.StepVector``), a few per large module output, and one copy
-per row into a device buffer; the only host sync is the buffer flush every ``flush_every`` recorded
-steps. For small models even that fixed set costs as much as a training step, so when ``flush_every``
-step vectors fit in ``step_ring.RING_ELEMENTS`` a recorded step only copies its step vector into a ring
-(one kernel) and the ring is reduced every ``flush_every`` steps for all of them at once
-(``step_ring.StepRing``; same tables, tested). Memory: three flat copies of the trainable parameters
+Design: a recorded step captures everything it reduces into one flat vector (``step_vector.StepVector``,
+laid out by ``layout.StepLayout``), reduces it on the device to four raw moments per tensor and member
+with a fixed number of kernels for all parameters and all small module outputs together (a few per large
+module output), and copies the moments as one row into a device buffer; the only host sync is the
+buffer flush every ``flush_every`` recorded steps. The reported statistics are derived from the moments
+on the host by the quantities (``quantities/``, one per module). For small models even that fixed set of
+kernels costs as much as a training step, so when ``flush_every`` step vectors fit in the
+``ReductionPolicy``'s ring budget a recorded step only copies its step vector into a ring (one kernel)
+and the ring is reduced every ``flush_every`` steps for all of them at once (``step_ring.StepRing``;
+same tables, tested). ``policy.ReductionPolicy`` is the one place that chooses among these paths. Memory: three flat copies of the trainable parameters
 (gradients, weights before the step, update) for models small enough for the ring, plus the ring; two
 for larger ones (the update is reduced tensor by tensor, ``StepVector(lean=True)``), plus temporaries
 the size of the largest tensor; the small outputs of the current step and the buffer.
@@ -168,7 +171,7 @@ class Probe:
 
     Records (long format): :meth:`scalars` has ``step, member, name, kind, stat, value`` with kinds
     ``activation`` / ``norm_in`` / ``norm_out`` (stats mean, std, rms, absmax, zero_frac), ``grad`` and
-    ``weight`` (norm, mean, std, absmax), ``update`` (norm, std, ratio = log10(std(Δp)/std(p))),
+    ``weight`` (norm, mean, std, absmax), ``update`` (norm, std, ratio: ``quantities/update.py``),
     ``running_stats`` (mean, rms, drift) and ``global`` (grad_norm). :meth:`histograms` has
     ``step, member, name, kind, bin_lo, bin_hi, count``.
 

@@ -81,9 +81,8 @@ class _Columns:
 
         Every column is written once, straight into its final array: runs of rows whose values are all
         valid -- nearly all rows -- by broadcasting the labels and copying the blocks, the other rows
-        through their mask. Building the table through full-size masks and intermediate tables instead
-        cost 4x more, mostly in first touches of fresh memory (0.6 GB/s on these machines, slower than
-        the arithmetic). Columns absent from every row (the update ratio of a one-element tensor, whose
+        through their mask. Full-size masks and intermediate tables would touch fresh memory for every
+        cell, which costs more than the arithmetic that fills it. Columns absent from every row (the update ratio of a one-element tensor, whose
         std is always 0) are dropped first, so that rows with a value missing stay the rare case.
         """
         if not self.values:
