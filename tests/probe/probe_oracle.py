@@ -8,6 +8,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from normlab.probe import ReductionPolicy
+
+# Each reduction path of the probe, chosen through its public policy (see normlab/probe/policy.py).
+PATHS = {
+    "deferred": ReductionPolicy(),  # small models: a ring of step vectors reduced every K steps
+    "segments": ReductionPolicy(ring_elements=0),  # reduced at each step by the segment kernels
+    "hook": ReductionPolicy(ring_elements=0, reduce_in_hooks=True),  # every output reduced in its hook
+    # the step vector counts as large (lean, tensor by tensor): runs of biases, blocks of weights
+    "split": ReductionPolicy(ring_elements=0, split_above_elements=0, small_tensor_elements=10),
+}
+
 
 def seed000_ln_model(dtype=torch.float64) -> nn.Sequential:
     """Seed 000's `ln` arm: Linear(2,20), Linear(20,20), Linear(20,20), LayerNorm, Linear, LayerNorm, Linear."""

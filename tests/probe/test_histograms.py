@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from probe_oracle import seed000_data, seed000_ln_model
 from torch import nn
 
-from normlab.probe import Probe, SymLogBins
+from normlab.probe import Probe, ReductionPolicy, SymLogBins
 from normlab.probe.histograms import SegmentBinning
 
 
@@ -63,15 +63,14 @@ def test_nan_is_not_counted_and_infinities_land_in_the_open_bins():
 
 
 @pytest.mark.parametrize("reduce_in_hook", [False, True])
-def test_probe_histograms_equal_numpy_per_tensor(reduce_in_hook, monkeypatch):
-    if reduce_in_hook:
-        monkeypatch.setattr("normlab.probe.hooks.REDUCE_IN_HOOKS", True)
+def test_probe_histograms_equal_numpy_per_tensor(reduce_in_hook):
+    policy = ReductionPolicy(reduce_in_hooks=reduce_in_hook)
     model = seed000_ln_model(torch.float32)
     x, y = seed000_data(torch.float32)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     outputs, grads, weights = {}, [], []
     model[3].register_forward_hook(lambda m, a, out: outputs.__setitem__(len(grads), out.detach().clone()))
-    with Probe(model, optimizer, histograms=2, bins=16) as probe:
+    with Probe(model, optimizer, histograms=2, bins=16, policy=policy) as probe:
         for _ in range(4):
             nn.functional.mse_loss(model(x).squeeze(-1), y).backward()
             grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
@@ -161,13 +160,12 @@ def test_segment_binning_equals_numpy_per_segment(lengths, chunk, index, long, s
     # tiny chunks, index buffers and "long" thresholds put every piece boundary and count flush in play
     monkeypatch.setattr("normlab.probe.histograms.CHUNK_ELEMENTS", chunk)
     monkeypatch.setattr("normlab.probe.histograms.INDEX_ELEMENTS", max(index, chunk))
-    monkeypatch.setattr("normlab.probe.histograms.LONG_SEGMENT_ELEMENTS", long)
     binning = SymLogBins(16)
     edges = binning.edges(torch.float32)
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(sum(lengths), generator=generator) * 10.0 ** torch.randint(-8, 4, (sum(lengths),),
                                                                                generator=generator)
-    counts = SegmentBinning(binning, np.array(lengths), torch.device("cpu")).counts(x)
+    counts = SegmentBinning(binning, np.array(lengths), torch.device("cpu"), long_segment_elements=long).counts(x)
     assert counts.shape == (len(lengths), 16)
     for s, piece in enumerate(torch.split(x, lengths)):
         np.testing.assert_array_equal(counts[s].numpy(), _numpy_counts(piece, edges))

@@ -9,11 +9,21 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from probe_oracle import Lookup, NaiveOracle, bn_relu_model, naive_summary, seed000_data, seed000_ln_model
+from probe_oracle import (
+    PATHS,
+    Lookup,
+    NaiveOracle,
+    bn_relu_model,
+    naive_summary,
+    seed000_data,
+    seed000_ln_model,
+)
 from torch import nn
 
 from normlab.probe import Probe, hooks
-from normlab.probe.stats import activation_moments, activation_stats
+from normlab.probe.moments import activation_moments
+from normlab.probe.quantities import SegmentMoments
+from normlab.probe.quantities.outputs import output_stats
 
 RTOL = 1e-9
 
@@ -41,17 +51,11 @@ def _close(actual, expected, rtol=RTOL, atol=1e-12):
 
 @pytest.mark.parametrize(("flush_every", "path"),
                          [(1, "segments"), (3, "split"), (64, "hook"), (3, "deferred"), (64, "deferred")])
-def test_seed000_statistics_equal_naive_per_tensor_computation(flush_every, path, monkeypatch):
-    if path != "deferred":  # the per-step reductions (flush_every=1 alone would already not defer)
-        monkeypatch.setattr("normlab.probe.deferred.RING_ELEMENTS", 0)
-    if path == "hook":  # every output reduced in its hook instead of at the step
-        monkeypatch.setattr("normlab.probe.hooks.REDUCE_IN_HOOKS", True)
-    if path == "split":  # the step vector counts as large: reduced tensor by tensor
-        monkeypatch.setattr("normlab.probe.step_vector.SPLIT_ABOVE_ELEMENTS", 0)
-        monkeypatch.setattr("normlab.probe.stats.SMALL_TENSOR_ELEMENTS", 10)  # runs of biases, blocks of weights
+def test_seed000_statistics_equal_naive_per_tensor_computation(flush_every, path):
     model = seed000_ln_model()
     x, y = seed000_data()
-    probe, snapshots = _train_with_oracle(model, x, y, steps=5, probe_kwargs={"flush_every": flush_every})
+    probe, snapshots = _train_with_oracle(model, x, y, steps=5,
+                                          probe_kwargs={"flush_every": flush_every, "policy": PATHS[path]})
     table = probe.scalars()
     find = Lookup(table)
     assert sorted(table["step"].unique()) == [0, 1, 2, 3, 4]
@@ -82,17 +86,12 @@ def test_seed000_statistics_equal_naive_per_tensor_computation(flush_every, path
         _close(find(step=step, name="model", kind="global", stat="grad_norm"), global_norm)
 
 
-@pytest.mark.parametrize("split", [False, True, "deferred"])
-def test_running_stats_and_zero_fraction_equal_naive(split, monkeypatch):
-    if split != "deferred":
-        monkeypatch.setattr("normlab.probe.deferred.RING_ELEMENTS", 0)
-    if split is True:
-        monkeypatch.setattr("normlab.probe.step_vector.SPLIT_ABOVE_ELEMENTS", 0)
-        monkeypatch.setattr("normlab.probe.stats.SMALL_TENSOR_ELEMENTS", 10)  # runs of biases, blocks of weights
+@pytest.mark.parametrize("path", ["segments", "split", "deferred"])
+def test_running_stats_and_zero_fraction_equal_naive(path):
     model = bn_relu_model()
     torch.manual_seed(2)
     x, y = torch.randn(16, 3, dtype=torch.float64), torch.randn(16, dtype=torch.float64)
-    probe, snapshots = _train_with_oracle(model, x, y, steps=4, probe_kwargs={})
+    probe, snapshots = _train_with_oracle(model, x, y, steps=4, probe_kwargs={"policy": PATHS[path]})
     table = probe.scalars()
     find = Lookup(table)
     relu_zero = [find(step=s, name="2", kind="activation", stat="zero_frac") for s in range(4)]
@@ -139,7 +138,7 @@ def test_activation_moments_match_naive(shape, scale, offset, zeros, seed):
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(*shape, generator=generator, dtype=torch.float64) * scale + offset
     x[torch.rand(*shape, generator=generator) < zeros] = 0.0
-    stats = activation_stats(activation_moments(x, 1).numpy())[0]
+    stats = output_stats(SegmentMoments.from_raw(activation_moments(x, 1).numpy()[:, :, None]))[0, :, 0]
     expected = naive_summary(x)
     for i, stat in enumerate(("mean", "std", "rms", "absmax", "zero_frac")):
         assert stats[i] == pytest.approx(expected[stat], rel=1e-9, abs=1e-12 * max(scale, abs(offset))), stat

@@ -9,7 +9,7 @@ import torch
 from probe_oracle import bn_relu_model, seed000_data, seed000_ln_model
 from torch import nn
 
-from normlab.probe import Probe
+from normlab.probe import Probe, ReductionPolicy
 
 
 def _loss(model, x, y):
@@ -42,13 +42,13 @@ def _run_with_manual_steps(steps, **kwargs):
 
 
 @pytest.mark.parametrize(("every", "lean"), [(1, False), (3, False), (2, True)])
-def test_manual_step_records_the_same_as_optimizer_hooks(every, lean, monkeypatch):
-    if lean:  # the large models' path: no ring, no update region (update reduced tensor by tensor)
-        monkeypatch.setattr("normlab.probe.deferred.RING_ELEMENTS", 0)
-        monkeypatch.setattr("normlab.probe.step_vector.SPLIT_ABOVE_ELEMENTS", 0)
-        assert Probe(seed000_ln_model())._vector.lean
-    hooked = _run_with_optimizer_hooks(7, every=every, histograms=2)
-    manual = _run_with_manual_steps(7, every=every, histograms=2)
+def test_manual_step_records_the_same_as_optimizer_hooks(every, lean):
+    # lean: the large models' path: no ring, no update region (update reduced tensor by tensor)
+    policy = ReductionPolicy(ring_elements=0, split_above_elements=0) if lean else None
+    if lean:
+        assert Probe(seed000_ln_model(), policy=policy)._vector.lean
+    hooked = _run_with_optimizer_hooks(7, every=every, histograms=2, policy=policy)
+    manual = _run_with_manual_steps(7, every=every, histograms=2, policy=policy)
     assert hooked.steps == manual.steps == 7
     pd.testing.assert_frame_equal(hooked.scalars(), manual.scalars())
     pd.testing.assert_frame_equal(hooked.histograms(), manual.histograms())

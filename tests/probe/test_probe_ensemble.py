@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from probe_oracle import PATHS
 from torch import nn
 
 from normlab.probe import Probe
@@ -37,9 +38,9 @@ def _members_and_ensemble():
     return singles, ensemble
 
 
-def _train(model, x, y, steps=3):
+def _train(model, x, y, steps=3, policy=None):
     optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
-    with Probe(model, optimizer, histograms=True, bins=16) as probe:
+    with Probe(model, optimizer, histograms=True, bins=16, policy=policy) as probe:
         for _ in range(steps):
             # the ensemble's loss is the sum of the members' losses, so each member gets its own gradient
             out = model(x)
@@ -51,23 +52,17 @@ def _train(model, x, y, steps=3):
 
 
 @pytest.mark.parametrize("path", ["deferred", "segments", "hook", "split"])
-def test_per_member_statistics_equal_each_member_trained_alone(path, monkeypatch):
-    if path != "deferred":
-        monkeypatch.setattr("normlab.probe.deferred.RING_ELEMENTS", 0)
-    if path == "hook":
-        monkeypatch.setattr("normlab.probe.hooks.REDUCE_IN_HOOKS", True)
-    if path == "split":
-        monkeypatch.setattr("normlab.probe.step_vector.SPLIT_ABOVE_ELEMENTS", 0)
-        monkeypatch.setattr("normlab.probe.stats.SMALL_TENSOR_ELEMENTS", 10)  # runs of biases, blocks of weights
+def test_per_member_statistics_equal_each_member_trained_alone(path):
+    policy = PATHS[path]
     singles, ensemble = _members_and_ensemble()
     torch.manual_seed(1)
     x, y = torch.randn(10, 2, dtype=torch.float64), torch.randn(10, dtype=torch.float64)
-    together = _train(ensemble, x.expand(MEMBERS, -1, -1), y)
+    together = _train(ensemble, x.expand(MEMBERS, -1, -1), y, policy=policy)
     scalars, histograms = together.scalars(), together.histograms()
     assert sorted(scalars.member.unique()) == list(range(MEMBERS))
     keys = ["step", "name", "kind", "stat"]
     for member, single in enumerate(singles):
-        alone = _train(single, x, y)
+        alone = _train(single, x, y, policy=policy)
         expected = alone.scalars().astype({"name": str, "kind": str, "stat": str})
         actual = scalars[scalars.member == member].astype({"name": str, "kind": str, "stat": str})
         merged = pd.merge(expected, actual, on=keys, suffixes=("_alone", "_ensemble"), how="outer")

@@ -2,8 +2,9 @@
 
 Measured in a fresh interpreter (peak RSS, ``ru_maxrss``) so that nothing else in the test session counts:
 the peak after the probe's steps minus the peak after the same number of plain steps, over the
-parameters' bytes (the probe itself holds two flat copies: gradients and weights before the step). Before the fix, per-element int64 segment ids (8 bytes per 4-byte value, for every
-region of the step vector) put this above 20.
+parameters' bytes (the probe itself holds two flat copies: gradients and weights before the step). It
+guards against per-element int64 indexes (segment ids: 8 bytes per 4-byte value, for every region of the
+step vector), which would put this far above 3.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ MEASURE = r"""
 import json, resource, sys
 import torch
 from torch import nn
-from normlab.probe import Probe, deferred, step_vector
+from normlab.probe import Probe, ReductionPolicy
 
 torch.set_num_threads(1)
 torch.manual_seed(0)
@@ -43,12 +44,9 @@ def run(width, depth):
 
 # Warm-up: a small model through the large models' code path, so the first use of each kernel (code
 # pages, allocator pools: a fixed cost) is not counted as the large model's.
-ring, split = deferred.RING_ELEMENTS, step_vector.SPLIT_ABOVE_ELEMENTS
-deferred.RING_ELEMENTS = step_vector.SPLIT_ABOVE_ELEMENTS = 0
 small = run(64, 2)
-with Probe(small[0], small[1], histograms=histograms):
+with Probe(small[0], small[1], histograms=histograms, policy=ReductionPolicy(ring_elements=0, split_above_elements=0)):
     steps(*small)
-deferred.RING_ELEMENTS, step_vector.SPLIT_ABOVE_ELEMENTS = ring, split
 del small
 
 model, optimizer, x = run(width, depth)

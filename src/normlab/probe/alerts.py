@@ -12,7 +12,7 @@ Off the hot path: the rules run on the host over the long table (``Probe.scalars
   gradient is: where the NaN came from, not everything it reached.
 - ``dead_units``: a module output whose ``zero_frac`` is >= ``dead_fraction`` for ``patience`` recorded
   steps in a row (ReLUs that no input switches on).
-- ``update_ratio``: ``update/ratio`` = log10(std(Δp) / std(p)) outside ``ratio_band`` for ``patience``
+- ``update_ratio``: ``update/ratio`` (defined in ``quantities/update.py``) outside ``ratio_band`` for ``patience``
   recorded steps in a row, for weight matrices and kernels (the Probe passes the parameters of two or
   more dims per member): the rule of thumb is about -3; far below, the layer is not learning; far
   above, each step rewrites it. Biases and norm gains are left out: a gain's std is its spread around

@@ -27,7 +27,6 @@ import torch
 DEFAULT_MIN_EXP = -7
 DEFAULT_MAX_EXP = 3
 CHUNK_ELEMENTS = 1 << 16  # values binned per pass (see segment_counts)
-LONG_SEGMENT_ELEMENTS = 1 << 12  # SegmentBinning: segments this long get one constant offset, not one per value
 INDEX_ELEMENTS = 1 << 18  # SegmentBinning: bin indices held before they are counted
 
 
@@ -149,8 +148,8 @@ class SymLogBins:
         """Counts per segment: ``slot_offsets`` (``x``'s shape, or broadcastable to it) is ``segment * (bins + 1)``.
 
         Returns an int64 tensor ``(n_slots, bins)`` from a single ``bincount``. Binned in chunks of
-        ``CHUNK_ELEMENTS``: the binning's temporaries then stay in cache and in the allocator's pool
-        (measured: whole-vector binning of a few hundred thousand values costs 2-3x more per value).
+        ``CHUNK_ELEMENTS``: the binning's temporaries then stay in cache and in the allocator's pool,
+        where binning the whole vector at once would stream every temporary through main memory.
         """
         width = self.bins + 1
         flat, offsets = x.reshape(-1), slot_offsets.broadcast_to(x.shape).reshape(-1)
@@ -188,7 +187,9 @@ class SegmentBinning:
     segments are small tensors), and the indices are counted every ``INDEX_ELEMENTS`` values. The counts
     are the same integers."""
 
-    def __init__(self, binning: SymLogBins, lengths: np.ndarray, device: torch.device):
+    def __init__(self, binning: SymLogBins, lengths: np.ndarray, device: torch.device, long_segment_elements: int):
+        """``long_segment_elements``: segments this long get one constant offset, not one per value
+        (``ReductionPolicy.long_segment_elements``)."""
         self.binning = binning
         self.n_segments = len(lengths)
         width = binning.bins + 1
@@ -205,7 +206,7 @@ class SegmentBinning:
                 run.clear()
 
         for segment, length in enumerate(lengths.tolist()):
-            if length < LONG_SEGMENT_ELEMENTS:
+            if length < long_segment_elements:
                 run.append(segment)
                 continue
             close_run()

@@ -17,7 +17,7 @@ from torch import nn
 
 from normlab.nn.surgery import is_norm_class
 from normlab.probe.histograms import SymLogBins
-from normlab.probe.stats import activation_moments
+from normlab.probe.moments import activation_moments
 
 ModuleSelector = Iterable[str | type[nn.Module]] | Callable[[str, nn.Module], bool] | None
 
@@ -72,8 +72,6 @@ def _first_tensor(value: Any) -> torch.Tensor | None:
 
 
 SAMPLE_ABOVE_ELEMENTS = 1 << 12  # larger outputs (per member) are summarized from a sample of this size
-# True: reduce every (small) output inside its hook -- no reference held until the step, more kernels.
-REDUCE_IN_HOOKS = False
 
 
 class ActivationHooks:
@@ -94,7 +92,8 @@ class ActivationHooks:
     """
 
     def __init__(self, selected: list[tuple[str, nn.Module]], members: int, binning: SymLogBins | None,
-                 record_eval: bool):
+                 record_eval: bool, reduce_in_hooks: bool = False):
+        """``reduce_in_hooks``: reduce every output in its hook (``ReductionPolicy.reduce_in_hooks``)."""
         self.members = members
         self.binning = binning
         self.record_eval = record_eval
@@ -121,7 +120,7 @@ class ActivationHooks:
                 slot_in, slot_out = None, len(self.slots)
                 self.slots.append((name, "activation"))
             self._pending.append((module, self._make_hook(name, slot_in, slot_out)))
-        if REDUCE_IN_HOOKS:
+        if reduce_in_hooks:
             self._reduce_in_hook.update(range(len(self.slots)))
 
     def _make_hook(self, name: str, slot_in: int | None, slot_out: int):

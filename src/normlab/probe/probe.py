@@ -10,13 +10,16 @@ Example::
     probe.scalars()                   # long table: step, member, name, kind, stat, value
     probe.save("runs/probe")          # scalars.parquet, histograms.parquet
 
-Cost model: on a recorded step the probe launches a fixed number of kernels for all parameters and all
-small module outputs together (``step_vector.StepVector``), a few per large module output, and one copy
-per row into a device buffer; the only host sync is the buffer flush every ``flush_every`` recorded
-steps. For small models even that fixed set costs as much as a training step, so when ``flush_every``
-step vectors fit in ``deferred.RING_ELEMENTS`` a recorded step only copies its step vector into a ring
-(one kernel) and the ring is reduced every ``flush_every`` steps for all of them at once
-(``deferred.StepRing``; same tables, tested). Memory: three flat copies of the trainable parameters
+Design: a recorded step captures everything it reduces into one flat vector (``step_vector.StepVector``,
+laid out by ``layout.StepLayout``), reduces it on the device to four raw moments per tensor and member
+with a fixed number of kernels for all parameters and all small module outputs together (a few per large
+module output), and copies the moments as one row into a device buffer; the only host sync is the
+buffer flush every ``flush_every`` recorded steps. The reported statistics are derived from the moments
+on the host by the quantities (``quantities/``, one per module). For small models even that fixed set of
+kernels costs as much as a training step, so when ``flush_every`` step vectors fit in the
+``ReductionPolicy``'s ring budget a recorded step only copies its step vector into a ring (one kernel)
+and the ring is reduced every ``flush_every`` steps for all of them at once (``step_ring.StepRing``;
+same tables, tested). ``policy.ReductionPolicy`` is the one place that chooses among these paths. Memory: three flat copies of the trainable parameters
 (gradients, weights before the step, update) for models small enough for the ring, plus the ring; two
 for larger ones (the update is reduced tensor by tensor, ``StepVector(lean=True)``), plus temporaries
 the size of the largest tensor; the small outputs of the current step and the buffer.
@@ -34,20 +37,22 @@ import pandas as pd
 import torch
 from torch import nn
 
-from normlab.probe import deferred, step_vector
 from normlab.probe.alerts import AlertMonitor, AlertRules
 from normlab.probe.buffer import DeviceBuffer
-from normlab.probe.deferred import StepRing
-from normlab.probe.flatten import Flattener
+from normlab.probe.flat_copy import Flattener
 from normlab.probe.histograms import SymLogBins
 from normlab.probe.hooks import SAMPLE_ABOVE_ELEMENTS, ActivationHooks, ModuleSelector, select_modules
+from normlab.probe.layout import N_MOMENTS, OUTPUTS, REGIONS, StepLayout
+from normlab.probe.policy import DEFAULT_POLICY, ReductionPolicy
+from normlab.probe.quantities import DEFAULT_QUANTITIES, Quantity
 from normlab.probe.schedule import Schedule, _positive_int
-from normlab.probe.stats import N_ACTIVATION_MOMENTS, SMALL_TENSOR_ELEMENTS, SegmentLayout
+from normlab.probe.step_ring import StepRing
 from normlab.probe.step_vector import StepVector
 from normlab.probe.tables import Catalog, concat_scalars, histograms_frame, scalars_frame
 from normlab.probe.writers import TensorBoardWriter, write_parquet_atomic
 
 RUNNING_BUFFERS = ("running_mean", "running_var")
+SOURCES = (OUTPUTS, *REGIONS)
 MAX_RINGS = 4  # rings kept for layouts of kept outputs (a smaller last batch is a second layout)
 
 
@@ -100,6 +105,26 @@ def _stepped_by(named: list[tuple[str, torch.Tensor]], optimizers: Sequence[torc
     return frozenset(i for i, (_, p) in enumerate(named) if id(p) not in owner and _storage(p) not in storages)
 
 
+def _resolve_quantities(quantities: object) -> tuple[Quantity, ...]:
+    if isinstance(quantities, Quantity) or not isinstance(quantities, Sequence):
+        raise TypeError(f"Probe: quantities must be a list of Quantity, got {quantities!r}")
+    for quantity in quantities:
+        if not isinstance(quantity, Quantity):
+            raise TypeError(f"Probe: quantities must be Quantity instances (normlab.probe.quantities), got {quantity!r}")
+        if quantity.source not in SOURCES:
+            raise ValueError(f"Probe: {quantity!r} reads source {quantity.source!r}; sources: {', '.join(SOURCES)}")
+        if not quantity.stats or not all(isinstance(stat, str) for stat in quantity.stats):
+            raise ValueError(f"Probe: {quantity!r} must declare stats, a non-empty tuple of names")
+    seen: dict[tuple, Quantity] = {}
+    for quantity in quantities:
+        for stat in quantity.stats:
+            key = (quantity.kind, quantity.source if quantity.kind is None else None, stat, quantity.per_model)
+            if key in seen:
+                raise ValueError(f"Probe: {quantity!r} and {seen[key]!r} both record stat {stat!r}")
+            seen[key] = quantity
+    return tuple(quantities)
+
+
 def _resolve_members(model: nn.Module, members: object) -> int:
     if members is None:
         members = getattr(model, "ensemble_size", None)
@@ -138,10 +163,15 @@ class Probe:
             rows for anomalies (spikes, non-finite values, dead units, update ratios, running-stat drift):
             a :class:`~normlab.probe.alerts.ProbeAlert` warning the first time each (alert, name) occurs,
             every occurrence in :meth:`alerts`. Off the hot path: the rules run on the host at flushes.
+        policy: a :class:`~normlab.probe.policy.ReductionPolicy`: which reduction path each step takes
+            (default: chosen by the model's size; every path records the same numbers).
+        quantities: the statistics derived from the raw moments, one :class:`~normlab.probe.quantities.
+            Quantity` per kind of record (default ``quantities.DEFAULT_QUANTITIES``); add your own to
+            that list (``docs/probe.md``, *Adding a statistic*).
 
     Records (long format): :meth:`scalars` has ``step, member, name, kind, stat, value`` with kinds
     ``activation`` / ``norm_in`` / ``norm_out`` (stats mean, std, rms, absmax, zero_frac), ``grad`` and
-    ``weight`` (norm, mean, std, absmax), ``update`` (norm, std, ratio = log10(std(Δp)/std(p))),
+    ``weight`` (norm, mean, std, absmax), ``update`` (norm, std, ratio: ``quantities/update.py``),
     ``running_stats`` (mean, rms, drift) and ``global`` (grad_norm). :meth:`histograms` has
     ``step, member, name, kind, bin_lo, bin_hi, count``.
 
@@ -163,6 +193,8 @@ class Probe:
         record_eval: bool = False,
         flush_every: int = 64,
         alerts: bool | AlertRules = False,
+        policy: ReductionPolicy | None = None,
+        quantities: Sequence[Quantity] = DEFAULT_QUANTITIES,
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"Probe: model must be a torch.nn.Module, got {type(model).__name__}")
@@ -171,6 +203,10 @@ class Probe:
             raise TypeError(f"Probe: alerts must be True, False or an AlertRules, got {alerts!r}")
         if logdir is not None and not isinstance(logdir, (str, os.PathLike)):
             raise TypeError(f"Probe: logdir must be a path or None, got {logdir!r}")
+        if policy is not None and not isinstance(policy, ReductionPolicy):
+            raise TypeError(f"Probe: policy must be a ReductionPolicy or None, got {policy!r}")
+        self.policy = policy = policy if policy is not None else DEFAULT_POLICY
+        quantities = _resolve_quantities(quantities)
         self.schedule = Schedule.from_arguments(every, histograms)
         self.binning = SymLogBins(bins) if self.schedule.histogram_every is not None else None
         if self.binning is None:
@@ -181,7 +217,7 @@ class Probe:
 
         named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
         # Small parameters first: they form one run in each region of the step vector (see ReductionPlan).
-        named.sort(key=lambda item: item[1].numel() > SMALL_TENSOR_ELEMENTS * self.members)
+        named.sort(key=lambda item: not policy.is_small(item[1].numel() // self.members))
         unstepped = _stepped_by(named, optimizers) if optimizers else frozenset()
         if unstepped:
             unstepped_names = {named[i][0] for i in unstepped}
@@ -204,10 +240,8 @@ class Probe:
         dtype = torch.float64 if any(p.dtype == torch.float64 for _, p in named) else torch.float32
         self._params = [p for _, p in named]
         self._running = [b for _, b in running]
-        param_layout = SegmentLayout([p.shape for p in self._params], self.members, device)
-        running_layout = SegmentLayout([b.shape for b in self._running], self.members, device)
         selected = select_modules(model, modules)
-        self._activations = ActivationHooks(selected, self.members, self.binning, record_eval)
+        self._activations = ActivationHooks(selected, self.members, self.binning, record_eval, policy.reduce_in_hooks)
         rules = alerts if isinstance(alerts, AlertRules) else AlertRules() if alerts else None
         matrices = [name for name, p in named if p.dim() - (self.members > 1) >= 2]  # what update_ratio watches
         self._alerts = AlertMonitor(rules, [name for name, _ in selected], matrices) if rules is not None else None
@@ -217,39 +251,34 @@ class Probe:
         # A kept output has at most SAMPLE_ABOVE_ELEMENTS values per member (larger ones are sampled).
         capacity = len(self._activations.slots) * self.members * SAMPLE_ABOVE_ELEMENTS
         # Step vectors too large for a ring are reduced at every recorded step: they need no update region.
-        full = 3 * param_layout.total + 2 * running_layout.total
-        lean = (deferred.ring_rows(full, flush_every) < deferred.MIN_RING_ROWS
-                and full > step_vector.SPLIT_ABOVE_ELEMENTS)
-        self._vector = StepVector(param_layout, running_layout, device, dtype, self.binning,
-                                  activation_capacity=capacity, lean=lean)
+        params = [(name, p.numel()) for name, p in named]
+        buffers = [(name, b.numel()) for name, b in running]
+        full = 3 * sum(n for _, n in params) + 2 * sum(n for _, n in buffers)
+        self.layout = StepLayout(self.members, params, buffers, self._activations.slots,
+                                 lean=policy.is_lean(full, flush_every))
+        self._vector = StepVector(self.layout, device, dtype, self.binning, activation_capacity=capacity,
+                                  policy=policy)
         self._running_previous: torch.Tensor | None = None
 
-        self.catalog = Catalog(
-            members=self.members,
-            activation_slots=tuple(self._activations.slots),
-            param_names=tuple(name for name, _ in named),
-            param_counts=param_layout.counts,
-            running_names=tuple(name for name, _ in running),
-            running_counts=running_layout.counts,
-            bin_edges=self.binning.edges(dtype) if self.binning is not None else None,
-            unstepped=unstepped,
-        )
+        self.catalog = Catalog(self.layout, self.binning.edges(dtype) if self.binning is not None else None,
+                               unstepped, quantities)
         self._scalar_buffer = DeviceBuffer(self.catalog.scalar_width, flush_every, device, dtype)
         self._histogram_buffer = (
             DeviceBuffer(self.catalog.histogram_segments * self.binning.bins, flush_every, device, torch.int64)
             if self.binning is not None else None
         )
-        act_rows = len(self.catalog.activation_slots) * self.members
-        self._act_moments = torch.empty((act_rows, N_ACTIVATION_MOMENTS), device=device, dtype=dtype)
+        act_rows = self.layout.output_segments
+        self._act_moments = torch.empty((act_rows, N_MOMENTS), device=device, dtype=dtype)
         self._act_counts = (torch.empty((act_rows, self.binning.bins), device=device, dtype=torch.int64)
                             if self.binning is not None else None)
-        # Captures copy tensors into the step vector with a plan kept while their layout stays (flatten.py).
-        self._flatten_grads, self._flatten_params = Flattener(), Flattener()
+        # Captures copy tensors into the step vector with a plan kept while their layout stays (flat_copy.py).
+        per_tensor = policy.difference_per_tensor_elements
+        self._flatten_grads, self._flatten_params = Flattener(per_tensor), Flattener(per_tensor)
         self._tensorboard: TensorBoardWriter | None = None  # opened last (below): it starts a writer thread
         self._scalars_cache: pd.DataFrame | None = None
         self._histograms_cache: pd.DataFrame | None = None
 
-        # Deferred reduction (see deferred.py): rings of raw step vectors, one per layout of kept outputs.
+        # Deferred reduction (see step_ring.py): rings of raw step vectors, one per layout of kept outputs.
         self._rings: dict[tuple, StepRing | None] = {}
         self._ring: StepRing | None = None  # the ring holding unreduced rows, if any
         self._ring_steps: list[int] = []
@@ -441,13 +470,13 @@ class Probe:
             if self.catalog.activation_slots:
                 self._reset_staging(histogram_step)
         self._reduce_ring()  # rows reach the buffers in step order
-        fixed, act_moments, act_rows, counts = self._vector.reduce(kept, self.members, histogram_step)
+        fixed, act_moments, act_rows, counts = self._vector.reduce(kept, histogram_step)
         if kept:
             self._act_moments.index_copy_(0, act_rows, act_moments.to(self._act_moments.dtype))
         self._append(self._scalar_buffer, step, torch.cat([self._act_moments.reshape(-1), fixed.reshape(-1)]),
                      frozenset(missing))
         if histogram_step:
-            param_segments = self._vector.histogram_param_segments
+            param_segments = self.layout.histogram_param_segments
             if kept:
                 self._act_counts.index_copy_(0, act_rows, counts[param_segments:])
             row = torch.cat([self._act_counts.reshape(-1), counts[:param_segments].reshape(-1)])
@@ -467,14 +496,12 @@ class Probe:
         if key in self._rings:
             ring = self._rings[key]
         else:
-            total, act_rows, offsets, n_act, lengths = self._vector.layout(kept, self.members)
-            length = self._vector.fixed_total + total
-            capacity = deferred.ring_rows(length, self._flush_every)
+            outputs, act_rows, offsets = self._vector.outputs(kept)
             ring = None
-            if capacity >= deferred.MIN_RING_ROWS:
-                ring = StepRing(capacity, length, self._vector.fixed_segments, lengths, self._vector.device,
-                                self._vector.dtype, self.binning, self._vector.histogram_start, offsets,
-                                self._vector.histogram_param_segments + n_act, act_rows)
+            if self.policy.defers(outputs.length, self._flush_every):
+                ring = StepRing(self.policy.ring_rows(outputs.length, self._flush_every), self.layout, outputs,
+                                self._vector.device, self._vector.dtype, self.binning, offsets, act_rows,
+                                self.policy)
             if len(self._rings) >= MAX_RINGS:  # varying shapes: keep the memory bounded
                 stale = next(k for k, r in self._rings.items() if r is None or r is not self._ring)
                 del self._rings[stale]
@@ -493,17 +520,17 @@ class Probe:
         histogram_rows = list(ring.histogram_rows)
         self._ring_steps, self._ring_missing = [], []
         moments, counts = ring.reduce()  # (K, 4, S), (H, segments, bins)
-        k, fixed_segments = len(steps), self._vector.fixed_segments
+        k, fixed_segments = len(steps), self.layout.fixed_segments
         rows = moments[:, :, :fixed_segments].reshape(k, -1)
-        act_width = len(self.catalog.activation_slots) * self.members
+        act_width = self.layout.output_segments
         if act_width:
-            act = moments.new_full((k, act_width, N_ACTIVATION_MOMENTS), float("nan"))
+            act = moments.new_full((k, act_width, N_MOMENTS), float("nan"))
             if ring.act_rows.numel():
                 act.index_copy_(1, ring.act_rows, moments[:, :, fixed_segments:].transpose(1, 2))
             rows = torch.cat([act.reshape(k, -1), rows], dim=1)
         self._append_rows(self._scalar_buffer, steps, rows, missing)
         if counts is not None:
-            h, param_segments = len(histogram_rows), self._vector.histogram_param_segments
+            h, param_segments = len(histogram_rows), self.layout.histogram_param_segments
             rows = counts[:, :param_segments].reshape(h, -1)
             if act_width:
                 act = counts.new_zeros((h, act_width, self.binning.bins))

@@ -16,49 +16,47 @@ import numpy as np
 import pandas as pd
 
 from normlab.probe.buffer import Chunk
-from normlab.probe.stats import (
-    ACTIVATION_STATS,
-    N_ACTIVATION_MOMENTS,
-    TENSOR_STATS,
-    activation_stats,
-    tensor_stats,
-)
+from normlab.probe.layout import OUTPUTS, REGIONS, StepLayout
+from normlab.probe.quantities import DEFAULT_QUANTITIES, Quantity, SegmentMoments, Sources
 
 SCALAR_COLUMNS = ("step", "member", "name", "kind", "stat", "value")
 HISTOGRAM_COLUMNS = ("step", "member", "name", "kind", "bin_lo", "bin_hi", "count")
-UPDATE_STATS = ("norm", "std", "ratio")
-RUNNING_STATS = ("mean", "rms", "drift")
 
 
 @dataclass(frozen=True)
 class Catalog:
-    """What each value of a row means. Segments are tensor-major, member-minor."""
+    """What each value of a row means: the rows' ``StepLayout``, the quantities derived from them, the
+    histogram bin edges (None without histograms), and the parameters no attached optimizer steps (no
+    ``update`` records)."""
 
-    members: int
-    activation_slots: tuple[tuple[str, str], ...]  # (module name, kind)
-    param_names: tuple[str, ...]
-    param_counts: np.ndarray  # elements per segment, (len(param_names) * members,)
-    running_names: tuple[str, ...]
-    running_counts: np.ndarray
-    bin_edges: np.ndarray | None  # (bins + 1,) or None without histograms
-    unstepped: frozenset[int] = frozenset()  # parameters no attached optimizer steps: no update records
+    layout: StepLayout
+    bin_edges: np.ndarray | None
+    unstepped: frozenset[int] = frozenset()
+    quantities: tuple[Quantity, ...] = DEFAULT_QUANTITIES
 
     @property
-    def activation_width(self) -> int:
-        return len(self.activation_slots) * self.members * N_ACTIVATION_MOMENTS
+    def members(self) -> int:
+        return self.layout.members
 
     @property
-    def fixed_segments(self) -> int:
-        """Segments of the non-activation block: update, running value, running Δ, grad, weight."""
-        return 3 * len(self.param_counts) + 2 * len(self.running_counts)
+    def activation_slots(self) -> tuple[tuple[str, str], ...]:
+        return self.layout.output_slots
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return self.layout.regions["grad"].tensor_names
+
+    @property
+    def running_names(self) -> tuple[str, ...]:
+        return self.layout.regions["running_value"].tensor_names
 
     @property
     def scalar_width(self) -> int:
-        return self.activation_width + N_ACTIVATION_MOMENTS * self.fixed_segments
+        return self.layout.scalar_width
 
     @property
     def histogram_segments(self) -> int:
-        return len(self.activation_slots) * self.members + 2 * len(self.param_counts)
+        return self.layout.histogram_segments
 
 
 class _Columns:
@@ -83,9 +81,8 @@ class _Columns:
 
         Every column is written once, straight into its final array: runs of rows whose values are all
         valid -- nearly all rows -- by broadcasting the labels and copying the blocks, the other rows
-        through their mask. Building the table through full-size masks and intermediate tables instead
-        cost 4x more, mostly in first touches of fresh memory (0.6 GB/s on these machines, slower than
-        the arithmetic). Columns absent from every row (the update ratio of a one-element tensor, whose
+        through their mask. Full-size masks and intermediate tables would touch fresh memory for every
+        cell, which costs more than the arithmetic that fills it. Columns absent from every row (the update ratio of a one-element tensor, whose
         std is always 0) are dropped first, so that rows with a value missing stay the rare case.
         """
         if not self.values:
@@ -176,62 +173,58 @@ def scalars_frame(catalog: Catalog, chunks: Sequence[Chunk]) -> pd.DataFrame:
     return _concat(frames, ("name", "kind", "stat")) if frames else empty_scalars()
 
 
-def _scalars_chunk(catalog: Catalog, chunk: Chunk) -> pd.DataFrame:
-    n, members = len(chunk.steps), catalog.members
-    out = _Columns(n)
-
-    slots = catalog.activation_slots
+def sources(catalog: Catalog, chunk: Chunk) -> Sources:
+    """The raw moments of every source in ``chunk``'s scalar rows, with their labels and presence."""
+    layout, n, members = catalog.layout, len(chunk.steps), catalog.members
+    slots = layout.output_slots
+    found: Sources = {}
     if slots:
-        raw = chunk.values[:, : catalog.activation_width].reshape(n, len(slots), members, N_ACTIVATION_MOMENTS)
-        valid = _missing_mask(chunk, lambda i: ("act", i), len(slots))[:, :, None, None]
-        out.add(
-            activation_stats(raw), valid,
-            name=np.array([s[0] for s in slots], dtype=object)[:, None, None],
-            kind=np.array([s[1] for s in slots], dtype=object)[:, None, None],
-            member=np.arange(members)[None, :, None],
-            stat=np.array(ACTIVATION_STATS, dtype=object)[None, None, :],
-        )
+        present = np.repeat(_missing_mask(chunk, lambda i: ("act", i), len(slots)), members, 1)
+        names, seg_members = _segment_labels([s[0] for s in slots], members)
+        kinds, _ = _segment_labels([s[1] for s in slots], members)
+        found[OUTPUTS] = SegmentMoments.from_raw(
+            layout.output_moments(chunk.values), np.full(len(names), np.nan), present, names, kinds, seg_members)
+    for name in REGIONS:
+        region = layout.regions[name]
+        if not region.n_segments:
+            continue
+        tensors = len(region.tensor_names)
+        if name == "grad":
+            present = np.repeat(_missing_mask(chunk, lambda i: ("grad", i), tensors), members, 1)
+        elif name == "running_delta":
+            present = np.repeat(_missing_mask(chunk, lambda _: ("drift",), 1), region.n_segments, 1)
+        elif name == "update" and catalog.unstepped:
+            stepped = np.repeat([i not in catalog.unstepped for i in range(tensors)], members)
+            present = np.broadcast_to(stepped, (n, region.n_segments))
+        else:
+            present = np.ones((n, region.n_segments), bool)
+        names, seg_members = _segment_labels(region.tensor_names, members)
+        found[name] = SegmentMoments.from_raw(layout.region_moments(chunk.values, name), region.counts, present,
+                                              names, np.full(len(names), name, dtype=object), seg_members)
+    return found
 
-    sp, sr = len(catalog.param_counts), len(catalog.running_counts)
-    fixed = chunk.values[:, catalog.activation_width :].reshape(n, N_ACTIVATION_MOMENTS, catalog.fixed_segments)
-    bounds = np.cumsum([0, sp, sr, sr, sp, sp])
-    update_raw, running_raw, delta_raw, grad_raw, weight_raw = (
-        fixed[:, :, a:b] for a, b in itertools.pairwise(bounds))
 
-    if sp:
-        names, seg_members = _segment_labels(catalog.param_names, members)
-        grad_valid = np.repeat(_missing_mask(chunk, lambda i: ("grad", i), len(catalog.param_names)), members, 1)
-        grad, weight, update = (tensor_stats(raw, catalog.param_counts) for raw in (grad_raw, weight_raw, update_raw))
-        stats = np.array(TENSOR_STATS, dtype=object)[:, None]
-        out.add(grad, grad_valid[:, None, :], name=names, member=seg_members, kind="grad", stat=stats)
-        out.add(weight, np.ones((n, 1, 1), bool), name=names, member=seg_members, kind="weight", stat=stats)
-        std_update, std_weight = update[:, 2], weight[:, 2]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.log10(std_update / std_weight)  # -inf when a tensor did not move
-        # The ratio is undefined for a constant tensor (std(p) = 0, e.g. a LayerNorm gain at init): left out.
-        update_values = np.stack((update[:, 0], std_update, ratio), axis=1)
-        update_valid = np.stack([np.ones_like(std_weight, bool)] * 2 + [std_weight > 0], axis=1)
-        if catalog.unstepped:
-            stepped = np.repeat([i not in catalog.unstepped for i in range(len(catalog.param_names))], members)
-            update_valid &= stepped
-        out.add(update_values, update_valid, name=names, member=seg_members, kind="update",
-                stat=np.array(UPDATE_STATS, dtype=object)[:, None])
-        # Global gradient norm per member: sqrt of the sum over parameters of squared norms.
-        grad_sq = np.where(grad_valid, grad[:, 0] ** 2, 0.0).reshape(n, len(catalog.param_names), members)
-        out.add(np.sqrt(grad_sq.sum(axis=1)), np.ones((n, members), bool), name="model",
-                member=np.arange(members), kind="global", stat="grad_norm")
-
-    if sr:
-        value = tensor_stats(running_raw, catalog.running_counts)
-        delta = tensor_stats(delta_raw, catalog.running_counts)
-        root_n = np.sqrt(catalog.running_counts)
-        # rms = norm / sqrt(n); drift = rms of the change since the previous recorded step
-        values = np.stack((value[:, 1], value[:, 0] / root_n, delta[:, 0] / root_n), axis=1)
-        drift_valid = _missing_mask(chunk, lambda _: ("drift",), 1)[:, :, None]  # (n, 1, 1)
-        valid = np.concatenate([np.ones((n, 2, 1), bool), drift_valid], axis=1)
-        names, seg_members = _segment_labels(catalog.running_names, members)
-        out.add(values, valid, name=names, member=seg_members, kind="running_stats",
-                stat=np.array(RUNNING_STATS, dtype=object)[:, None])
+def _scalars_chunk(catalog: Catalog, chunk: Chunk) -> pd.DataFrame:
+    out = _Columns(len(chunk.steps))
+    found = sources(catalog, chunk)
+    for quantity in catalog.quantities:
+        source = found.get(quantity.source)
+        if source is None:  # no segments: no records
+            continue
+        values, valid = quantity.compute(found)
+        stats = np.array(quantity.stats, dtype=object)
+        if quantity.per_model:
+            labels = {"name": "model", "member": np.arange(catalog.members)}
+        else:
+            labels = {"name": source.names, "member": source.members}
+        labels["kind"] = source.kinds if quantity.kind is None else quantity.kind
+        if quantity.segment_major:  # (n, S, stats): the stats of a segment together
+            values, valid = values.transpose(0, 2, 1), np.broadcast_to(valid, values.shape).transpose(0, 2, 1)
+            labels = {key: np.asarray(label)[..., None] if np.ndim(label) else label
+                      for key, label in labels.items()}
+            out.add(values, valid, stat=stats, **labels)
+        else:
+            out.add(values, valid, stat=stats[:, None], **labels)
     return out.frame(chunk.steps)
 
 

@@ -3,14 +3,13 @@
 For a small model the probe's cost is not arithmetic but kernel launches and Python: reducing one step
 vector of a few thousand elements takes a couple of dozen kernels, each as long as a whole small layer.
 So when K step vectors fit in a modest memory budget, a recorded step only copies its step vector
-(``step_vector.StepVector``, same layout) into row ``k`` of a preallocated ``(K, L)`` ring -- one kernel --
+(``step_vector.StepVector``, same ``layout.StepLayout``) into row ``k`` of a preallocated ``(K, L)`` ring -- one kernel --
 and every K rows the ring is reduced with a fixed handful of kernels for all K steps together:
 
 * the short segments (one per tensor and ensemble member) are grouped by their length ``n`` (and what is
   wanted of them) with one column gather, element-major: each group is a ``(K, n, G)`` view reduced along
   its middle axis, so every kernel streams over ``G`` contiguous segments at once (torch's CPU reductions
-  along a short last axis cost 5-10x more per value: 1.8 ms against 0.2 ms for 576 segments of 20 values
-  in 30 rows); the number of groups is the number of distinct tensor sizes, not the number of tensors.
+  along a short last axis cost several times more per value than along a long one); the number of groups is the number of distinct tensor sizes, not the number of tensors.
   Long segments are reduced in place along their last axis, consecutive equal-length ones as one block
   ``(K, G, n)``;
 * histograms of all histogram rows come from one binning pass (``SymLogBins.bucket``) and one ``bincount``
@@ -26,18 +25,8 @@ import numpy as np
 import torch
 
 from normlab.probe.histograms import SymLogBins
-
-RING_ELEMENTS = 1 << 22  # memory budget of one ring (values, not bytes); rings of < 2 rows are not used
-MIN_RING_ROWS = 2
-
-
-def ring_rows(row_length: int, flush_every: int) -> int:
-    """Rows of a ring for step vectors of ``row_length`` elements; < ``MIN_RING_ROWS`` means don't defer."""
-    return min(flush_every, RING_ELEMENTS // max(row_length, 1))
-
-
-GATHER_MAX_ELEMENTS = 1 << 10  # segments up to this long may be gathered into groups; longer ones are read in place
-IN_PLACE_MIN_ELEMENTS = 1 << 12  # ... and so are runs of equal-length segments this long in total
+from normlab.probe.layout import OutputsLayout, StepLayout
+from normlab.probe.policy import DEFAULT_POLICY, ReductionPolicy
 
 
 class GroupedSegments:
@@ -52,7 +41,8 @@ class GroupedSegments:
     update saves two of the six passes over a third of the step vector.
     """
 
-    def __init__(self, lengths: np.ndarray, needs: np.ndarray, device: torch.device):
+    def __init__(self, lengths: np.ndarray, needs: np.ndarray, device: torch.device,
+                 policy: ReductionPolicy = DEFAULT_POLICY):
         lengths = np.asarray(lengths, dtype=np.int64)
         needs = np.asarray(needs, dtype=np.int64)
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
@@ -60,7 +50,7 @@ class GroupedSegments:
         # total are reduced in place; the rest is gathered into groups of equal length.
         run_id = np.concatenate([[0], np.cumsum((lengths[1:] != lengths[:-1]) | (needs[1:] != needs[:-1]))])
         run_total = np.bincount(run_id, weights=lengths)[run_id] if len(lengths) else lengths
-        short = (lengths <= GATHER_MAX_ELEMENTS) & (run_total < IN_PLACE_MIN_ELEMENTS)
+        short = (lengths <= policy.gather_max_elements) & (run_total < policy.in_place_min_elements)
         columns, order = [], []
         self.groups: list[tuple[bool, int, int, int, int]] = []  # (gathered, start, count, n, needs)
         column = 0
@@ -90,7 +80,7 @@ class GroupedSegments:
 
     def _scratch(self, block: torch.Tensor) -> torch.Tensor:
         """A reused buffer shaped like ``block``: a fresh multi-megabyte temporary per reduction costs more
-        in page faults than the arithmetic (measured: 1.0 ms vs 0.4 ms for 1.5M floats)."""
+        in page faults than the arithmetic it holds."""
         size = block.numel()
         if self._buffer is None or self._buffer.numel() < size or self._buffer.dtype != block.dtype:
             self._buffer = torch.empty(size, device=block.device, dtype=block.dtype)
@@ -120,7 +110,7 @@ class GroupedSegments:
                 absmax = torch.maximum(block.amax(dim=axis), block.amin(dim=axis).neg_())
             else:
                 absmax = torch.full_like(mean, float("nan"))
-            if need >= 2:  # 0/1 floats summed: 5x faster than count_nonzero on CPU, exact below 2^24
+            if need >= 2:  # 0/1 floats summed: a streaming sum, faster than count_nonzero; exact below 2^24
                 zero_frac = 1 - torch.ne(block, 0, out=centered).sum(dim=axis).div_(n)
             else:
                 zero_frac = torch.zeros_like(mean)
@@ -134,31 +124,20 @@ class StepRing:
 
     Args:
         capacity: rows (recorded steps) held before :meth:`reduce` must run.
-        length: elements of one step vector.
-        fixed_segments: segments of the fixed regions (update, running value/Δ, grad, weight).
-        segment_lengths: elements of every segment, fixed regions first, then the kept outputs.
-        histogram_start: first element of the ``grad | weight | outputs`` suffix that is binned.
-        histogram_offsets: ``(length - histogram_start,)`` bin-slot offset of every binned element.
-        histogram_segments: segments in that suffix.
-        act_rows: staging row (``slot * members + member``) of every kept-output segment, in order.
+        layout: the probe's ``StepLayout``; ``outputs``: the ``OutputsLayout`` of the kept outputs.
+        histogram_offsets: bin-slot offset of every binned element (``StepVector.outputs``).
+        act_rows: output segment (``slot * members + member``) of every kept-output segment, in order.
     """
 
-    def __init__(self, capacity: int, length: int, fixed_segments: int, segment_lengths: np.ndarray,
-                 device: torch.device, dtype: torch.dtype, binning: SymLogBins | None,
-                 histogram_start: int, histogram_offsets: torch.Tensor | None, histogram_segments: int,
-                 act_rows: torch.Tensor):
-        self.capacity, self.length, self.fixed_segments = capacity, length, fixed_segments
-        self.rows = torch.empty((capacity, length), device=device, dtype=dtype)
-        # Segment order: update, running value, running Δ (mean and variance only), grad, weight (+ absmax),
-        # kept outputs (+ zero fraction); grad and weight are the binned segments that are not outputs.
-        param_segments = histogram_segments - (len(segment_lengths) - fixed_segments)
-        needs = np.zeros(len(segment_lengths), dtype=np.int64)
-        needs[fixed_segments - param_segments :] = 1
-        needs[fixed_segments:] = 2
-        self.segments = GroupedSegments(segment_lengths, needs, device)
+    def __init__(self, capacity: int, layout: StepLayout, outputs: OutputsLayout, device: torch.device,
+                 dtype: torch.dtype, binning: SymLogBins | None, histogram_offsets: torch.Tensor | None,
+                 act_rows: torch.Tensor, policy: ReductionPolicy = DEFAULT_POLICY):
+        self.capacity, self.length, self.fixed_segments = capacity, outputs.length, layout.fixed_segments
+        self.rows = torch.empty((capacity, outputs.length), device=device, dtype=dtype)
+        self.segments = GroupedSegments(outputs.segment_lengths, outputs.needs, device, policy)
         self.binning = binning
-        self.histogram_start, self.histogram_offsets = histogram_start, histogram_offsets
-        self.histogram_segments = histogram_segments
+        self.histogram_start, self.histogram_offsets = layout.histogram_start, histogram_offsets
+        self.histogram_segments = outputs.histogram_segments
         self.act_rows = act_rows
         self.filled = 0
         self.histogram_rows: list[int] = []

@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from normlab.probe import flatten
-from normlab.probe.flatten import Flattener
+from normlab.probe import flat_copy
+from normlab.probe.flat_copy import Flattener
 
 
 def _layouts(members, widths, seed):
@@ -41,8 +41,8 @@ def test_the_plan_fits_the_layout_and_sees_in_place_updates(layout, plan, monkey
     _, layouts = _layouts(3, [2, 5, 4], 0)
     tensors = layouts[layout]
     used = []
-    original = getattr(flatten, plan)
-    monkeypatch.setattr(flatten, plan, lambda ts: used.append(plan) or original(ts))
+    original = getattr(flat_copy, plan)
+    monkeypatch.setattr(flat_copy, plan, lambda ts: used.append(plan) or original(ts))
     flattener = Flattener()
     out = torch.empty(3 * 11)
     flattener(tensors, out)
@@ -54,16 +54,15 @@ def test_the_plan_fits_the_layout_and_sees_in_place_updates(layout, plan, monkey
 
 
 @pytest.mark.parametrize("per_tensor", [1, 1 << 14])
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None)
 @given(members=st.integers(1, 4), widths=st.lists(st.integers(1, 6), min_size=1, max_size=5),
        seed=st.integers(0, 2**16))
-def test_difference_equals_the_concatenation_minus_the_other(members, widths, seed, per_tensor, monkeypatch):
+def test_difference_equals_the_concatenation_minus_the_other(members, widths, seed, per_tensor):
     # per_tensor=1: every layout large enough for the tensor-by-tensor subtraction; 1 << 14: none is
-    monkeypatch.setattr(flatten, "DIFFERENCE_PER_TENSOR_ELEMENTS", per_tensor)
     _, layouts = _layouts(members, widths, seed)
     expected = torch.cat([t.reshape(-1) for t in layouts["contiguous"]])
     minus = torch.randn(expected.shape, generator=torch.Generator().manual_seed(seed + 1))
     for name, tensors in layouts.items():
         out = torch.full_like(expected, float("nan"))
-        Flattener().difference(tensors, minus, out)
+        Flattener(difference_per_tensor_elements=per_tensor).difference(tensors, minus, out)
         assert torch.equal(out, expected - minus), name

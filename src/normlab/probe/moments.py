@@ -1,22 +1,10 @@
-"""The reductions, split into a device half (few kernels, no host sync) and a host half (cheap algebra).
+"""The device half of the probe's reductions: raw moments of segments, in few kernels and no host sync.
 
-Device half: raw moments written into the buffer. Host half: the reported statistics derived from them,
-in float64, after the buffer is copied to the host. All standard deviations are population ones
-(``correction=0``): the statistic describes the tensor itself, not a sample from it.
-
-Activation statistics (per module output, per ensemble member; ``n`` elements)::
-
-    mean = Σx / n          std = sqrt(Σ(x - mean)² / n)        rms = sqrt(mean² + std²)
-    absmax = max |x|       zero_frac = #{x == 0} / n
-
-Tensor statistics (per parameter, gradient or update, per member)::
-
-    norm = sqrt(Σx²) = sqrt(Σ(x - mean)² + n·mean²)    mean, std, absmax as above
-    update ratio = log10(std(Δp) / std(p))             (p before the step; Δp = p_after - p_before)
-
-Raw moments (device, per segment or per member): mean, var (population), absmax, fraction of zeros.
-Moments are two-pass (mean first, then centered squares): the one-pass ``E[x²] - E[x]²`` loses all its
-digits in float32 when ``|mean| >> std``, which is the normal case for a LayerNorm gain near 1.
+A *segment* is one tensor of one ensemble member (``layout.py``). Its raw moments are its mean,
+population variance, absmax and fraction of zeros (``layout.MOMENTS``); everything the tables report is
+derived from them on the host by the quantities (``quantities/``). Moments are two-pass (mean first, then
+centered squares): the one-pass ``E[x²] - E[x]²`` loses all its digits in float32 when ``|mean| >> std``,
+which is the normal case for a LayerNorm gain near 1.
 """
 
 from __future__ import annotations
@@ -26,9 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-ACTIVATION_STATS = ("mean", "std", "rms", "absmax", "zero_frac")
-TENSOR_STATS = ("norm", "mean", "std", "absmax")
-N_ACTIVATION_MOMENTS = 4  # mean, var, absmax, zero fraction
+from normlab.probe.policy import DEFAULT_POLICY, ReductionPolicy
 
 
 def activation_moments(x: torch.Tensor, members: int) -> torch.Tensor:
@@ -47,7 +33,7 @@ def activation_moments(x: torch.Tensor, members: int) -> torch.Tensor:
 class Scratch:
     """A reused buffer for a temporary as large as a tensor: allocating and freeing one per tensor and
     step interleaves large blocks with small ones in the C allocator's heap, which then holds freed
-    memory it cannot give back (peak RSS grew by an extra parameter copy in some runs)."""
+    memory it cannot give back (peak RSS then grows by up to a parameter copy)."""
 
     def __init__(self) -> None:
         self._buffer: torch.Tensor | None = None
@@ -64,8 +50,9 @@ class Scratch:
 def _rows_moments(rows: torch.Tensor, zeros: bool = True, scratch: Scratch | None = None) -> torch.Tensor:
     """Moments ``(R, 4)`` of each row of ``rows`` ``(R, n)``, with kernels that stream through memory.
 
-    Kernel choice is measured, not aesthetic: on CPU, ``var_mean``, ``vector_norm(inf)``, ``aminmax(dim=)``
-    and ``count_nonzero(dim=)`` are several times slower than the plain reductions used here. Without
+    Kernel choice is for speed, not aesthetic: on CPU, ``var_mean``, ``vector_norm(inf)``, ``aminmax(dim=)``
+    and ``count_nonzero(dim=)`` are slower than the plain streaming reductions used here
+    (``benchmarks/probe.py`` times the probe). Without
     ``zeros`` the zero fraction is left at 0 (parameters and updates do not report it). ``scratch``: where
     the centered values go (else a temporary).
     """
@@ -75,18 +62,10 @@ def _rows_moments(rows: torch.Tensor, zeros: bool = True, scratch: Scratch | Non
     absmax = torch.maximum(rows.amax(dim=1), rows.amin(dim=1).neg_())
     if not zeros:
         zero_frac = torch.zeros_like(mean)
-    else:  # 0/1 floats summed: 5x faster than count_nonzero on CPU (exact below 2^24 per row)
+    else:  # 0/1 floats summed: a streaming sum, faster than count_nonzero on CPU (exact below 2^24 per row)
         nonzero = torch.ne(rows, 0, out=centered) if scratch is not None else torch.ne(rows, 0).to(rows.dtype)
         zero_frac = 1 - nonzero.mean(dim=1)
     return torch.stack((mean, var, absmax, zero_frac), dim=1)
-
-
-def activation_stats(moments: np.ndarray) -> np.ndarray:
-    """Host half: ``(..., 4)`` raw moments -> ``(..., 5)`` statistics in ``ACTIVATION_STATS`` order."""
-    m = moments.astype(np.float64)
-    mean, var, absmax, zero_frac = (m[..., i] for i in range(N_ACTIVATION_MOMENTS))
-    var = np.maximum(var, 0.0)
-    return np.stack((mean, np.sqrt(var), np.sqrt(var + mean**2), absmax, zero_frac), axis=-1)
 
 
 class SegmentLayout:
@@ -135,7 +114,6 @@ def segment_moments(x: torch.Tensor, segment: torch.Tensor, counts: torch.Tensor
     return torch.stack((mean, var, absmax, zero_frac))
 
 
-SMALL_TENSOR_ELEMENTS = 1 << 10  # runs of tensors up to this size (per member) are reduced by segment
 BLOCK_ELEMENTS = 1 << 18  # a block is reduced this many values at a time (whole rows): bounds the temporaries
 
 
@@ -148,8 +126,9 @@ class ReductionPlan:
     per-element cost of ``index_add_``/``scatter_reduce_`` would dominate. Result order is unchanged."""
 
     def __init__(self, lengths: Sequence[int], members: int, device: torch.device, dtype: torch.dtype,
-                 zeros_from: int = 0):
-        """``zeros_from``: index of the first tensor whose zero fraction is wanted (the activations)."""
+                 zeros_from: int = 0, policy: ReductionPolicy = DEFAULT_POLICY):
+        """``zeros_from``: index of the first tensor whose zero fraction is wanted (the activations);
+        ``policy.small_tensor_elements``: which tensors are small."""
         self.members = members
         self.steps: list[tuple] = []
         self.scratch = Scratch()
@@ -165,7 +144,7 @@ class ReductionPlan:
                 run = []
 
         for index, length in enumerate(lengths):
-            if length // members <= SMALL_TENSOR_ELEMENTS:
+            if policy.is_small(length // members):
                 run.append(length)
                 continue
             close_run()
@@ -192,11 +171,3 @@ class ReductionPlan:
                 pieces += [_rows_moments(rows[first : first + chunk], zeros, self.scratch).t()
                            for first in range(0, rows.shape[0], chunk)]
         return torch.cat(pieces, dim=1)
-
-
-def tensor_stats(moments: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Host half: ``(..., 4, S)`` raw moments (mean, var, absmax, zero fraction) of segments of ``counts``
-    elements -> ``(..., 4, S)`` statistics in ``TENSOR_STATS`` order."""
-    m = moments.astype(np.float64)
-    mean, var, absmax = m[..., 0, :], np.maximum(m[..., 1, :], 0.0), m[..., 2, :]
-    return np.stack((np.sqrt(counts * (var + mean**2)), mean, np.sqrt(var), absmax), axis=-2)

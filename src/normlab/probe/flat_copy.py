@@ -21,15 +21,14 @@ from collections.abc import Callable, Sequence
 import torch
 
 Plan = Callable[[torch.Tensor], None]
-DIFFERENCE_PER_TENSOR_ELEMENTS = 1 << 14  # see Flattener.difference
 
 
 _data_ptr, _stride = torch.Tensor.data_ptr, torch.Tensor.stride
 
 
 def _layout_key(tensors: Sequence[torch.Tensor]) -> tuple:
-    # Where each tensor starts and how it is strided: a few microseconds for a dozen tensors, which
-    # matters when a training step of a small model takes one millisecond.
+    # Where each tensor starts and how it is strided, with C-level map() calls: this runs at every
+    # capture, and a small model's training step is short enough for Python overhead here to show.
     return list(map(_data_ptr, tensors)), list(map(_stride, tensors))
 
 
@@ -64,7 +63,9 @@ def _copies_plan(tensors: Sequence[torch.Tensor]) -> Plan:
 class Flattener:
     """``flattener(tensors, out)`` = ``torch.cat([t.reshape(-1) for t in tensors], out=out)``, faster."""
 
-    def __init__(self) -> None:
+    def __init__(self, difference_per_tensor_elements: int = 1 << 14) -> None:
+        """``difference_per_tensor_elements``: see :meth:`difference` (``ReductionPolicy`` sets it)."""
+        self._per_tensor = difference_per_tensor_elements
         self._key: tuple | None = None
         self._plan: Plan | None = None
 
@@ -84,8 +85,8 @@ class Flattener:
 
         Large contiguous tensors are subtracted one by one straight into ``out``: three memory passes
         instead of five for a copy then a subtraction, worth a kernel launch per tensor once tensors
-        average ``DIFFERENCE_PER_TENSOR_ELEMENTS`` (a conv net's weights; not a small MLP's)."""
-        if (len(tensors) * DIFFERENCE_PER_TENSOR_ELEMENTS <= out.numel()
+        average ``difference_per_tensor_elements`` (a conv net's weights; not a small MLP's)."""
+        if (len(tensors) * self._per_tensor <= out.numel()
                 and all(t.is_contiguous() for t in tensors)):
             start = 0
             for t in tensors:
