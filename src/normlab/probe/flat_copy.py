@@ -5,7 +5,7 @@ What that copy costs depends on how the tensors sit in memory:
 
 * all contiguous (the usual case): flat *views* of them, cached, and one ``torch.cat(views, out=...)``;
 * strided views of one storage (an ensemble re-seated in one ``(N, P)`` matrix by
-  :mod:`normlab.lab.flat_params`): no flat view exists and ``reshape(-1)`` would copy each tensor
+  :mod:`normlab.kit.flat_params`): no flat view exists and ``reshape(-1)`` would copy each tensor
   twice, so the storage position of every element, in the concatenated order, is computed once and
   the capture is one ``index_select`` from the storage;
 * anything else: one ``copy_`` per tensor into its slice of the buffer.

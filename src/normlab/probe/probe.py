@@ -89,7 +89,7 @@ def _stepped_by(named: list[tuple[str, torch.Tensor]], optimizers: Sequence[torc
     """Indices (into ``named``) of the parameters that none of ``optimizers`` steps.
 
     A parameter counts as stepped when an optimizer holds it or the tensor whose storage it views: the
-    lab's flat ensembles (``lab/flat_params.py``) step one (N, P) matrix whose views are the model's
+    lab's flat ensembles (``kit/flat_params.py``) step one (N, P) matrix whose views are the model's
     parameters."""
     owner: dict[int, int] = {}
     storages: dict[int, int] = {}
