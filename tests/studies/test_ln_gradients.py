@@ -11,17 +11,9 @@ from normlab.engine.runner import run_study
 from normlab.engine.spec import Cell, CellContext
 from normlab.report import run_and_report
 from normlab.studies import get_study
-from normlab.studies._ln_gradients_claims import _fluct, _settle, per_seed_measures
-from normlab.studies.ln_gradients import (
-    ARMS,
-    Config,
-    SeedModel,
-    datasets,
-    inputs,
-    linear_floor,
-    target,
-    train_arm,
-)
+from normlab.studies.ln_gradients.claims import _fluct, _settle, per_seed_measures
+from normlab.studies.ln_gradients.config import ARMS, Config, datasets, inputs, linear_floor, target
+from normlab.studies.ln_gradients.model import SeedModel, train_arm
 
 # The seed's four `Model`s, layer by layer (000_*.txt).
 SEED_LAYERS = {

@@ -1,4 +1,4 @@
-"""ln-gradients: per-seed measures, the claims table, and notes (computed from the stored metrics).
+"""ln-gradients: per-seed measures, the claims, and the report notes (computed from the stored metrics).
 
 Measures, one number per (arm, seed):
 
@@ -21,10 +21,8 @@ import numpy as np
 import pandas as pd
 
 from normlab.engine.spec import Claim, StoredRun
-from normlab.kit.stats import combine_verdicts, compare_claim, mean_ci, threshold_claim
-
-SRC = "seed 000"
-CTRL = "control (normlab)"
+from normlab.kit.stats import combine_verdicts, compare_claim, mean_ci, not_judged, threshold_claim
+from normlab.studies.ln_gradients.config import CTRL, SRC, linear_floor
 
 
 def _fluct(v: np.ndarray) -> float:
@@ -97,8 +95,7 @@ class _Arms:
 
 
 def _missing(id_: str, claim: str, source: str, measurement: str, arms: tuple[str, ...]) -> Claim:
-    return Claim(id=id_, claim=claim, source=source, measurement=measurement, verdict="inconclusive",
-                 statistic="none", value=float("nan"), detail=f"arms {list(arms)} were not all run")
+    return not_judged(id_, claim, source, measurement, f"arms {list(arms)} were not all run")
 
 
 def _cmp(A: _Arms, id_: str, claim: str, source: str, measurement: str, measure: str, a: str, b: str,
@@ -118,9 +115,7 @@ def measures_of(run: StoredRun) -> pd.DataFrame:
     return cached
 
 
-def all_claims(run: StoredRun) -> list[Claim]:
-    from normlab.studies.ln_gradients import linear_floor
-
+def claims(run: StoredRun) -> list[Claim]:
     A = _Arms(measures_of(run))
     loss_m = "mean train MSE over the last 5% of steps; paired t on log10 over seeds; 'clearly' = >= 10% lower"
     fl_m = "std of Δlog10(train loss) per step over the second half; paired t on log10"
@@ -209,12 +204,10 @@ def _geo_fmt(values: np.ndarray) -> str:
 
 
 def _verdicts(run: StoredRun) -> dict[str, str]:
-    return {c.id: c.verdict for c in all_claims(run)}
+    return {c.id: c.verdict for c in claims(run)}
 
 
 def notes(run: StoredRun) -> str:
-    from normlab.studies.ln_gradients import linear_floor
-
     meas = measures_of(run)
     v = _verdicts(run)
     n_seeds = int(meas.groupby("arm").size().min()) if len(meas) else 0

@@ -8,7 +8,8 @@ import pandas as pd
 from normlab.engine.spec import Figure, StoredRun
 from normlab.kit.plots import arm_colors, heatmap_over_time, mean_band, new_figure, plot_band
 from normlab.probe.histograms import DEFAULT_MIN_EXP
-from normlab.studies._ln_gradients_claims import measures_of
+from normlab.studies.ln_gradients.claims import measures_of
+from normlab.studies.ln_gradients.config import SEED_ARMS, datasets, linear_floor, target
 
 
 def _arms(run: StoredRun) -> list[str]:
@@ -17,14 +18,10 @@ def _arms(run: StoredRun) -> list[str]:
 
 
 def _seed_arms(arms: list[str]) -> list[str]:
-    from normlab.studies.ln_gradients import SEED_ARMS
-
     return [a for a in arms if a in SEED_ARMS]
 
 
 def loss_curves(run: StoredRun) -> Figure:
-    from normlab.studies.ln_gradients import SEED_ARMS, linear_floor
-
     arms = _arms(run)
     colors = arm_colors(arms)
     fig, axes = new_figure(1, 2, width=6.5, height=4.2, sharey=True)
@@ -164,8 +161,6 @@ def per_layer(run: StoredRun) -> Figure | None:
 
 
 def fits(run: StoredRun, meas: pd.DataFrame) -> Figure | None:
-    from normlab.studies.ln_gradients import datasets, target
-
     p = run.extra.get("predictions")
     if p is None or p.empty:
         return None
@@ -209,7 +204,7 @@ def fits(run: StoredRun, meas: pd.DataFrame) -> Figure | None:
         fig)
 
 
-def all_figures(run: StoredRun) -> list[Figure]:
+def figures(run: StoredRun) -> list[Figure]:
     meas = measures_of(run)
     figs = [loss_curves(run), fluctuation(run, meas), distribution_heatmaps(run, "grad"),
             distribution_heatmaps(run, "weight"), gradient_over_time(run),
