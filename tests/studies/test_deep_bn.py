@@ -17,9 +17,9 @@ from normlab.studies.deep_bn import (
     YANG_RELU_RATE,
     Config,
     DeepBn,
-    _build,
-    _factors,
-    _no_data_reason,
+    build,
+    factors,
+    no_data_reason,
     run_seed,
 )
 
@@ -28,14 +28,14 @@ STUDY = DeepBn()
 
 
 def test_model_is_the_usual_setup():
-    linears, norms = _build(Config(), "default", bn=True)
+    linears, norms = build(Config(), "default", bn=True)
     assert len(linears) == 100 and all(m.bias is None and m.weight.shape == (256, 256) for m in linears)
     assert all(isinstance(n, nn.BatchNorm1d) and n.num_features == 256 for n in norms)
-    _, plain = _build(Config(depth=3), "default", bn=False)
+    _, plain = build(Config(depth=3), "default", bn=False)
     assert all(isinstance(n, nn.Identity) for n in plain)
-    lin, _ = _build(Config(depth=1), "normal", bn=False)
+    lin, _ = build(Config(depth=1), "normal", bn=False)
     assert 0.9 < float(lin[0].weight.detach().std()) < 1.1
-    lin, _ = _build(Config(depth=1), "kaiming", bn=False)
+    lin, _ = build(Config(depth=1), "kaiming", bn=False)
     assert float(lin[0].weight.detach().std()) == pytest.approx(math.sqrt(2 / 256), rel=0.05)
 
 
@@ -45,7 +45,7 @@ def test_per_layer_numbers_match_a_hand_written_oracle(init, bn):
     c = Config(depth=6, width=12, batch=5)
     got = run_seed(c, init, bn, c.batch, seed=3)
     torch.manual_seed(3)
-    linears, _ = _build(c, init, bn)
+    linears, _ = build(c, init, bn)
     weights = [lin.weight.detach().double().requires_grad_() for lin in linears]
     x, g = torch.randn(c.batch, c.width).double(), torch.randn(c.batch, c.width).double()
     h, stds = x, []
@@ -73,10 +73,10 @@ def test_growth_factor_fit_recovers_a_known_rate():
     c = Config(depth=40, fit_skip=5)
     rows = [(s, k, "grad_w", 1.3 ** (c.depth - k) * (1 + 0.01 * s)) for s in range(3) for k in range(1, c.depth + 1)]
     m = pd.DataFrame(rows, columns=["seed", "step", "metric", "value"]).assign(arm="bn/default")
-    np.testing.assert_allclose(_factors(m, "bn/default", "grad_w", c, backward=True), 1.3, rtol=1e-9)
+    np.testing.assert_allclose(factors(m, "bn/default", "grad_w", c, backward=True), 1.3, rtol=1e-9)
     rows = [(0, k, "act_std", 2.0**k) for k in range(1, 20)]  # overflowed at 20: fit the finite part
     m = pd.DataFrame(rows, columns=["seed", "step", "metric", "value"]).assign(arm="plain/normal")
-    np.testing.assert_allclose(_factors(m, "plain/normal", "act_std", c, backward=False), 2.0, rtol=1e-9)
+    np.testing.assert_allclose(factors(m, "plain/normal", "act_std", c, backward=False), 2.0, rtol=1e-9)
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_claims_follow_the_data(small_run):
     assert verdicts["plain-default-vanishes"] == "supported"
     assert verdicts["plain-normal-explodes"] == "supported"
     assert verdicts["bn-grad-grows"] == "supported"
-    bn = _factors(small_run.metrics, "bn/kaiming", "grad_w", small_run.config, backward=True)
+    bn = factors(small_run.metrics, "bn/kaiming", "grad_w", small_run.config, backward=True)
     assert 1.1 < bn.mean() < 1.4  # batch 16: a little above Yang's large-batch 1.21
     assert YANG_RELU_RATE == pytest.approx(1.2111, abs=1e-4)
 
@@ -118,8 +118,8 @@ def test_figures_say_why_a_line_is_missing(small_run):
 
 def test_underflowed_gradients_are_named_not_dropped():
     table = pd.DataFrame([[0.0, 0.0], [0.0, 0.0]], index=[0, 1], columns=[1, 2])
-    assert "exactly 0" in _no_data_reason(pd.DataFrame(columns=["arm", "metric"]), "plain/default", "grad_w", table)
-    assert _no_data_reason(pd.DataFrame(columns=["arm", "metric"]), "x", "grad_w", table + 1.0) == ""
+    assert "exactly 0" in no_data_reason(pd.DataFrame(columns=["arm", "metric"]), "plain/default", "grad_w", table)
+    assert no_data_reason(pd.DataFrame(columns=["arm", "metric"]), "x", "grad_w", table + 1.0) == ""
 
 
 def test_bad_init_is_named():
