@@ -13,11 +13,11 @@ from normlab.engine.spec import CellContext, StoredRun
 from normlab.studies.norm_axes import (
     Config,
     NormAxes,
-    _loop_normalize,
-    _nchw_keys,
-    _seed002_bn_loop,
-    _seed002_ln_loop,
-    _sequence_keys,
+    loop_normalize,
+    nchw_keys,
+    seed002_bn_loop,
+    seed002_ln_loop,
+    sequence_keys,
 )
 
 STUDY = NormAxes()
@@ -39,19 +39,19 @@ def test_loops_against_numpy_reductions():
         "instancenorm": _standardize(a, (2, 3)),
         "groupnorm": _standardize(g, (2, 3, 4)).reshape(a.shape),
     }
-    for name, key in _nchw_keys(4, 2).items():
-        out, group_id = _loop_normalize(x, key, EPS)
+    for name, key in nchw_keys(4, 2).items():
+        out, group_id = loop_normalize(x, key, EPS)
         np.testing.assert_allclose(out.numpy(), expected[name], atol=1e-12, err_msg=name)
         assert group_id.max() + 1 == {"batchnorm": 4, "layernorm": 3, "instancenorm": 12, "groupnorm": 6}[name]
 
 
 def test_seed002_loops_equal_the_generic_loops_and_numpy():
     t = torch.randn(3, 4, 6, dtype=torch.float64)  # [batch, seq, hidden]
-    keys = _sequence_keys(6, 2)
-    np.testing.assert_allclose(_seed002_bn_loop(t, EPS).numpy(), _standardize(t.numpy(), (0,)), atol=1e-12)
-    np.testing.assert_allclose(_seed002_ln_loop(t, EPS).numpy(), _standardize(t.numpy(), (2,)), atol=1e-12)
-    assert torch.allclose(_seed002_bn_loop(t, EPS), _loop_normalize(t, keys["bn-seed002"], EPS)[0])
-    assert torch.allclose(_seed002_ln_loop(t, EPS), _loop_normalize(t, keys["layernorm"], EPS)[0])
+    keys = sequence_keys(6, 2)
+    np.testing.assert_allclose(seed002_bn_loop(t, EPS).numpy(), _standardize(t.numpy(), (0,)), atol=1e-12)
+    np.testing.assert_allclose(seed002_ln_loop(t, EPS).numpy(), _standardize(t.numpy(), (2,)), atol=1e-12)
+    assert torch.allclose(seed002_bn_loop(t, EPS), loop_normalize(t, keys["bn-seed002"], EPS)[0])
+    assert torch.allclose(seed002_ln_loop(t, EPS), loop_normalize(t, keys["layernorm"], EPS)[0])
 
 
 @pytest.fixture(scope="module")
