@@ -232,7 +232,7 @@ def fake_distribution(tmp_path, monkeypatch, fresh_registry):
 def test_entry_points_register_studies_next_to_the_built_in_ones(fake_distribution):
     studies = normlab.studies.registry()
     assert "overfitting" in studies and "fake-good" in studies and "fake-instance" in studies
-    assert type(studies["overfitting"]).__module__ == "normlab.studies.overfitting"  # not overridden
+    assert type(studies["overfitting"]).__module__ == "normlab.studies.overfitting.study"  # not overridden
     assert studies["fake-good"].source == {"entry_point": "fake-good = fake_user_studies:GoodStudy",
                                            "distribution": "fakepkg"}
     errors = normlab.studies.discovery_errors()

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from normlab.engine.spec import Cell, CellContext, StoredRun
-from normlab.studies.bn_running_stats import BnRunningStats, Config, _population
+from normlab.studies.bn_running_stats import BnRunningStats, Config, population
 
 STUDY = BnRunningStats()
 CONFIG = Config(**BnRunningStats.quick_overrides)
@@ -74,7 +74,7 @@ def test_seeds_as_channels_match_a_hand_loop(momentum):
     config = dataclasses.replace(CONFIG, steps=30, early_step=5)
     label = "cumulative" if momentum is None else "0.3"
     table = _run(Cell(f"converge/m={label}", (0, 7), (("batch_size", 4),)), config)
-    pop = _population(config).double()
+    pop = population(config).double()
     mu, sd = pop.mean(0), pop.var(0, correction=0).sqrt()
     gen = torch.Generator().manual_seed(7)
     running = torch.zeros(config.features, dtype=torch.float64)

@@ -1,28 +1,18 @@
-"""bn-running-stats: claims and figures, computed from the stored tables only (see bn_running_stats.py)."""
+"""Claims and notes of the ``bn-running-stats`` study, computed from the stored tables only."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
 
-from normlab.engine.spec import Claim, Figure, StoredRun
+from normlab.engine.spec import Claim, StoredRun
 from normlab.kit import stats
-
-SEED_002, SEED_004 = "seed 002", "seed 004"
-
-
-def momentum_label(m: float | None) -> str:
-    return "cumulative" if m is None else f"{m:g}"
+from normlab.studies.bn_running_stats.config import SEED_002, SEED_004, Config, momentum_label
 
 
-# ------------------------------------------------------------------------------------------ judgement
-
-
-def _values(run: StoredRun, arm: str, metric: str, step: int | None = None, **params) -> np.ndarray:
+def values(run: StoredRun, arm: str, metric: str, step: int | None = None, **params) -> np.ndarray:
+    """``metric`` of ``arm`` (at ``step`` and the cell params given, if any), one value per seed in seed order."""
     m = run.metrics
     sel = (m["arm"] == arm) & (m["metric"] == metric)
     if step is not None:
@@ -32,7 +22,7 @@ def _values(run: StoredRun, arm: str, metric: str, step: int | None = None, **pa
     return m[sel].sort_values("seed")["value"].to_numpy(dtype=float)
 
 
-def _hand_walkthrough(momentum: float, value: float, iterations: int) -> list[tuple[float, float]]:
+def hand_walkthrough(momentum: float, value: float, iterations: int) -> list[tuple[float, float]]:
     """Seed 004's hand computation: constant feature ``value`` -> batch mean ``value``, batch var 0."""
     mean, var, out = 0.0, 1.0, []
     for _ in range(iterations):
@@ -42,14 +32,14 @@ def _hand_walkthrough(momentum: float, value: float, iterations: int) -> list[tu
     return out
 
 
-def judge(run: StoredRun) -> list[Claim]:
-    c: Any = run.config  # bn_running_stats.Config
+def claims(run: StoredRun) -> list[Claim]:
+    c: Config = run.config
     out: list[Claim] = []
     # Seed 004's printed numbers after iteration 0, then its rule for every later iteration.
     for j, value in ((0, 1.0), (1, 2.0)):
-        hand = _hand_walkthrough(c.walk_momentum, value, c.walk_iterations)
-        observed = [(_values(run, "walkthrough", f"running_mean/f{j}", step=k)[0],
-                     _values(run, "walkthrough", f"running_var/f{j}", step=k)[0]) for k in range(len(hand))]
+        hand = hand_walkthrough(c.walk_momentum, value, c.walk_iterations)
+        observed = [(values(run, "walkthrough", f"running_mean/f{j}", step=k)[0],
+                     values(run, "walkthrough", f"running_var/f{j}", step=k)[0]) for k in range(len(hand))]
         worst = max(max(abs(o[0] - h[0]), abs(o[1] - h[1])) for o, h in zip(observed, hand, strict=True))
         claim = stats.exact_claim(
             f"walkthrough-feature-{int(value)}s",
@@ -60,7 +50,7 @@ def judge(run: StoredRun) -> list[Claim]:
         claim.detail += "; layer: " + ", ".join(f"({a:.4f}, {b:.4f})" for a, b in observed)
         out.append(claim)
 
-    facts = {k: _values(run, "layer-facts", k)[0] for k in (
+    facts = {k: values(run, "layer-facts", k)[0] for k in (
         "default_momentum", "seed002_formula_momentum", "momentum0.9_mean_ratio", "running_var_over_unbiased",
         "output_vs_biased_maxdiff", "output_vs_unbiased_maxdiff")}
     formula = stats.exact_claim(
@@ -85,7 +75,7 @@ def judge(run: StoredRun) -> list[Claim]:
         facts["output_vs_biased_maxdiff"], 0.0, atol=1e-9))
     out[-1].detail += f"; with the unbiased variance the max difference would be {facts['output_vs_unbiased_maxdiff']:.3g}"
 
-    worst = {kind: max(float(np.max(_values(run, "conventions", f"maxdiff/{kind}/m={m:g}", step=c.convention_steps)))
+    worst = {kind: max(float(np.max(values(run, "conventions", f"maxdiff/{kind}/m={m:g}", step=c.convention_steps)))
                        for m in c.convention_momenta) for kind in ("torch", "keras")}
     conv = stats.exact_claim(
         "keras-equals-torch", "Keras momentum 0.99 is torch momentum 0.01 (keras m = 1 - torch m)", "STUDIES.md",
@@ -99,7 +89,7 @@ def judge(run: StoredRun) -> list[Claim]:
     return out
 
 
-def _convergence_claims(run: StoredRun, c: Any) -> list[Claim]:
+def _convergence_claims(run: StoredRun, c: Config) -> list[Claim]:
     emas = [m for m in c.momenta if m is not None]
     if len(emas) < 2:
         return []
@@ -112,16 +102,16 @@ def _convergence_claims(run: StoredRun, c: Any) -> list[Claim]:
             f"A smaller Keras momentum ({1 - fast:g}, torch {fast:g}) approaches the true statistics faster than "
             f"a larger one ({1 - slow:g}, torch {slow:g})", SEED_002,
             f"RMS error of the running mean (units of σ) after {c.early_step} steps, batch {mid_b}",
-            _values(run, fa, "mean_err", c.early_step, batch_size=mid_b),
-            _values(run, sl, "mean_err", c.early_step, batch_size=mid_b), "less", paired=True, min_effect=0.2,
+            values(run, fa, "mean_err", c.early_step, batch_size=mid_b),
+            values(run, sl, "mean_err", c.early_step, batch_size=mid_b), "less", paired=True, min_effect=0.2,
             labels=(f"m={fast:g}", f"m={slow:g}")),
         stats.compare_claim(
             "larger-step-fluctuates-more",
             f"...but fluctuates more: after enough steps the smaller Keras momentum ({1 - fast:g}) ends farther "
             "from the true statistics", SEED_002,
             f"RMS error of the running mean after {c.steps} steps, batch {mid_b}",
-            _values(run, fa, "mean_err", c.steps, batch_size=mid_b),
-            _values(run, sl, "mean_err", c.steps, batch_size=mid_b), "greater", paired=True, min_effect=0.2,
+            values(run, fa, "mean_err", c.steps, batch_size=mid_b),
+            values(run, sl, "mean_err", c.steps, batch_size=mid_b), "greater", paired=True, min_effect=0.2,
             labels=(f"m={fast:g}", f"m={slow:g}")),
     ]
     # The seed's "fluctuates more" is about the end of *enough* training: the slow average must have
@@ -136,18 +126,18 @@ def _convergence_claims(run: StoredRun, c: Any) -> list[Claim]:
     out.append(stats.compare_claim(
         "small-batch-noisier", "With a small batch, running estimates sit farther from the true distribution",
         SEED_002, f"RMS error of the running mean after {c.steps} steps, m={ref:g}: batch {small_b} vs {big_b}",
-        _values(run, f"converge/m={momentum_label(ref)}", "mean_err", c.steps, batch_size=small_b),
-        _values(run, f"converge/m={momentum_label(ref)}", "mean_err", c.steps, batch_size=big_b), "greater",
+        values(run, f"converge/m={momentum_label(ref)}", "mean_err", c.steps, batch_size=small_b),
+        values(run, f"converge/m={momentum_label(ref)}", "mean_err", c.steps, batch_size=big_b), "greater",
         paired=True, min_effect=0.2, labels=(f"B={small_b}", f"B={big_b}")))
     if None in c.momenta:
         out.append(stats.compare_claim(
             "cumulative-closest", "momentum=None (cumulative average) ends closest to a fixed population's "
             "statistics", "STUDIES.md",
             f"RMS error of the running mean after {c.steps} steps, batch {mid_b}: None vs m={slow:g}",
-            _values(run, "converge/m=cumulative", "mean_err", c.steps, batch_size=mid_b),
-            _values(run, sl, "mean_err", c.steps, batch_size=mid_b), "less", paired=True,
+            values(run, "converge/m=cumulative", "mean_err", c.steps, batch_size=mid_b),
+            values(run, sl, "mean_err", c.steps, batch_size=mid_b), "less", paired=True,
             labels=("None", f"m={slow:g}")))
-        bias = _values(run, "converge/m=cumulative", "var_bias", c.steps, batch_size=small_b)
+        bias = values(run, "converge/m=cumulative", "var_bias", c.steps, batch_size=small_b)
         shortfall = abs(math.log((small_b - 1) / small_b))
         claim = stats.equivalence_claim(
             "running-var-unbiased-estimate", f"The running variance estimates the population variance without "
@@ -159,13 +149,13 @@ def _convergence_claims(run: StoredRun, c: Any) -> list[Claim]:
     return out
 
 
-def _gap_claims(run: StoredRun, c: Any) -> list[Claim]:
+def _gap_claims(run: StoredRun, c: Config) -> list[Claim]:
     short, long = c.gap_steps
     keras_default = 0.01 if 0.01 in c.gap_momenta else min(m for m in c.gap_momenta if m is not None)
     arm = f"gap/m={momentum_label(keras_default)}"
-    run_s = _values(run, arm, "acc_running", steps=short)
-    recal_s = _values(run, arm, "acc_recalibrated", steps=short)
-    batch_s = _values(run, arm, "acc_batch_stats", steps=short)
+    run_s = values(run, arm, "acc_running", steps=short)
+    recal_s = values(run, arm, "acc_recalibrated", steps=short)
+    batch_s = values(run, arm, "acc_batch_stats", steps=short)
     out = [
         stats.compare_claim(
             "short-training-eval-gap",
@@ -183,99 +173,23 @@ def _gap_claims(run: StoredRun, c: Any) -> list[Claim]:
             "long-training-shrinks-gap",
             "With enough steps the large Keras momentum's running statistics get close to the true ones",
             SEED_002, f"recalibrated - running test accuracy, m={keras_default:g}: {long} vs {short} steps",
-            _values(run, arm, "acc_recalibrated", steps=long) - _values(run, arm, "acc_running", steps=long),
+            values(run, arm, "acc_recalibrated", steps=long) - values(run, arm, "acc_running", steps=long),
             recal_s - run_s, "less", labels=(f"{long} steps", f"{short} steps")),
     ]
     return out
 
 
-# ------------------------------------------------------------------------------------------- figures
+NOTES = """\
+Seed 002 writes the moving average as `moving = moving*momentum + batch*(1-momentum)` and says PyTorch's
+value is 0.9: in that (Keras) form the statement is right, but PyTorch's *argument* means the opposite weight
+(default 0.1); the two claims above separate the formula from the argument. Seed 004's walk-through is
+reproduced by the layer itself, iteration by iteration. The convergence arms use a fixed population whose
+exact statistics are known, so "closer to the truth" is measured, not inferred; the train/eval arms show what
+the same effect costs in accuracy on real images, and recalibration (exact statistics of the training data)
+is the control that separates a stale running estimate from a worse network.
+"""
 
 
-def _ci_band(ax, steps, table: pd.DataFrame, label: str, **kw) -> None:
-    ivs = [stats.mean_ci(table.loc[table["step"] == s, "value"].to_numpy()) for s in steps]
-    line = ax.plot(steps, [iv.mean for iv in ivs], label=label, **kw)[0]
-    ax.fill_between(steps, [iv.lo for iv in ivs], [iv.hi for iv in ivs], color=line.get_color(), alpha=0.2)
-
-
-def _walkthrough_figure(run: StoredRun) -> Figure:
-    c: Any = run.config  # bn_running_stats.Config
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for j, ax in enumerate(axes):
-        value = float(j + 1)
-        hand = _hand_walkthrough(c.walk_momentum, value, c.walk_iterations)
-        its = np.arange(len(hand))
-        for k, (name, marker) in enumerate((("running_mean", "o"), ("running_var", "s"))):
-            layer = [_values(run, "walkthrough", f"{name}/f{j}", step=i)[0] for i in its]
-            ax.plot(its, layer, marker, ms=8, mfc="none", label=f"{name} (layer)")
-            ax.plot(its, [h[k] for h in hand], "k:", lw=1, label="hand computation" if k == 0 else None)
-        ax.axhline(value, color="grey", lw=0.5)
-        ax.set(title=f"feature of constant {value:g}s", xlabel="iteration", ylabel="value")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return Figure(
-        "walkthrough", f"Seed 004's BatchNorm1d(momentum={c.walk_momentum:g}) walk-through",
-        "Markers: the running mean and running variance a BatchNorm1d layer stores after each iteration on "
-        "seed 004's constant batch; dotted lines: the seed's hand computation (1-m)*old + m*batch from "
-        "(0, 1). The mean climbs toward the feature's value, the variance decays toward the batch's 0.", fig)
-
-
-def _convergence_figure(run: StoredRun) -> Figure:
-    c: Any = run.config  # bn_running_stats.Config
-    m = run.metrics
-    fig, axes = plt.subplots(2, len(c.batch_sizes), figsize=(4 * len(c.batch_sizes), 6.5), squeeze=False,
-                             sharey="row")
-    for col, b in enumerate(c.batch_sizes):
-        for mom in c.momenta:
-            arm = f"converge/m={momentum_label(mom)}"
-            for row, metric in enumerate(("mean_err", "var_err")):
-                t = m[(m["arm"] == arm) & (m["metric"] == metric) & (m["batch_size"] == b)]
-                steps = sorted(t["step"].unique())
-                _ci_band(axes[row, col], steps, t, f"m={momentum_label(mom)}")
-            # The stationary spread an exponential average of B-sample means keeps: sqrt(m/(2-m)/B) σ.
-            if mom is not None:
-                axes[0, col].axhline(math.sqrt(mom / (2 - mom) / b), ls=":", lw=0.8,
-                                     color=axes[0, col].lines[-1].get_color())
-        axes[0, col].set(title=f"batch size {b}", xscale="log", yscale="log")
-        axes[1, col].set(xlabel="training step", xscale="log", yscale="log")
-    axes[0, 0].set_ylabel("running mean: RMS error / σ")
-    axes[1, 0].set_ylabel("running var: RMS |log ratio|")
-    axes[0, -1].legend(fontsize=8)
-    fig.tight_layout()
-    return Figure(
-        "convergence", "Running statistics vs the true population statistics",
-        f"Each panel: the error of the running estimates against the exact mean and variance of a fixed "
-        f"skewed population, vs training step (log-log), mean and 95% CI over {c.seeds} seeds. Columns: batch "
-        "size. A larger torch momentum (smaller Keras momentum) falls faster but levels off higher; dotted "
-        "lines mark the theoretical floor sqrt(m/(2-m)/B) of an exponential average of batch means. "
-        "m=cumulative (momentum=None) keeps falling like 1/sqrt(B·t).", fig)
-
-
-def _gap_figure(run: StoredRun) -> Figure:
-    c: Any = run.config  # bn_running_stats.Config
-    kinds = (("acc_batch_stats", "train mode (batch stats)"), ("acc_running", "eval (running stats)"),
-             ("acc_recalibrated", "eval (recalibrated)"))
-    fig, axes = plt.subplots(1, len(c.gap_steps), figsize=(5 * len(c.gap_steps), 3.6), squeeze=False, sharey=True)
-    width = 0.8 / len(kinds)
-    for ax, steps in zip(axes[0], c.gap_steps, strict=True):
-        for k, (metric, label) in enumerate(kinds):
-            ivs = [stats.mean_ci(_values(run, f"gap/m={momentum_label(mom)}", metric, steps=steps)) for mom in c.gap_momenta]
-            x = np.arange(len(c.gap_momenta)) + (k - 1) * width
-            ax.bar(x, [iv.mean for iv in ivs], width, label=label,
-                   yerr=[[iv.mean - iv.lo for iv in ivs], [iv.hi - iv.mean for iv in ivs]], capsize=3)
-        ax.set_xticks(np.arange(len(c.gap_momenta)),
-                      [("momentum=None\n(cumulative)" if m is None else f"torch {m:g}\n(keras {1 - m:g})")
-                       for m in c.gap_momenta])
-        ax.set(title=f"after {steps} steps (batch {c.gap_batch_size})", ylabel="test accuracy")
-    axes[0, 0].legend(fontsize=8)
-    fig.tight_layout()
-    return Figure(
-        "train_eval_gap", "Test accuracy: batch statistics vs running statistics vs recalibrated",
-        f"Bars: test accuracy of the same trained BatchNorm CNN ({c.dataset}) evaluated three ways, mean and "
-        f"95% CI over {c.gap_seeds} seeds, per momentum. A bar for running stats below the other two means the "
-        "running estimates had not reached the network's current statistics (the seed's short-training "
-        "case); recalibration replaces them with the training set's exact statistics.", fig)
-
-
-def draw(run: StoredRun) -> list[Figure]:
-    return [_walkthrough_figure(run), _convergence_figure(run), _gap_figure(run)]
+def notes(run: StoredRun) -> str:
+    """The report's notes (the same for every run)."""
+    return NOTES

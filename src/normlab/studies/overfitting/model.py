@@ -1,0 +1,118 @@
+"""What an ``overfitting`` cell trains: the seed's MLP and data, the stacked training loop, the dropout demo."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as tnn
+
+from normlab.kit.ensemble import make_ensemble, member_losses
+from normlab.kit.flat_params import flatten_parameters
+from normlab.kit.tables import metric_rows, with_seeds
+from normlab.probe import Probe
+from normlab.studies.overfitting.config import ARMS, Config
+
+
+def mlp(n_hidden: int, dropout: float) -> tnn.Sequential:
+    """The seed's MLP; with ``dropout > 0`` a Dropout after each hidden ReLU (no parameters, same init)."""
+    layers: list[tnn.Module] = [tnn.Linear(1, n_hidden), tnn.ReLU()]
+    for _ in range(2):
+        layers += [tnn.Dropout(dropout)] if dropout > 0 else []
+        layers += [tnn.Linear(n_hidden, n_hidden), tnn.ReLU()]
+    layers += [tnn.Dropout(dropout)] if dropout > 0 else []
+    layers.append(tnn.Linear(n_hidden, 1))
+    return tnn.Sequential(*layers)
+
+
+def make_data(c: Config, seed: int, n_train: int) -> dict[str, torch.Tensor]:
+    """The seed's ``gen_data`` (train, then its test set) plus a held-out set, from a generator seeded ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    train_x = torch.linspace(-1, 1, n_train).unsqueeze(1)
+    train_y = c.w * train_x + torch.normal(0, c.train_noise, size=train_x.size(), generator=g)
+    test_x = torch.linspace(-1, 1, c.n_test).unsqueeze(1)
+    test_y = c.w * test_x + torch.normal(0, c.test_noise, size=test_x.size(), generator=g)
+    held_x = torch.rand(c.n_heldout, 1, generator=g) * 2 - 1
+    held_y = c.w * held_x + torch.normal(0, c.test_noise, size=held_x.size(), generator=g)
+    return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y,
+            "held_x": held_x, "held_y": held_y}
+
+
+def train_arm(c: Config, arm: str, seeds: tuple[int, ...], n_train: int, progress=None,
+              device: torch.device | str = "cpu", probe: bool = False) -> dict[str, pd.DataFrame]:
+    """Train one arm for all ``seeds`` as one stacked ensemble; evaluation curves and final predictions.
+
+    With ``probe``, :class:`normlab.probe.Probe` records weight and gradient statistics and histograms of
+    every parameter, per seed, every ``eval_every`` steps (the weight/gradient distributions over time).
+    """
+    p, use_wd = ARMS[arm]
+    p = c.dropout if p is None else p
+    data = [make_data(c, s, n_train) for s in seeds]
+    stack = {k: torch.stack([d[k] for d in data]).to(device) for k in data[0]}  # (N, n, 1)
+    grid = torch.linspace(-1, 1, 101, device=device).unsqueeze(1)
+    model = make_ensemble(lambda: mlp(c.n_hidden, p), seeds).to(device)
+    flat = flatten_parameters(model, len(seeds))  # one optimizer tensor (kit/flat_params.py): same updates
+    opt = torch.optim.SGD([flat.param], lr=c.lr, momentum=c.momentum,
+                          weight_decay=c.weight_decay if use_wd else 0.0)
+    rows: list[tuple[int, int, str, float]] = []
+
+    def record(step: int, train_loss: torch.Tensor) -> None:
+        model.eval()
+        with torch.no_grad():
+            mse = {
+                "train_loss": train_loss,  # the training-mode loss of this step (with dropout noise)
+                "train_mse": member_losses(model(stack["train_x"]), stack["train_y"]),
+                "test_mse": member_losses(model(stack["test_x"]), stack["test_y"]),
+                "heldout_mse": member_losses(model(stack["held_x"]), stack["held_y"]),
+                "function_mse": member_losses(model(grid), c.w * grid),
+                "weight_norm": torch.sqrt(sum(q.pow(2).flatten(1).sum(1) for q in model.parameters() if q.dim() == 3)),
+            }
+        model.train()
+        for name, v in mse.items():
+            rows.extend((s, step, name, float(x)) for s, x in zip(seeds, v.tolist(), strict=True))
+
+    instrument = Probe(model, opt, every=c.eval_every, histograms=c.eval_every, modules=lambda n, m: False) \
+        if probe else contextlib.nullcontext()
+    with instrument:
+        for step in range(1, c.steps + 1):
+            losses = member_losses(model(stack["train_x"]), stack["train_y"])  # (N,)
+            flat.zero_grad()
+            losses.sum().backward()  # sum: each member gets its own MSE gradient
+            opt.step()
+            if step % c.eval_every == 0 or step == c.steps:
+                record(step, losses.detach())
+            if progress is not None and step % 50 == 0:
+                progress(step, c.steps)
+    model.eval()
+    with torch.no_grad():
+        pred = model(grid).squeeze(-1).cpu()  # (N, 101)
+    preds = pd.DataFrame({"seed": np.repeat(seeds, grid.numel()), "x": np.tile(grid.squeeze(1).cpu().numpy(), len(seeds)),
+                          "pred": pred.reshape(-1).numpy()})
+    first = data[0]
+    points = pd.concat([pd.DataFrame({"seed": seeds[0], "set": name, "x": first[f"{name}_x"].squeeze(1).numpy(),
+                                      "y": first[f"{name}_y"].squeeze(1).numpy()}) for name in ("train", "test")],
+                       ignore_index=True)
+    out = {"metrics": metric_rows(rows), "predictions": preds, "points": points}
+    if probe:  # keep only occupied histogram bins
+        out["probe_scalars"] = with_seeds(instrument.scalars(), seeds)
+        out["probe_histograms"] = with_seeds(instrument.histograms(empty_bins=False), seeds)
+    return out
+
+
+def dropout_demo(c: Config, seeds: tuple[int, ...]) -> pd.DataFrame:
+    """The seed's ``Net``: Dropout(0.5) → Linear(units, 1, bias=False) with weight 1, on ones(units)."""
+    rows = []
+    x = torch.ones(c.demo_units)
+    for s in seeds:
+        torch.manual_seed(s)  # then the seed's order: build (Linear init draws), fill weight, forward
+        net = tnn.Sequential(tnn.Dropout(c.dropout), tnn.Linear(c.demo_units, 1, bias=False), tnn.ReLU())
+        with torch.no_grad():
+            net[1].weight.fill_(1.0)
+            net.train()
+            train_out = float(net(x))
+            net.eval()
+            eval_out = float(net(x))
+        rows += [(s, 0, "train_output", train_out), (s, 0, "eval_output", eval_out)]
+    return metric_rows(rows)
