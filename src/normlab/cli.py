@@ -224,15 +224,22 @@ def _print_claims(claims) -> None:
     from rich.table import Table
 
     table = Table(title="Claims", show_lines=False)
-    for col in ("id", "verdict", "claim", "test", "effect [95% CI]", "n"):
+    for col in ("id", "verdict", "claim", "test", "effect [95% CI]", "unit", "n"):
         table.add_column(col, overflow="fold")
     style = {"supported": "green", "refuted": "red", "inconclusive": "yellow"}
     for c in claims:
         ci = f" [{_num(c.ci[0])}, {_num(c.ci[1])}]" if c.ci else ""
         p = f", p={_num(c.p_value)}" if c.p_value is not None else ""
-        table.add_row(c.id, f"[{style[c.verdict]}]{c.verdict}[/]", c.claim, f"{c.statistic}={_num(c.value)}{p}",
-                      f"{_num(c.effect_size)}{ci}", str(c.n if c.n is not None else "-"))
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
+        holm = f", Holm p={_num(c.p_adjusted)}" if c.p_adjusted is not None else ""
+        lost = " (not after Holm)" if c.survives is False else ""
+        table.add_row(c.id, f"[{style[c.verdict]}]{c.verdict}[/]{lost}", c.claim,
+                      f"{c.statistic}={_num(c.value)}{p}{holm}", f"{_num(c.effect_size)}{ci}", c.unit or "-",
+                      str(c.n if c.n is not None else "-"))
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    console.print(table)
+    from normlab.report.summary import correction_line
+
+    console.print(correction_line(list(claims)))
 
 
 if __name__ == "__main__":

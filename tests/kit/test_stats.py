@@ -139,3 +139,68 @@ def test_verdict_agrees_with_the_shown_95pct_interval_at_the_boundary():
     c = stats.compare_claim("x", "a < b", "test", "m", a, b, "less", effect="cohen_d", paired=True)
     assert c.ci is not None and c.ci[0] < 0 < c.ci[1]
     assert c.verdict == "inconclusive"
+
+
+# -- one significance rule, multiplicity ------------------------------------------------------------------
+
+
+def _naive_holm(p):
+    """Holm by its definition: reject H_(1..k) while p_(i) <= alpha / (m - i + 1); the adjusted p of H_(i)
+    is the smallest alpha at which it is rejected: max over j <= i of min(1, (m - j + 1) p_(j))."""
+    m = len(p)
+    order = sorted(range(m), key=lambda i: (p[i], i))
+    out = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0, 1, allow_nan=False), min_size=1, max_size=20))
+def test_holm_matches_its_definition(p):
+    assert stats.holm_adjust(p) == pytest.approx(_naive_holm(p), rel=1e-12, abs=1e-15)
+
+
+def test_holm_refuses_what_is_not_a_p_value():
+    for bad in ([0.1, float("nan")], [1.5], [-0.1]):
+        with pytest.raises(ValueError, match="p_values"):
+            stats.holm_adjust(bad)
+
+
+def test_correction_marks_which_supported_verdicts_survive():
+    strong = _claim(LOW - 0.5, HIGH)  # p far below 0.025 / m
+    weak = stats.Claim("W", "c", "s", "m", "supported", "t", 2.2, p_value=0.02)  # supported alone, not after Holm
+    refuted = stats.Claim("R", "c", "s", "m", "refuted", "t", -3.0, p_value=0.999)
+    exact = stats.exact_claim("X", "c", "s", "m", 1.0, 1.0)
+    out = stats.correct_for_multiplicity([strong, weak, refuted, exact])
+    assert out == [strong, weak, refuted, exact]
+    assert strong.survives is True and weak.survives is False
+    assert weak.p_adjusted == pytest.approx(min(1.0, 2 * 0.02))  # second smallest of three: (3 - 1) * p
+    assert refuted.survives is None and refuted.p_adjusted == pytest.approx(0.999)
+    assert exact.p_adjusted is None and exact.survives is None and exact.unit == "exact" and exact.n is None
+
+
+def test_equivalence_uses_the_same_level_as_every_other_verdict():
+    """TOST at 0.025 per side = the 95% interval inside the margin; its p is the larger one-sided p (scipy)."""
+    d = np.array([0.02, -0.01, 0.04, 0.03, -0.02, 0.05, 0.0, 0.01])
+    margin = 0.035
+    cl = stats.equivalence_claim("E", "c", "s", "m", d, 0.0, margin=margin, unit="seed")
+    se = sps.sem(d)
+    p_lo = sps.t.sf((d.mean() + margin) / se, d.size - 1)
+    p_hi = sps.t.cdf((d.mean() - margin) / se, d.size - 1)
+    assert cl.p_value == pytest.approx(max(p_lo, p_hi))
+    lo, hi = sps.t.interval(0.95, d.size - 1, loc=d.mean(), scale=se)
+    assert cl.ci == pytest.approx((lo, hi))
+    # This sample sits between the rules: the 90% interval is inside the margin, the 95% one is not.
+    lo90, hi90 = sps.t.interval(0.90, d.size - 1, loc=d.mean(), scale=se)
+    assert -margin < lo90 and hi90 < margin and not (-margin < lo and hi < margin)
+    assert cl.verdict == "inconclusive" and cl.p_value > stats.ALPHA and cl.unit == "seed" and cl.n == 8
+
+
+def test_claim_n_is_a_count_of_units():
+    assert stats.Claim("A", "c", "s", "m", "supported", "t", 1.0, n=np.int64(3)).n == 3
+    for bad in (2.5, -1, True):
+        with pytest.raises(ValueError, match="n must be a count"):
+            stats.Claim("A", "c", "s", "m", "supported", "t", 1.0, n=bad)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,13 @@ class Claim:
     ``verdict`` is computed by the study from the stored metrics (never hard-coded). ``statistic`` names
     the test (``"welch_t"``, ``"mean_diff"``, ``"ratio"``, ...), ``value`` is its value, ``effect_size``
     a standardized or relative effect, ``ci`` the 95% interval of the quantity being judged.
+
+    ``unit`` is the unit of replication: what was randomised independently, so that the statistic treats
+    ``n`` of them as independent (``"seed"``: runs that share a seed and data order are one unit, however
+    many arms or norms they span; ``"seed x depth"``; ``"exact"`` for a deterministic check, with
+    ``n=None``). ``p_value`` is the one-sided p of the claimed direction; ``p_adjusted`` and ``survives``
+    are filled in by the report (:func:`normlab.kit.stats.correct_for_multiplicity`): Holm's adjustment
+    over the study's claims that have a p, and whether a ``supported`` verdict still holds after it.
     """
 
     id: str
@@ -78,10 +86,18 @@ class Claim:
     ci: tuple[float, float] | None = None
     n: int | None = None
     detail: str = ""
+    unit: str | None = None
+    p_adjusted: float | None = None
+    survives: bool | None = None
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
             raise ValueError(f"Claim {self.id!r}: verdict must be one of {VERDICTS}, got {self.verdict!r}")
+        if self.n is not None:
+            if isinstance(self.n, bool) or not isinstance(self.n, numbers.Integral) or self.n < 0:
+                raise ValueError(f"Claim {self.id!r}: n must be a count of independent units (int >= 0) or "
+                                 f"None, got {self.n!r}")
+            self.n = int(self.n)  # numpy integers too: claims.json holds plain ints
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -13,8 +13,16 @@ Verdict rule (``compare_claim``), for a claim "``a`` is ``direction`` than ``b``
   the claim needs);
 * ``inconclusive`` otherwise (too few seeds, too much noise).
 
-``alpha`` defaults to 0.025 one-sided: the same evidence as the two-sided 95% interval the report prints
-beside each verdict, so a claim is never ``supported`` while its shown interval still admits no effect.
+One significance rule for the whole lab (:data:`ALPHA`): a one-sided test at 0.025 in the claimed
+direction, the same evidence as the two-sided 95% interval the report prints beside each verdict, so a
+claim is never ``supported`` while its shown interval still admits no effect. Equivalence (TOST) uses the
+same level on each side, i.e. the 95% interval inside the margin. The report then adjusts the p-values of a
+study's claims for their number (Holm, :func:`correct_for_multiplicity`) and says which ``supported``
+verdicts survive.
+
+Every claim says its unit of replication (``unit``) and how many independent units the statistic used
+(``n``): pass ``unit=`` to the claim helpers; only what was randomised independently counts as a unit
+(two arms run from the same seed and data order are one unit: compare them ``paired``).
 
 Tests: Welch's t-test for independent groups, the paired t-test when the two arms share seeds *and* the
 seed fixes something common to both (the same initial weights, the same data). Set ``transform="log"``
@@ -33,6 +41,9 @@ import numpy as np
 from scipy import stats as sps
 
 from normlab.engine.spec import Claim
+
+ALPHA = 0.025  # one-sided, beside two-sided 95% intervals: the lab's one significance rule
+CONFIDENCE = 0.95
 
 Direction = Literal["less", "greater"]
 Effect = Literal["relative", "cohen_d"]
@@ -210,12 +221,13 @@ def compare_claim(
     b: Sequence[float] | np.ndarray,
     direction: Direction,
     *,
-    alpha: float = 0.025,
+    alpha: float = ALPHA,
     min_effect: float = 0.0,
     effect: Effect = "relative",
     transform: Transform = "none",
     paired: bool = False,
     labels: tuple[str, str] = ("a", "b"),
+    unit: str | None = None,
 ) -> Claim:
     """Judge "``a`` is ``direction`` than ``b``" from per-seed values and return a :class:`Claim`.
 
@@ -230,6 +242,7 @@ def compare_claim(
         transform: ``"log"`` runs the test on ``log10`` of positive values.
         paired: use the paired t-test (seed ``i`` of ``a`` and of ``b`` share initial weights/data).
         labels: names for ``a`` and ``b`` in ``detail``.
+        unit: the unit of replication one value of ``a`` (and of ``b``) stands for.
 
     The stored ``ci`` is the 95% interval of the effect (same units as ``effect_size``).
     """
@@ -259,7 +272,7 @@ def compare_claim(
     if n < 2:
         return Claim(
             id=id, claim=claim, source=source, measurement=measurement, verdict="inconclusive",
-            statistic="none", value=math.nan, n=n,
+            statistic="none", value=math.nan, n=n, unit=unit,
             detail=f"fewer than 2 finite values per group ({a_t.size} {labels[0]}, {b_t.size} {labels[1]})",
         )
     test = paired_t(a_t, b_t) if paired else welch_t(a_t, b_t)
@@ -288,18 +301,18 @@ def compare_claim(
         verdict = "refuted"
     else:
         verdict = "inconclusive"
-    unit = "d" if effect == "cohen_d" else "rel"
+    effect_unit = "d" if effect == "cohen_d" else "rel"
     ma, mbv = mean_ci(a_raw), mean_ci(b_raw)
     detail = (
         f"{labels[0]} {ma.fmt()} vs {labels[1]} {mbv.fmt()} (mean [95% CI], n={a_t.size}/{b_t.size}); "
         f"{test.name}{' on log10' if transform == 'log' else ''}: t={test.statistic:.3g}, "
-        f"one-sided p={p_claim:.3g}; effect {unit}={eff:.3g} [{eff_lo:.3g}, {eff_hi:.3g}]"
+        f"one-sided p={p_claim:.3g}; effect {effect_unit}={eff:.3g} [{eff_lo:.3g}, {eff_hi:.3g}]"
         + (f"; needs |effect| >= {min_effect:g} {direction}" if min_effect > 0 else "")
     )
     return Claim(
         id=id, claim=claim, source=source, measurement=measurement, verdict=verdict,
         statistic=test.name, value=test.statistic, p_value=p_claim, effect_size=eff,
-        ci=(float(min(eff_lo, eff_hi)), float(max(eff_lo, eff_hi))), n=n, detail=detail,
+        ci=(float(min(eff_lo, eff_hi)), float(max(eff_lo, eff_hi))), n=n, detail=detail, unit=unit,
     )
 
 
@@ -312,7 +325,8 @@ def threshold_claim(
     direction: Direction,
     threshold: float,
     *,
-    alpha: float = 0.025,
+    alpha: float = ALPHA,
+    unit: str | None = None,
 ) -> Claim:
     """Judge "the mean of ``values`` is ``direction`` than ``threshold``" (one-sample t-test).
 
@@ -326,7 +340,7 @@ def threshold_claim(
     iv = mean_ci(arr)
     if arr.size < 2:
         return Claim(id, claim, source, measurement, "inconclusive", "none", math.nan, n=int(arr.size),
-                     detail="fewer than 2 finite values")
+                     detail="fewer than 2 finite values", unit=unit)
     test = one_sample_t(arr, threshold)
     p_claim = test.p_less if direction == "less" else test.p_greater
     p_opp = test.p_greater if direction == "less" else test.p_less
@@ -334,7 +348,7 @@ def threshold_claim(
     return Claim(
         id=id, claim=claim, source=source, measurement=measurement, verdict=verdict,
         statistic=test.name, value=test.statistic, p_value=p_claim,
-        effect_size=iv.mean - threshold, ci=(iv.lo - threshold, iv.hi - threshold), n=iv.n,
+        effect_size=iv.mean - threshold, ci=(iv.lo - threshold, iv.hi - threshold), n=iv.n, unit=unit,
         detail=f"mean {iv.fmt()} vs threshold {threshold:g}; t={test.statistic:.3g}, one-sided p={p_claim:.3g}",
     )
 
@@ -349,15 +363,20 @@ def equivalence_claim(
     margin: float,
     *,
     paired: bool = False,
+    alpha: float = ALPHA,
+    unit: str | None = None,
 ) -> Claim:
-    """Judge "``a`` and ``b`` are the same within ``±margin``" (two one-sided tests, via the 90% rule).
+    """Judge "``a`` and ``b`` are the same within ``±margin``" (two one-sided tests, TOST).
 
-    ``b`` may be a number (compare the mean of ``a`` with it). ``supported`` if the 90% interval of the
-    difference lies inside ``[-margin, margin]`` (TOST at alpha=0.05); ``refuted`` if the 95% interval
-    lies entirely outside it; else ``inconclusive``.
+    ``b`` may be a number (compare the mean of ``a`` with it). ``supported`` if both one-sided tests reject
+    at ``alpha`` (the difference is above ``-margin`` and below ``+margin``), i.e. the ``1 - 2 alpha``
+    interval (95% at the lab's rule) lies inside ``[-margin, margin]``; ``refuted`` if that interval lies
+    entirely outside it; else ``inconclusive``. ``p_value`` is the TOST p: the larger of the two one-sided
+    p-values.
     """
     if not margin > 0:
         raise ValueError(f"margin: expected a positive number, got {margin!r}")
+    confidence = 1.0 - 2.0 * alpha
     a_arr = _finite(_as_array(a, "a"))
     if np.isscalar(b):
         d = a_arr - float(b)  # type: ignore[arg-type]
@@ -370,33 +389,37 @@ def equivalence_claim(
         label = "vs b"
     if paired:
         if d.size < 2:
-            return Claim(id, claim, source, measurement, "inconclusive", "none", math.nan, n=int(d.size))
-        i90, i95 = mean_ci(d, 0.90), mean_ci(d, 0.95)
-        diff, n = i95.mean, int(d.size)
+            return Claim(id, claim, source, measurement, "inconclusive", "none", math.nan, n=int(d.size), unit=unit)
+        diff, n = float(d.mean()), int(d.size)
+        se = float(d.std(ddof=1)) / math.sqrt(d.size)
+        df = float(d.size - 1)
     else:
         b_arr = _finite(b_arr)
         if a_arr.size < 2 or b_arr.size < 2:
             return Claim(id, claim, source, measurement, "inconclusive", "none", math.nan,
-                         n=int(min(a_arr.size, b_arr.size)))
-        diff, lo95, hi95 = _diff_ci(a_arr, b_arr, paired=False)
-        # The 90% interval from the same Welch standard error.
+                         n=int(min(a_arr.size, b_arr.size)), unit=unit)
+        diff = float(a_arr.mean() - b_arr.mean())
         va, vb = a_arr.var(ddof=1) / a_arr.size, b_arr.var(ddof=1) / b_arr.size
         se = math.sqrt(va + vb)
-        dfw = (va + vb) ** 2 / (va**2 / (a_arr.size - 1) + vb**2 / (b_arr.size - 1)) if se > 0 else math.inf
-        half90 = float(sps.t.ppf(0.95, dfw)) * se if se > 0 else 0.0
-        i90 = Interval(diff, diff - half90, diff + half90, a_arr.size + b_arr.size, math.nan)
-        i95 = Interval(diff, lo95, hi95, a_arr.size + b_arr.size, math.nan)
+        df = (va + vb) ** 2 / (va**2 / (a_arr.size - 1) + vb**2 / (b_arr.size - 1)) if se > 0 else math.inf
         n = int(min(a_arr.size, b_arr.size))
-    if -margin < i90.lo and i90.hi < margin:
+    half = float(sps.t.ppf(1.0 - alpha, df)) * se if se > 0 else 0.0
+    lo, hi = diff - half, diff + half
+    if se > 0:
+        p_tost = float(max(sps.t.sf((diff + margin) / se, df), sps.t.cdf((diff - margin) / se, df)))
+    else:
+        p_tost = 0.0 if abs(diff) < margin else 1.0
+    if -margin < lo and hi < margin:
         verdict = "supported"
-    elif i95.lo > margin or i95.hi < -margin:
+    elif lo > margin or hi < -margin:
         verdict = "refuted"
     else:
         verdict = "inconclusive"
     return Claim(
         id=id, claim=claim, source=source, measurement=measurement, verdict=verdict,
-        statistic="tost_90ci", value=diff, effect_size=diff, ci=(i95.lo, i95.hi), n=n,
-        detail=f"difference {label} {diff:.3g}, 90% CI [{i90.lo:.3g}, {i90.hi:.3g}], margin ±{margin:g}",
+        statistic="tost", value=diff, p_value=p_tost, effect_size=diff, ci=(lo, hi), n=n, unit=unit,
+        detail=f"difference {label} {diff:.3g}, {confidence:.0%} CI [{lo:.3g}, {hi:.3g}], margin ±{margin:g}; "
+               f"TOST p={p_tost:.3g}",
     )
 
 
@@ -419,7 +442,7 @@ def exact_claim(
     return Claim(
         id=id, claim=claim, source=source, measurement=measurement,
         verdict="supported" if ok else "refuted", statistic="abs_diff", value=abs(observed - expected),
-        effect_size=observed - expected, n=1,
+        effect_size=observed - expected, n=None, unit="exact",
         detail=f"observed {observed:.6g}, expected {expected:.6g} (rtol={rtol:g}, atol={atol:g})",
     )
 
@@ -435,8 +458,40 @@ def combine_verdicts(verdicts: Sequence[str]) -> str:
     return "inconclusive"
 
 
-def not_judged(id: str, claim: str, source: str, measurement: str, why: str) -> Claim:
+def not_judged(id: str, claim: str, source: str, measurement: str, why: str, *, unit: str | None = None) -> Claim:
     """A claim this run cannot judge (its arms were not run, too few finite values): ``inconclusive``,
     with ``why`` as the detail the report shows."""
     return Claim(id=id, claim=claim, source=source, measurement=measurement, verdict="inconclusive",
-                 statistic="none", value=math.nan, n=0, detail=why)
+                 statistic="none", value=math.nan, n=0, detail=why, unit=unit)
+
+
+def holm_adjust(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjustment: ``p_(i) * (m - i + 1)``, made monotone and capped at 1 (``m`` p-values,
+    sorted ascending, ``i`` from 1). Rejecting where the adjusted p is below ``alpha`` keeps the chance of
+    any false rejection among the ``m`` at most ``alpha``, whatever their dependence."""
+    p = np.asarray(p_values, dtype=np.float64)
+    if p.ndim != 1:
+        raise ValueError(f"p_values: expected a 1-d sequence, got shape {p.shape}")
+    if np.isnan(p).any() or (p < 0).any() or (p > 1).any():
+        raise ValueError(f"p_values: expected values in [0, 1], got {p.tolist()}")
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    stepped = np.maximum.accumulate(p[order] * (m - np.arange(m)))
+    out = np.empty(m)
+    out[order] = np.minimum(stepped, 1.0)
+    return out
+
+
+def correct_for_multiplicity(claims: Sequence[Claim], alpha: float = ALPHA) -> list[Claim]:
+    """Holm-adjust the p-values of a study's claims (those with a finite ``p_value``) as one family.
+
+    Sets each such claim's ``p_adjusted``, and ``survives`` on its ``supported`` verdicts: whether the
+    adjusted p is still below ``alpha``. The verdicts themselves are left as the study computed them; the
+    report shows both. Returns the claims (the same objects).
+    """
+    judged = [c for c in claims if c.p_value is not None and math.isfinite(c.p_value)]
+    adjusted = holm_adjust([c.p_value for c in judged]) if judged else []
+    for c, p_adj in zip(judged, adjusted, strict=True):
+        c.p_adjusted = float(p_adj)
+        c.survives = bool(p_adj < alpha) if c.verdict == "supported" else None
+    return list(claims)

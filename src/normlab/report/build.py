@@ -11,6 +11,7 @@ from normlab.engine.load import load_run
 from normlab.engine.runner import RunOutcome, run_study
 from normlab.engine.spec import Claim, Figure, Study
 from normlab.engine.store import CLAIMS_FILE, KEY_NUMBERS_FILE, RunStore
+from normlab.kit.stats import correct_for_multiplicity
 from normlab.report.figures import save_figure
 from normlab.report.html import render_html
 from normlab.report.summary import key_numbers, summary_markdown
@@ -59,7 +60,7 @@ def build_report(study: Study, run_dir: Path | str) -> tuple[list[Claim], Path]:
 
 def _build_report(study: Study, run_dir: Path, store: RunStore) -> tuple[list[Claim], Path]:
     run = load_run(run_dir, study)
-    claims = check_claims(study, study.claims(run))
+    claims = correct_for_multiplicity(check_claims(study, study.claims(run)))
     figures = study.figures(run)
     if not isinstance(figures, list) or not all(isinstance(f, Figure) for f in figures):
         raise TypeError(f"{study.name}.figures() must return a list of Figure")

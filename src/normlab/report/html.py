@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from normlab.engine.spec import Claim
-from normlab.report.summary import fmt_num
+from normlab.report.summary import correction_line, fmt_num, survival
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
@@ -80,19 +80,22 @@ def claims_table_html(claims: list[Claim]) -> str:
     rows = []
     for c in claims:
         ci = f" [{fmt_num(c.ci[0])}, {fmt_num(c.ci[1])}]" if c.ci else ""
+        holm = f"<br>Holm p = {fmt_num(c.p_adjusted)}" if c.p_adjusted is not None else ""
+        survives = "" if c.survives is None else f"<div class='detail'>survives Holm: {survival(c)}</div>"
         rows.append(
             "<tr>"
             f"<td>{html.escape(c.id)}</td>"
             f"<td>{_inline_md(c.claim)}<div class='detail'>source: {html.escape(c.source)}</div></td>"
             f"<td>{html.escape(c.measurement)}<div class='detail'>{html.escape(c.detail)}</div></td>"
-            f"<td class='{c.verdict}'>{c.verdict}</td>"
-            f"<td>{html.escape(c.statistic)} = {fmt_num(c.value)}<br>p = {fmt_num(c.p_value)}</td>"
-            f"<td>{fmt_num(c.effect_size)}{ci}</td><td>{fmt_num(c.n)}</td>"
+            f"<td class='{c.verdict}'>{c.verdict}{survives}</td>"
+            f"<td>{html.escape(c.statistic)} = {fmt_num(c.value)}<br>p = {fmt_num(c.p_value)}{holm}</td>"
+            f"<td>{fmt_num(c.effect_size)}{ci}</td><td>{html.escape(c.unit or '–')}</td><td>{fmt_num(c.n)}</td>"
             "</tr>"
         )
     return (
         "<table><thead><tr><th>id</th><th>claim</th><th>measurement</th><th>verdict</th><th>test</th>"
-        "<th>effect [95% CI]</th><th>n</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+        "<th>effect [95% CI]</th><th>unit</th><th>n</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+        f"<p>{html.escape(correction_line(claims))}</p>"
     )
 
 
@@ -136,7 +139,9 @@ def render_html(*, study_name: str, description: str, seeds_from: tuple[str, ...
 <p>Each claim of the seed text, the measurement that tests it, and the verdict computed from the stored
 metrics: <em>supported</em> (significant in the claimed direction, with the required effect),
 <em>refuted</em> (significant the other way, or the data rule out an effect that large),
-<em>inconclusive</em> (neither). Intervals are 95% Student-t intervals over seeds.</p>
+<em>inconclusive</em> (neither). One rule throughout: a one-sided test at 0.025 beside two-sided 95%
+intervals. <em>unit</em> is what was randomised independently and <em>n</em> how many of those units the
+statistic used; <em>Holm p</em> adjusts each p-value for the number of claims in this study.</p>
 {claims_table_html(claims)}
 <h2>Figures</h2>
 {''.join(figs)}

@@ -39,16 +39,35 @@ def fmt_num(x: Any, digits: int = 3) -> str:
     return str(x)
 
 
+def survival(c: Claim) -> str:
+    """How a verdict fares under the study's Holm correction: "yes"/"no" for supported ones, else "–"."""
+    return "–" if c.survives is None else ("yes" if c.survives else "no")
+
+
+def correction_line(claims: list[Claim]) -> str:
+    """One sentence: how many supported verdicts survive Holm's correction over the study's p-values."""
+    tested = [c for c in claims if c.p_adjusted is not None]
+    supported = [c for c in tested if c.verdict == "supported"]
+    if not tested:
+        return "No claim here has a p-value, so there is nothing to correct for multiplicity."
+    kept = sum(bool(c.survives) for c in supported)
+    lost = [c.id for c in supported if not c.survives]
+    return (f"Holm's correction over the {len(tested)} claims with a p-value: {kept} of {len(supported)} supported "
+            f"verdicts survive" + (f" (not: {', '.join(lost)})." if lost else "."))
+
+
 def claims_markdown(claims: list[Claim]) -> str:
-    head = "| id | claim | verdict | statistic | p | effect [95% CI] | n |\n|---|---|---|---|---|---|---|\n"
+    head = ("| id | claim | verdict | statistic | p (one-sided) | p (Holm) | survives | effect [95% CI] | unit | n |\n"
+            "|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for c in claims:
         ci = f" [{fmt_num(c.ci[0])}, {fmt_num(c.ci[1])}]" if c.ci else ""
         lines.append(
             f"| {c.id} | {c.claim} | **{c.verdict}** | {c.statistic}={fmt_num(c.value)} | {fmt_num(c.p_value)} "
-            f"| {fmt_num(c.effect_size)}{ci} | {fmt_num(c.n)} |"
+            f"| {fmt_num(c.p_adjusted)} | {survival(c)} | {fmt_num(c.effect_size)}{ci} | {c.unit or '–'} "
+            f"| {fmt_num(c.n)} |"
         )
-    return head + "\n".join(lines) + "\n"
+    return head + "\n".join(lines) + "\n" + "\n" + correction_line(claims) + "\n"
 
 
 def key_numbers_markdown(table: pd.DataFrame, max_rows: int = 200) -> str:
