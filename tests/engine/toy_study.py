@@ -63,7 +63,7 @@ class ToyStudy(Study):
         fast = last[last.arm == "fast"].sort_values("seed")["value"].to_numpy()
         slow = last[last.arm == "slow"].sort_values("seed")["value"].to_numpy()
         return [compare_claim("T1", "a larger learning rate reaches a lower loss", "toy", "final loss",
-                              fast, slow, "less", transform="log", paired=True, labels=("fast", "slow"))]
+                              fast, slow, "less", transform="log", paired=True, labels=("fast", "slow"), unit="seed")]
 
     def figures(self, run: StoredRun) -> list[Figure]:
         fig, axes = new_figure()

@@ -6,6 +6,6 @@ owns the run directory, :func:`normlab.engine.load.load_run` reads it back. The 
 name and builds no report: the command line finds the study and asks :mod:`normlab.report` for the report.
 """
 
-from normlab.engine.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
+from normlab.engine.spec import Cell, CellContext, CellResult, Claim, Figure, SeedSentence, StoredRun, Study
 
-__all__ = ["Cell", "CellContext", "CellResult", "Claim", "Figure", "StoredRun", "Study"]
+__all__ = ["Cell", "CellContext", "CellResult", "Claim", "Figure", "SeedSentence", "StoredRun", "Study"]

@@ -103,6 +103,27 @@ class Claim:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True)
+class SeedSentence:
+    """One claim sentence of a seed post and how the study treats it: tested by claims, or why it cannot be.
+
+    A study lists every claim sentence of the posts it reproduces (``Study.seed_sentences``); the report
+    shows them with the verdicts of the claims that test each one, so a reader sees what the post said,
+    what normlab measured, and what it could not.
+    """
+
+    seed: str  # the post's id in ../shared/seeds (the file name's prefix, e.g. "000")
+    quote: str  # the sentence in the post's own words
+    english: str  # what it says, in English
+    tested_by: tuple[str, ...] = ()  # ids of the claims that test it
+    why_not: str = ""  # when ``tested_by`` is empty: why this study cannot test it
+
+    def __post_init__(self) -> None:
+        if bool(self.tested_by) == bool(self.why_not.strip()):
+            raise ValueError(f"seed {self.seed} sentence {self.english[:40]!r}: give either tested_by (claim ids) "
+                             "or why_not (why it cannot be tested), not both or neither")
+
+
 @dataclass
 class Figure:
     """A figure the study drew, plus how to read it (shown beside it in the report)."""
@@ -170,6 +191,11 @@ class Study:
     # Where a study from outside normlab came from ({"file": path} or {"entry_point": ...}); set by the
     # loader in normlab.studies, recorded in config.json so ``normlab report`` can load it again.
     source: dict[str, str] | None = None
+    # The posts the study reproduces, by id (``seeds_from``): their titles, as the posts name themselves.
+    post_titles: ClassVar[dict[str, str]] = {}
+    # Every claim sentence of those posts, each tested by claims or marked why it cannot be (the report
+    # shows them with the verdicts).
+    seed_sentences: ClassVar[tuple[SeedSentence, ...]] = ()
 
     def check_config(self, config: Any) -> None:
         """Every field in its declared range (``Config.checks``); studies add the checks that span fields."""

@@ -14,7 +14,7 @@ from normlab.engine.store import CLAIMS_FILE, KEY_NUMBERS_FILE, RunStore
 from normlab.kit.stats import correct_for_multiplicity
 from normlab.report.figures import save_figure
 from normlab.report.html import render_html
-from normlab.report.summary import key_numbers, summary_markdown
+from normlab.report.summary import key_numbers, posts_line, summary_markdown
 
 SUMMARY_FILE = "summary.md"
 REPORT_FILE = "report.html"
@@ -40,6 +40,9 @@ def check_claims(study: Study, claims: Any) -> list[Claim]:
     ids = [c.id for c in claims]
     if len(set(ids)) != len(ids):
         raise ValueError(f"{study.name}.claims(): duplicate claim ids {sorted({i for i in ids if ids.count(i) > 1})}")
+    unknown = sorted({i for s in study.seed_sentences for i in s.tested_by} - set(ids))
+    if unknown:
+        raise ValueError(f"{study.name}.seed_sentences: tested_by names claims its claims() did not return: {unknown}")
     return claims
 
 
@@ -73,6 +76,7 @@ def _build_report(study: Study, run_dir: Path, store: RunStore) -> tuple[list[Cl
         fig_records.append({"name": f.name, "title": f.title, "how_to_read": f.how_to_read, "png": png})
 
     numbers = key_numbers(run.metrics)
+    posts = posts_line(tuple(study.seeds_from), dict(study.post_titles))
     record = store.read_config()
     env = store.read_env()
 
@@ -81,14 +85,15 @@ def _build_report(study: Study, run_dir: Path, store: RunStore) -> tuple[list[Cl
     atomic_write_text(
         run_dir / SUMMARY_FILE,
         summary_markdown(study.name, study.description, claims, numbers, notes,
-                         [(f["name"], f["title"], f["how_to_read"]) for f in fig_records], record["config"]),
+                         [(f["name"], f["title"], f["how_to_read"]) for f in fig_records], record["config"],
+                         study.seed_sentences, posts),
     )
     report = run_dir / REPORT_FILE
     atomic_write_text(
         report,
         render_html(study_name=study.name, description=study.description, seeds_from=tuple(study.seeds_from),
                     claims=claims, figures=fig_records, notes=notes, numbers=numbers,
-                    config=record["config"], env=env),
+                    config=record["config"], env=env, sentences=study.seed_sentences, posts=posts),
     )
     return claims, report
 

@@ -6,12 +6,13 @@ import base64
 import html
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 
-from normlab.engine.spec import Claim
-from normlab.report.summary import correction_line, fmt_num, survival
+from normlab.engine.spec import Claim, SeedSentence
+from normlab.report.summary import correction_line, fmt_num, seed_sentence_rows, survival
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
@@ -99,6 +100,15 @@ def claims_table_html(claims: list[Claim]) -> str:
     )
 
 
+def seed_sentences_html(sentences: Sequence[SeedSentence], claims: list[Claim]) -> str:
+    if not sentences:
+        return ""
+    rows = "".join(f"<tr><td>{html.escape(a)}</td><td lang='zh'>{html.escape(b)}</td><td>{html.escape(c)}</td>"
+                   f"<td>{html.escape(d)}</td></tr>" for a, b, c, d in seed_sentence_rows(sentences, claims))
+    return ("<h2>Every claim sentence of the posts</h2><table><thead><tr><th>post</th><th>the post says</th>"
+            f"<th>in English</th><th>tested by (verdict)</th></tr></thead><tbody>{rows}</tbody></table>")
+
+
 def key_numbers_html(table: pd.DataFrame, max_rows: int = 300) -> str:
     if table.empty:
         return "<p>(no metrics)</p>"
@@ -113,7 +123,7 @@ def key_numbers_html(table: pd.DataFrame, max_rows: int = 300) -> str:
 
 def render_html(*, study_name: str, description: str, seeds_from: tuple[str, ...], claims: list[Claim],
                 figures: list[dict[str, Any]], notes: str, numbers: pd.DataFrame, config: dict[str, Any],
-                env: dict[str, Any]) -> str:
+                env: dict[str, Any], sentences: Sequence[SeedSentence] = (), posts: str = "") -> str:
     """The whole report as one HTML string. ``figures``: dicts with name, title, how_to_read, png (bytes)."""
     counts = {v: sum(c.verdict == v for c in claims) for v in ("supported", "refuted", "inconclusive")}
     figs = []
@@ -131,7 +141,7 @@ def render_html(*, study_name: str, description: str, seeds_from: tuple[str, ...
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>normlab · {html.escape(study_name)}</title><style>{_CSS}</style></head><body>
 <h1>normlab · {html.escape(study_name)}</h1>
-<p>{html.escape(description)}{' (seed ' + ', '.join(map(html.escape, seeds_from)) + ')' if seeds_from else ''}</p>
+<p>{html.escape(description)}{' (' + html.escape(posts) + ')' if posts else ''}</p>
 <div class="badges"><span class="supported">{counts['supported']} supported</span>
 <span class="refuted">{counts['refuted']} refuted</span>
 <span class="inconclusive">{counts['inconclusive']} inconclusive</span></div>
@@ -143,6 +153,7 @@ metrics: <em>supported</em> (significant in the claimed direction, with the requ
 intervals. <em>unit</em> is what was randomised independently and <em>n</em> how many of those units the
 statistic used; <em>Holm p</em> adjusts each p-value for the number of claims in this study.</p>
 {claims_table_html(claims)}
+{seed_sentences_html(sentences, claims)}
 <h2>Figures</h2>
 {''.join(figs)}
 <h2>Study notes</h2>

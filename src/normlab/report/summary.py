@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from normlab.engine.spec import METRIC_COLUMNS, Claim
+from normlab.engine.spec import METRIC_COLUMNS, Claim, SeedSentence
 from normlab.kit.stats import mean_ci
 
 
@@ -56,6 +57,29 @@ def correction_line(claims: list[Claim]) -> str:
             f"verdicts survive" + (f" (not: {', '.join(lost)})." if lost else "."))
 
 
+def seed_sentence_rows(sentences: Sequence[SeedSentence], claims: list[Claim]) -> list[tuple[str, str, str, str]]:
+    """``(seed, quote, english, how tested)`` per sentence; "how tested" names each claim with its verdict."""
+    verdicts = {c.id: c.verdict for c in claims}
+    rows = []
+    for s in sentences:
+        tested = ", ".join(f"{i}: {verdicts[i]}" for i in s.tested_by) if s.tested_by else f"not tested: {s.why_not}"
+        rows.append((s.seed, s.quote, s.english, tested))
+    return rows
+
+
+def posts_line(seeds_from: Sequence[str], post_titles: dict[str, str]) -> str:
+    """"post 000 «title»; post 003 «title»" (the seed articles, by their id and their own title)."""
+    return "; ".join(f"post {p}" + (f" «{post_titles[p]}»" if p in post_titles else "") for p in seeds_from)
+
+
+def seed_sentences_markdown(sentences: Sequence[SeedSentence], claims: list[Claim]) -> str:
+    if not sentences:
+        return ""
+    head = "| post | the post says | in English | tested by (verdict) |\n|---|---|---|---|\n"
+    body = "\n".join(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in seed_sentence_rows(sentences, claims))
+    return head + body + "\n"
+
+
 def claims_markdown(claims: list[Claim]) -> str:
     head = ("| id | claim | verdict | statistic | p (one-sided) | p (Holm) | survives | effect [95% CI] | unit | n |\n"
             "|---|---|---|---|---|---|---|---|---|---|\n")
@@ -84,15 +108,18 @@ def key_numbers_markdown(table: pd.DataFrame, max_rows: int = 200) -> str:
 
 
 def summary_markdown(study_name: str, description: str, claims: list[Claim], numbers: pd.DataFrame,
-                     notes: str, figures: list[tuple[str, str, str]], config: dict[str, Any]) -> str:
+                     notes: str, figures: list[tuple[str, str, str]], config: dict[str, Any],
+                     sentences: Sequence[SeedSentence] = (), posts: str = "") -> str:
     counts = {v: sum(c.verdict == v for c in claims) for v in ("supported", "refuted", "inconclusive")}
     parts = [
-        f"# {study_name}\n\n{description}\n",
+        f"# {study_name}\n\n{description}\n" + (f"\nReproduces {posts}.\n" if posts else ""),
         f"Claims: {counts['supported']} supported, {counts['refuted']} refuted, "
         f"{counts['inconclusive']} inconclusive.\n",
         "## Claims\n\n" + claims_markdown(claims),
         "## Figures\n\n" + "\n".join(f"- `figures/{n}.png`: **{t}**. {h}" for n, t, h in figures) + "\n",
     ]
+    if sentences:
+        parts.append("## Every claim sentence of the posts\n\n" + seed_sentences_markdown(sentences, claims))
     if notes.strip():
         parts.append("## Notes\n\n" + notes.strip() + "\n")
     parts.append("## Key numbers (last step, mean over seeds)\n\n" + key_numbers_markdown(numbers))
