@@ -148,11 +148,17 @@ def run(
             "report": str(outcome.report) if outcome.report else None,
             "seconds": round(outcome.seconds, 2), "cells_run": len(outcome.cells_run),
             "cells_skipped": len(outcome.cells_skipped),
-            "claims": [{"id": c.id, "verdict": c.verdict, "claim": c.claim} for c in outcome.claims],
+            "claims": [{"id": c.id, "verdict": c.verdict, "claim": c.claim, "unit": c.unit, "n": c.n}
+                       for c in outcome.claims],
+            **_preset_json(s, config),
         }, indent=2))
         return
     if outcome.report:
-        _print_claims(outcome.claims)
+        from normlab.report.preset import preset_of
+
+        preset = preset_of(s, config)
+        typer.echo(f"Run: {preset.line()}")
+        _print_claims(outcome.claims, smoke_test=preset.smoke_test, banner=preset.banner(s.name))
     typer.echo(f"\n{len(outcome.cells_run)} cells run, {len(outcome.cells_skipped)} resumed, "
                f"{outcome.seconds:.1f}s")
     if outcome.report:
@@ -177,7 +183,12 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory written by 
         _fail(str(e))
     except ConfigError as e:  # a config.json edited by hand, or written before its fields were checked
         _fail(f"{run_dir / 'config.json'}: {e}")
-    _print_claims(claims)
+    from normlab.engine.store import RunStore
+
+    line, smoke = RunStore(run_dir).read_claims_preset()
+    if line:
+        typer.echo(f"Run: {line}")
+    _print_claims(claims, smoke_test=smoke)
     typer.echo(f"Report: {path}")
 
 
@@ -194,51 +205,70 @@ def show(
         record = store.read_config()
         store.check_cells()
         claims, numbers = store.read_claims(), store.read_key_numbers()
+        preset_line, smoke = store.read_claims_preset()
     except RunDirError as e:
         _fail(str(e))
     if claims is None:
         _fail(f"{run_dir}: no claims.json yet; finish the run or rebuild with `normlab report {run_dir}`")
     if json_out:
-        typer.echo(json.dumps({"study": record["study"], "config": record["config"], "claims": claims,
-                               "key_numbers": numbers}, indent=2))
+        typer.echo(json.dumps({"study": record["study"], "config": record["config"], "preset": preset_line,
+                               "smoke_test": smoke, "claims": claims, "key_numbers": numbers}, indent=2))
         return
     from normlab.engine.spec import Claim
 
-    typer.echo(f"{record['study']}  ({run_dir})")
+    typer.echo(f"{record['study']}  ({run_dir})" + (f"\nRun: {preset_line}" if preset_line else ""))
     _print_claims([Claim(**{**c, "ci": tuple(c["ci"]) if c.get("ci") else None,
-                            "value": c["value"] if c["value"] is not None else float("nan")}) for c in claims])
+                            "value": c["value"] if c["value"] is not None else float("nan")}) for c in claims],
+                  smoke_test=smoke)
     if numbers:
+        from normlab.report.summary import fmt_interval
+
         typer.echo("\nKey numbers (last step; mean [95% CI] over seeds):")
         for r in numbers:
             extra = " ".join(f"{k}={v}" for k, v in r.items() if k not in ("arm", "metric", "step", "mean", "lo", "hi", "n"))
-            typer.echo(f"  {r['arm']:<14} {r['metric']:<18} {_num(r['mean'])} [{_num(r['lo'])}, {_num(r['hi'])}]"
+            interval = fmt_interval(r["lo"], r["hi"], r["n"])
+            typer.echo(f"  {r['arm']:<14} {r['metric']:<18} {_num(r['mean'])} {interval}"
                        f"  n={r['n']}{'  ' + extra if extra else ''}")
 
 
 def _num(x) -> str:
-    return "nan" if x is None else f"{x:.4g}"
+    from normlab.report.summary import fmt_num
+
+    return fmt_num(x, 4)
 
 
-def _print_claims(claims) -> None:
+def _preset_json(study, config) -> dict:
+    from normlab.report.preset import preset_of
+
+    preset = preset_of(study, config)
+    return {"preset": preset.kind, "smoke_test": preset.smoke_test, "preset_line": preset.line()}
+
+
+def _print_claims(claims, *, smoke_test: bool = False, banner: str = "") -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title="Claims", show_lines=False)
+    from normlab.report.preset import SMOKE_TEST_VERDICT
+    from normlab.report.summary import correction_line, fmt_interval
+
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    if smoke_test:
+        console.print(f"[bold yellow]{escape(banner or 'Smoke test (quick preset): verdicts are not judged at this size.')}[/]")
+    table = Table(title="Claims" + (" (smoke test: not judged)" if smoke_test else ""), show_lines=False)
     for col in ("id", "verdict", "claim", "test", "effect [95% CI]", "unit", "n"):
         table.add_column(col, overflow="fold")
     style = {"supported": "green", "refuted": "red", "inconclusive": "yellow"}
     for c in claims:
-        ci = f" [{_num(c.ci[0])}, {_num(c.ci[1])}]" if c.ci else ""
+        ci = f" {fmt_interval(c.ci[0], c.ci[1], c.n)}" if c.ci else ""
         p = f", p={_num(c.p_value)}" if c.p_value is not None else ""
         holm = f", Holm p={_num(c.p_adjusted)}" if c.p_adjusted is not None else ""
         lost = " (not after Holm)" if c.survives is False else ""
-        table.add_row(c.id, f"[{style[c.verdict]}]{c.verdict}[/]{lost}", c.claim,
-                      f"{c.statistic}={_num(c.value)}{p}{holm}", f"{_num(c.effect_size)}{ci}", c.unit or "-",
-                      str(c.n if c.n is not None else "-"))
-    console = Console(width=None if sys.stdout.isatty() else 160)
+        verdict = (f"[dim]{SMOKE_TEST_VERDICT} ({c.verdict})[/]" if smoke_test
+                   else f"[{style[c.verdict]}]{c.verdict}[/]{lost}")
+        table.add_row(c.id, verdict, escape(c.claim), escape(f"{c.statistic}={_num(c.value)}{p}{holm}"),
+                      escape(f"{_num(c.effect_size)}{ci}"), escape(c.unit or "-"), str(c.n if c.n is not None else "-"))
     console.print(table)
-    from normlab.report.summary import correction_line
-
     console.print(correction_line(list(claims)))
 
 

@@ -34,3 +34,31 @@ def test_report_screenshot_in_headless_chromium_is_not_blank(tmp_path):
     non_white = (img < 0.95).any(axis=-1).mean()
     assert non_white > 0.02, f"only {non_white:.1%} of the screenshot is not white"
     assert len(np.unique((img * 255).astype(np.uint8).reshape(-1, 3), axis=0)) > 50
+
+
+def _rendered_text(report: Path, tmp_path: Path) -> str:
+    """The page's DOM after Chromium rendered it (``--dump-dom``), as text."""
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'prof'}",
+           "--dump-dom", report.resolve().as_uri()]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert "<body" in done.stdout, f"chromium rendered nothing: {done.stderr[-500:]}"
+    return done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install -y chromium)")
+@pytest.mark.parametrize("steps, seeds, smoke", [
+    (10, 4, True),  # the quick preset
+    (40, 4, False),  # a default-like run
+    (12, 1, False),  # one seed: no interval, an inconclusive claim without a statistic
+])
+def test_rendered_report_has_its_banner_its_bottom_line_and_no_nan(tmp_path, steps, seeds, smoke):
+    import re
+
+    out = run_and_report(ToyStudy(), ToyConfig(steps=steps, seeds=seeds), tmp_path / "run")
+    dom = _rendered_text(out.report, tmp_path)
+    text = re.sub(r"<[^>]+>", " ", re.sub(r"src='data:[^']*'|src=\"data:[^\"]*\"", "", dom))
+    assert ("id=\"smoke-test\"" in dom) == smoke
+    assert "Bottom line" in text and text.index("Bottom line") < text.index("Claims")
+    assert not re.search(r"\b(nan|NaN|inf|-inf)\b", text), "a number reads nan or inf"

@@ -34,7 +34,7 @@ def test_a_sentence_is_tested_or_says_why_not():
 
 
 def test_report_lists_every_sentence_with_the_verdict_of_its_claim(tmp_path):
-    out = run_and_report(ToyWithSentences(), ToyConfig(steps=10), tmp_path / "run")
+    out = run_and_report(ToyWithSentences(), ToyConfig(steps=12), tmp_path / "run")
     verdict = {c.id: c.verdict for c in out.claims}["T1"]
     summary = (out.run_dir / "summary.md").read_text()
     assert f"| 999 | 学习率越大,损失越低。 | A larger learning rate gives a lower loss. | T1: {verdict} |" in summary

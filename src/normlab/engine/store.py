@@ -473,6 +473,14 @@ class RunStore:
                 raise self._damaged_report_file(CLAIMS_FILE, f"claim {i}: {_first_line(e)}") from None
         return claims
 
+    def read_claims_preset(self) -> tuple[str | None, bool]:
+        """``(preset line, smoke test?)`` that ``claims.json`` records (``(None, False)`` when absent)."""
+        doc = self._read_report_json(CLAIMS_FILE)
+        if not isinstance(doc, dict):
+            return None, False
+        line = doc.get("preset_line")
+        return (line if isinstance(line, str) else None), doc.get("smoke_test") is True
+
     def read_key_numbers(self) -> list[dict[str, Any]]:
         """The rows of ``key_numbers.json`` (``[]`` if absent)."""
         rows = self._read_report_json(KEY_NUMBERS_FILE)

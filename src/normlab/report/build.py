@@ -14,6 +14,8 @@ from normlab.engine.store import CLAIMS_FILE, KEY_NUMBERS_FILE, RunStore
 from normlab.kit.stats import correct_for_multiplicity
 from normlab.report.figures import save_figure
 from normlab.report.html import render_html
+from normlab.report.page import Page
+from normlab.report.preset import preset_of
 from normlab.report.summary import key_numbers, posts_line, summary_markdown
 
 SUMMARY_FILE = "summary.md"
@@ -75,26 +77,19 @@ def _build_report(study: Study, run_dir: Path, store: RunStore) -> tuple[list[Cl
         png = paths["png"].read_bytes()
         fig_records.append({"name": f.name, "title": f.title, "how_to_read": f.how_to_read, "png": png})
 
-    numbers = key_numbers(run.metrics)
-    posts = posts_line(tuple(study.seeds_from), dict(study.post_titles))
     record = store.read_config()
-    env = store.read_env()
-
-    atomic_write_json(run_dir / CLAIMS_FILE, _clean({"study": study.name, "claims": [c.to_dict() for c in claims]}))
-    atomic_write_json(run_dir / KEY_NUMBERS_FILE, _clean(numbers.to_dict(orient="records")))
-    atomic_write_text(
-        run_dir / SUMMARY_FILE,
-        summary_markdown(study.name, study.description, claims, numbers, notes,
-                         [(f["name"], f["title"], f["how_to_read"]) for f in fig_records], record["config"],
-                         study.seed_sentences, posts),
-    )
+    preset = preset_of(study, run.config)
+    page = Page(study=study.name, description=study.description,
+                posts=posts_line(tuple(study.seeds_from), dict(study.post_titles)), preset=preset, claims=claims,
+                sentences=tuple(study.seed_sentences), figures=fig_records, notes=notes,
+                numbers=key_numbers(run.metrics), config=record["config"], env=store.read_env())
+    atomic_write_json(run_dir / CLAIMS_FILE, _clean({
+        "study": study.name, "preset": preset.kind, "smoke_test": preset.smoke_test,
+        "preset_line": preset.line(), "claims": [c.to_dict() for c in claims]}))
+    atomic_write_json(run_dir / KEY_NUMBERS_FILE, _clean(page.numbers.to_dict(orient="records")))
+    atomic_write_text(run_dir / SUMMARY_FILE, summary_markdown(page))
     report = run_dir / REPORT_FILE
-    atomic_write_text(
-        report,
-        render_html(study_name=study.name, description=study.description, seeds_from=tuple(study.seeds_from),
-                    claims=claims, figures=fig_records, notes=notes, numbers=numbers,
-                    config=record["config"], env=env, sentences=study.seed_sentences, posts=posts),
-    )
+    atomic_write_text(report, render_html(page))
     return claims, report
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -11,6 +11,7 @@ import pandas as pd
 
 from normlab.engine.spec import METRIC_COLUMNS, Claim, SeedSentence
 from normlab.kit.stats import mean_ci
+from normlab.report.page import Page
 
 
 def key_numbers(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -29,15 +30,27 @@ def key_numbers(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def fmt_num(x: Any, digits: int = 3) -> str:
+    """A number as a reader sees it: 3 significant digits; a missing or undefined value is "–" (never
+    ``nan``), an unbounded one "unbounded" (never ``inf``)."""
     if x is None:
         return "–"
     if isinstance(x, (float, np.floating)):
         if math.isnan(x):
-            return "nan"
+            return "–"
         if math.isinf(x):
-            return "∞" if x > 0 else "-∞"
+            return "unbounded"
         return f"{x:.{digits}g}"
     return str(x)
+
+
+def fmt_interval(lo: Any, hi: Any, n: Any = None) -> str:
+    """``[lo, hi]``; an interval that one value cannot give (n=1) or that is undefined says so in words."""
+    finite = all(isinstance(v, (int, float, np.floating)) and math.isfinite(v) for v in (lo, hi))
+    if finite:
+        return f"[{fmt_num(lo)}, {fmt_num(hi)}]"
+    if n == 1:
+        return "(n=1: no interval)"
+    return "(no interval)" if lo is not None or hi is not None else ""
 
 
 def survival(c: Claim) -> str:
@@ -57,9 +70,10 @@ def correction_line(claims: list[Claim]) -> str:
             f"verdicts survive" + (f" (not: {', '.join(lost)})." if lost else "."))
 
 
-def seed_sentence_rows(sentences: Sequence[SeedSentence], claims: list[Claim]) -> list[tuple[str, str, str, str]]:
+def seed_sentence_rows(sentences: Sequence[SeedSentence], claims: list[Claim],
+                       shown: Callable[[Claim], str] = lambda c: c.verdict) -> list[tuple[str, str, str, str]]:
     """``(seed, quote, english, how tested)`` per sentence; "how tested" names each claim with its verdict."""
-    verdicts = {c.id: c.verdict for c in claims}
+    verdicts = {c.id: shown(c) for c in claims}
     rows = []
     for s in sentences:
         tested = ", ".join(f"{i}: {verdicts[i]}" for i in s.tested_by) if s.tested_by else f"not tested: {s.why_not}"
@@ -72,26 +86,34 @@ def posts_line(seeds_from: Sequence[str], post_titles: dict[str, str]) -> str:
     return "; ".join(f"post {p}" + (f" «{post_titles[p]}»" if p in post_titles else "") for p in seeds_from)
 
 
-def seed_sentences_markdown(sentences: Sequence[SeedSentence], claims: list[Claim]) -> str:
+def seed_sentences_markdown(sentences: Sequence[SeedSentence], claims: list[Claim],
+                            shown: Callable[[Claim], str] = lambda c: c.verdict) -> str:
     if not sentences:
         return ""
     head = "| post | the post says | in English | tested by (verdict) |\n|---|---|---|---|\n"
-    body = "\n".join(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in seed_sentence_rows(sentences, claims))
+    body = "\n".join(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in seed_sentence_rows(sentences, claims, shown))
     return head + body + "\n"
 
 
-def claims_markdown(claims: list[Claim]) -> str:
+EFFECT_NOTE = ("effect [95% CI]: the claim's effect with its 95% interval, in the units its test names: a "
+               "relative change as a fraction (-0.25 = 25% lower; for losses a ratio of geometric means minus one, "
+               "its interval on the log scale), Cohen's d where the test says d, else a difference in the "
+               "measure's own units. p is one-sided in the claimed direction; Holm adjusts it for the number of "
+               "claims in the study. unit: what was randomised independently; n: how many of those units.")
+
+
+def claims_markdown(claims: list[Claim], shown: Callable[[Claim], str] = lambda c: c.verdict) -> str:
     head = ("| id | claim | verdict | statistic | p (one-sided) | p (Holm) | survives | effect [95% CI] | unit | n |\n"
             "|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for c in claims:
-        ci = f" [{fmt_num(c.ci[0])}, {fmt_num(c.ci[1])}]" if c.ci else ""
+        ci = f" {fmt_interval(c.ci[0], c.ci[1], c.n)}" if c.ci else ""
         lines.append(
-            f"| {c.id} | {c.claim} | **{c.verdict}** | {c.statistic}={fmt_num(c.value)} | {fmt_num(c.p_value)} "
+            f"| {c.id} | {c.claim} | **{shown(c)}** | {c.statistic}={fmt_num(c.value)} | {fmt_num(c.p_value)} "
             f"| {fmt_num(c.p_adjusted)} | {survival(c)} | {fmt_num(c.effect_size)}{ci} | {c.unit or '–'} "
             f"| {fmt_num(c.n)} |"
         )
-    return head + "\n".join(lines) + "\n" + "\n" + correction_line(claims) + "\n"
+    return head + "\n".join(lines) + "\n\n" + correction_line(claims) + "\n\n" + EFFECT_NOTE + "\n"
 
 
 def key_numbers_markdown(table: pd.DataFrame, max_rows: int = 200) -> str:
@@ -102,26 +124,46 @@ def key_numbers_markdown(table: pd.DataFrame, max_rows: int = 200) -> str:
     body = []
     for _, r in table.head(max_rows).iterrows():
         cells = [fmt_num(r[c]) for c in cols]
-        body.append("| " + " | ".join([*cells, f"{fmt_num(r['mean'])} [{fmt_num(r['lo'])}, {fmt_num(r['hi'])}]"]) + " |")
+        body.append("| " + " | ".join([*cells, f"{fmt_num(r['mean'])} {fmt_interval(r['lo'], r['hi'], r['n'])}"]) + " |")
     more = f"\n({len(table) - max_rows} more rows in key_numbers.json)\n" if len(table) > max_rows else "\n"
     return head + "\n".join(body) + more
 
 
-def summary_markdown(study_name: str, description: str, claims: list[Claim], numbers: pd.DataFrame,
-                     notes: str, figures: list[tuple[str, str, str]], config: dict[str, Any],
-                     sentences: Sequence[SeedSentence] = (), posts: str = "") -> str:
+def bottom_line(page: Page) -> list[tuple[str, str, list[tuple[Claim, str]]]]:
+    """What the posts claim and what came out: ``(quote, english, [(claim, verdict shown)])`` for each tested
+    seed sentence; a study without seed sentences gets one entry per claim."""
+    by_id = {c.id: c for c in page.claims}
+    if page.sentences:
+        return [(s.quote, s.english, [(by_id[i], page.verdict_shown(by_id[i])) for i in s.tested_by])
+                for s in page.sentences if s.tested_by]
+    return [("", c.claim, [(c, page.verdict_shown(c))]) for c in page.claims]
+
+
+def summary_markdown(page: Page) -> str:
+    claims = page.claims
     counts = {v: sum(c.verdict == v for c in claims) for v in ("supported", "refuted", "inconclusive")}
+    lines = []
+    for quote, english, judged in bottom_line(page):
+        said = f"«{quote}» ({english})" if quote else english
+        lines.append(f"- {said}: " + "; ".join(f"**{c.id} {v}**: {c.detail}" if c.detail else f"**{c.id} {v}**"
+                                              for c, v in judged))
+    banner = page.preset.banner(page.study)
     parts = [
-        f"# {study_name}\n\n{description}\n" + (f"\nReproduces {posts}.\n" if posts else ""),
-        f"Claims: {counts['supported']} supported, {counts['refuted']} refuted, "
-        f"{counts['inconclusive']} inconclusive.\n",
-        "## Claims\n\n" + claims_markdown(claims),
-        "## Figures\n\n" + "\n".join(f"- `figures/{n}.png`: **{t}**. {h}" for n, t, h in figures) + "\n",
+        f"# {page.study}\n\n{page.description}\n" + (f"\nReproduces {page.posts}.\n" if page.posts else ""),
+        f"Run: {page.run_line()}.\n" + (f"\n> **{banner}**\n" if banner else ""),
+        "## Bottom line\n\n" + ("\n".join(lines) if lines else "(no claims)") + "\n",
+        ("Claims: smoke test, not judged.\n" if page.preset.smoke_test else
+         f"Claims: {counts['supported']} supported, {counts['refuted']} refuted, {counts['inconclusive']} "
+         "inconclusive.\n"),
+        "## Claims\n\n" + claims_markdown(claims, page.verdict_shown),
     ]
-    if sentences:
-        parts.append("## Every claim sentence of the posts\n\n" + seed_sentences_markdown(sentences, claims))
-    if notes.strip():
-        parts.append("## Notes\n\n" + notes.strip() + "\n")
-    parts.append("## Key numbers (last step, mean over seeds)\n\n" + key_numbers_markdown(numbers))
-    parts.append("## Config\n\n" + "\n".join(f"- `{k}` = `{v}`" for k, v in config.items()) + "\n")
+    if page.sentences:
+        parts.append("## Every claim sentence of the posts\n\n"
+                     + seed_sentences_markdown(page.sentences, claims, page.verdict_shown))
+    parts.append("## Figures\n\n" + "\n".join(f"- `figures/{f['name']}.png`: **{f['title']}**. {f['how_to_read']}"
+                                               for f in page.figures) + "\n")
+    if page.notes.strip():
+        parts.append("## Notes\n\n" + page.notes.strip() + "\n")
+    parts.append("## Key numbers (last step, mean over seeds)\n\n" + key_numbers_markdown(page.numbers))
+    parts.append("## Config\n\n" + "\n".join(f"- `{k}` = `{v}`" for k, v in page.config.items()) + "\n")
     return "\n".join(parts)
