@@ -62,8 +62,10 @@ def seed_figure(run: StoredRun) -> Figure:
         "seed_figure", "The seed's 2×3 figure, drawn from seed 0",
         "Top: histograms of every value of the batch before/after LN, and of one sample's 50 values (red: "
         "before, black outline: after; same shape, rescaled). Bottom left/middle: each feature's variance over "
-        "the 100 samples, with their mean and coefficient of variation (cv) in the legend: if LN equalized "
-        "per-feature variance, the after-LN bars would all have the same height (cv near 0). Bottom right: one sample's variance after LN, biased (1 up to ε) and "
+        "the 100 samples, with their mean and coefficient of variation (cv) in the legend. The seed's features "
+        "have nearly equal variances to begin with (cv close to the ~0.14 that sampling noise alone gives for "
+        "100 samples), so these two panels cannot show whether LN equalizes them: the unequal_scales figure can. "
+        "Bottom right: one sample's variance after LN, biased (1 up to ε) and "
         "unbiased (F/(F-1) = 50/49, what `Tensor.var()` prints). The seed's own bottom-right panel shows only "
         "the unbiased bar.", fig)
 
