@@ -8,11 +8,12 @@ import numpy as np
 
 from normlab.engine.spec import Figure, StoredRun
 from normlab.kit import stats
-from normlab.studies.ln_distribution.claims import MetricView
+from normlab.studies.ln_distribution.claims import MetricView, retention
 
 
 def figures(run: StoredRun) -> list[Figure]:
-    return [seed_figure(run), rows_vs_features(run), single_sample_figure(run), shape_figure(run)]
+    return [seed_figure(run), rows_vs_features(run), unequal_scales_figure(run), relations_figure(run),
+            single_sample_figure(run), shape_figure(run)]
 
 
 def first_seed_batch(run: StoredRun, arm: str) -> tuple[int, np.ndarray, np.ndarray]:
@@ -61,8 +62,10 @@ def seed_figure(run: StoredRun) -> Figure:
         "seed_figure", "The seed's 2×3 figure, drawn from seed 0",
         "Top: histograms of every value of the batch before/after LN, and of one sample's 50 values (red: "
         "before, black outline: after; same shape, rescaled). Bottom left/middle: each feature's variance over "
-        "the 100 samples, with their mean and coefficient of variation (cv) in the legend: if LN equalized "
-        "per-feature variance, the after-LN bars would all have the same height (cv near 0). Bottom right: one sample's variance after LN, biased (1 up to ε) and "
+        "the 100 samples, with their mean and coefficient of variation (cv) in the legend. The seed's features "
+        "have nearly equal variances to begin with (cv close to the ~0.14 that sampling noise alone gives for "
+        "100 samples), so these two panels cannot show whether LN equalizes them: the unequal_scales figure can. "
+        "Bottom right: one sample's variance after LN, biased (1 up to ε) and "
         "unbiased (F/(F-1) = 50/49, what `Tensor.var()` prints). The seed's own bottom-right panel shows only "
         "the unbiased bar.", fig)
 
@@ -135,3 +138,69 @@ def shape_figure(run: StoredRun) -> Figure:
         "Left: one skewed row before and after LN (the histogram is shifted and rescaled, not reshaped). "
         "Right: each row's skewness before vs after LN. Points on y = x mean LN kept each row's shape; points "
         "near the red line at 0 would mean LN made rows symmetric like a normal distribution.", fig)
+
+
+def unequal_scales_figure(run: StoredRun) -> Figure:
+    seed, before, after_ln = first_seed_batch(run, "layernorm/unequal")
+    _, _, after_bn = first_seed_batch(run, "batchnorm/unequal")
+    _, _, null_ln = first_seed_batch(run, "layernorm/equal")
+    m = MetricView(run.metrics)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
+    feats = np.arange(before.shape[1])
+    for data, label, style in ((before, "before (z · scale)", "o"), (after_ln, "after LN", "s"),
+                               (after_bn, "after BN", "^"), (null_ln, "null: LN of z (equal scale)", "x")):
+        axes[0].plot(feats, data.var(axis=0), style, ms=4, label=label)
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("feature (scale grows left to right)")
+    axes[0].set_ylabel("variance over the batch")
+    axes[0].set_title(f"per-feature variance, seed {seed}")
+    axes[0].legend(fontsize=8)
+    kept = [retention(m, "layernorm"), retention(m, "batchnorm")]
+    ivs = [stats.mean_ci(k) for k in kept]
+    for i, (k, iv) in enumerate(zip(kept, ivs, strict=True)):
+        axes[1].scatter(np.full(k.size, i) + np.linspace(-0.15, 0.15, k.size), k, s=8, alpha=0.5)
+        axes[1].errorbar(i + 0.3, iv.mean, yerr=[[iv.mean - iv.lo], [iv.hi - iv.mean]], fmt="k_", capsize=5)
+    axes[1].axhline(run.config.keep_threshold, color="grey", ls="--", lw=1, label="keep threshold")
+    axes[1].axhline(0, color="black", lw=0.6)
+    axes[1].set_xticks([0, 1], ["LN", "BN"])
+    axes[1].set_ylabel("share of the spread beyond noise that is kept")
+    axes[1].set_title("per seed (dots) and mean with 95% CI")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    return Figure(
+        "unequal_scales", "Features of unequal scale: BN equalizes their variances, LN does not",
+        "Left: for one seed, each feature's variance over the batch (log scale) before the norm (features z·s with "
+        "scales log-spaced), after LN, after BN, and the null (LN of the same z at equal scale: what sampling noise "
+        "alone leaves). Right: per seed, the share of the per-feature variance spread beyond the null that survives "
+        "the norm (1: kept as it was, 0: equalized). The claims judge LN and BN against the dashed threshold.", fig)
+
+
+def relations_figure(run: StoredRun) -> Figure:
+    seed, before, after_ln = first_seed_batch(run, "layernorm")
+    _, _, after_bn = first_seed_batch(run, "batchnorm")
+    m = MetricView(run.metrics)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for a, after, name in ((axes[0], after_ln, "LN"), (axes[1], after_bn, "BN")):
+        a.scatter(before[0], after[0], s=14)
+        a.set_xlabel("sample 0: feature value before")
+        a.set_ylabel(f"after {name}")
+        r = np.corrcoef(before[0], after[0])[0, 1]
+        a.set_title(f"{name}: Pearson r = {r:.4f}")
+    groups = [("LN, seed's data", "layernorm"), ("BN, seed's data", "batchnorm"),
+              ("BN, equal-feature null", "batchnorm/equal"), ("BN, unequal scales", "batchnorm/unequal")]
+    ivs = [stats.mean_ci(m.values(arm, "order_flip_frac")) for _, arm in groups]
+    axes[2].bar(range(len(groups)), [iv.mean for iv in ivs],
+                yerr=np.array([[iv.mean - iv.lo for iv in ivs], [iv.hi - iv.mean for iv in ivs]]), capsize=5,
+                color=["tab:green", "tab:orange", "grey", "tab:red"])
+    axes[2].set_xticks(range(len(groups)), [g[0] for g in groups], rotation=15, fontsize=8)
+    axes[2].set_ylabel("share of a sample's feature pairs reordered")
+    axes[2].set_title("mean over seeds, 95% CI")
+    fig.suptitle(f"Within-sample feature relations, Linear(100,50) outputs, seed {seed}")
+    fig.tight_layout()
+    return Figure(
+        "sample_relations", "BN reorders a sample's features, LN does not",
+        "Left and middle: one sample's 50 features before vs after the norm. LN maps each sample by one increasing "
+        "straight line, so the points lie on a line; BN shifts and scales each feature by its own batch statistics, "
+        "so they scatter. Right: the share of a sample's feature pairs whose order the norm reverses, for LN and BN "
+        "on the seed's data, BN on features of truly equal distribution (the null: sampling noise alone) and BN on "
+        "unequal-scale features.", fig)

@@ -10,15 +10,25 @@ from normlab.studies.ln_distribution.claims import notes as run_notes
 from normlab.studies.ln_distribution.config import ARMS, Config
 from normlab.studies.ln_distribution.figures import figures as run_figures
 from normlab.studies.ln_distribution.model import batch_cell, single_sample_cell
+from normlab.studies.ln_distribution.sentences import POST_TITLES, SEED_SENTENCES
 
 
 class LnDistribution(Study):
     name = "ln-distribution"
-    description = "LayerNorm on one sample and on Linear(100,50) outputs: per-sample vs per-feature statistics, BN control"
+    description = ("LayerNorm on one sample and on Linear(100,50) outputs: per-sample vs per-feature statistics, "
+                   "unequal-scale features against an equal-scale null, BN controls")
     seeds_from = ("001",)
     Config = Config
     quick_overrides: ClassVar[dict] = {"seeds": 8}
     threads = 1  # tiny kernels: more threads only spin-wait on a busy machine
+    post_titles: ClassVar[dict[str, str]] = POST_TITLES
+    seed_sentences = SEED_SENTENCES
+
+    def check_config(self, config: Config) -> None:
+        super().check_config(config)
+        lo, hi = config.scale_range
+        if not lo < hi:
+            raise ValueError(f"scale_range: expected two scales lo < hi (unequal features), got {config.scale_range}")
 
     def cells(self, config: Config) -> list[Cell]:
         seeds = tuple(range(config.seeds))

@@ -66,17 +66,19 @@ def axes_figure(run: StoredRun, arm: str) -> Figure:
 
 def state_figure(run: StoredRun) -> Figure:
     state = run.extra["state"]
-    cells = [[r.module, r.kind, r.name, r.shape] for r in state.itertuples()]
+    cells = [[r.module, r.kind, r.name, r.shape, "yes" if getattr(r, "saved", False) else "",
+              "yes" if getattr(r, "learned", False) else ""] for r in state.itertuples()]
     fig, ax = plt.subplots(figsize=(9, 0.32 * len(cells) + 0.8))
     ax.axis("off")
-    tab = ax.table(cellText=cells, colLabels=["module", "kind", "name", "shape"], loc="center", cellLoc="left")
+    tab = ax.table(cellText=cells, colLabels=["module", "kind", "name", "shape", "in state_dict", "learned"], loc="center", cellLoc="left")
     tab.auto_set_font_size(False)
     tab.set_fontsize(8)
-    tab.auto_set_column_width([0, 1, 2, 3])
+    tab.auto_set_column_width([0, 1, 2, 3, 4, 5])
     fig.tight_layout()
     return Figure(
         "state", "What each norm stores: parameters and buffers",
         "One row per parameter (learned, gamma = weight, beta = bias) or buffer (saved with the model, not "
-        "learned) of seed 004's example layers, read from the layers themselves. BatchNorm stores per-channel "
+        "learned) of seed 004's example layers, read from the layers themselves, with whether it is saved in the "
+        "state_dict (the model file) and learned (requires_grad). BatchNorm stores per-channel "
         "running statistics; LayerNorm's affine has the shape of normalized_shape; GroupNorm's is per channel; "
         "InstanceNorm stores nothing unless affine / track_running_stats are switched on.", fig)

@@ -49,6 +49,9 @@ def nchw_keys(channels: int, groups: int) -> dict[str, Callable]:
         "layernorm": lambda i: (i[0],),  # one per sample
         "instancenorm": lambda i: (i[0], i[1]),  # one per (sample, channel)
         "groupnorm": lambda i: (i[0], i[1] // per_group),  # one per (sample, group of channels)
+        # seed 004's reading of LayerNorm((C, H, W)): "more like computing mean and variance element-wise",
+        # i.e. one statistic per (c, h, w) element, over the batch (the claims check LayerNorm against it)
+        "ln-elementwise": lambda i: (i[1], i[2], i[3]),
     }
 
 
@@ -134,13 +137,40 @@ def state_table() -> pd.DataFrame:
         for kind, named in (("parameter", module.named_parameters()), ("buffer", module.named_buffers())):
             for name, tensor in named:
                 rows.append({"module": label, "kind": kind, "name": name, "shape": str(tuple(tensor.shape)),
-                             "numel": tensor.numel()})
+                             "numel": tensor.numel(), "saved": name in module.state_dict(),
+                             "learned": bool(tensor.requires_grad)})
         if not any(r["module"] == label for r in rows):
-            rows.append({"module": label, "kind": "(none)", "name": "", "shape": "", "numel": 0})
+            rows.append({"module": label, "kind": "(none)", "name": "", "shape": "", "numel": 0, "saved": False,
+                         "learned": False})
     return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------------------------------- the cells
+
+
+def layer_outputs(config: Config, arm: str, x: torch.Tensor, lib) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        if arm == "nchw":
+            return {k: layer(x) for k, layer in nchw_layers(tuple(x.shape), config.num_groups, config.eps, lib).items()}
+        return sequence_outputs(x, config.num_groups, config.eps, lib)
+
+
+def dependence(config: Config, arm: str, x: torch.Tensor, outs: dict[str, torch.Tensor], g: torch.Generator,
+               lib) -> dict[str, dict[str, float]]:
+    """How much each layer's output moves when what it should not see changes.
+
+    ``batch_dependence``: sample 0's output when every other sample of the batch is replaced by fresh random
+    values. ``length_dependence`` (sequences with seq >= 3): the first seq-1 positions' outputs when the last
+    position is dropped (a shorter sequence)."""
+    other = x.clone()
+    other[1:] = torch.randn(other[1:].shape, generator=g, dtype=x.dtype) * 3 + 1
+    moved = layer_outputs(config, arm, other, lib)
+    out = {"batch_dependence": {k: float((outs[k][0] - moved[k][0]).abs().max()) for k in outs}}
+    if arm == "sequence" and x.shape[1] >= 3:
+        short = layer_outputs(config, arm, x[:, :-1], lib)
+        out["length_dependence"] = {k: float((outs[k][:, :-1] - short[k]).abs().max()) for k in outs}
+    return out
+
 
 
 def membership(norm: str, group_id: torch.Tensor) -> pd.DataFrame:
@@ -173,16 +203,14 @@ def tensors_cell(config: Config, arm: str, seeds: Sequence[int], progress: Calla
             loops["bn-seed002-verbatim"] = (seed002_bn_loop(x, config.eps), None)
             loops["ln-seed002-verbatim"] = (seed002_ln_loop(x, config.eps), None)
         for lib_name, lib in (("normlab", nlnn), ("torch", torch.nn)):
-            with torch.no_grad():
-                if arm == "nchw":
-                    outs = {k: layer(x) for k, layer in nchw_layers(shape, config.num_groups, config.eps,
-                                                                     lib).items()}
-                else:
-                    outs = sequence_outputs(x, config.num_groups, config.eps, lib)
+            outs = layer_outputs(config, arm, x, lib)
             for name, out in outs.items():
                 for loop_name, (ref, _) in loops.items():
                     rows.append((seed, 0, f"maxdiff/{loop_name}/{name}/{lib_name}",
                                  float((out - ref).abs().max())))
+            for what, diff in dependence(config, arm, x, outs, g, lib).items():
+                for name, value in diff.items():
+                    rows.append((seed, 0, f"{what}/{name}/{lib_name}", value))
         if n == 0:
             for name, (_, gid) in loops.items():
                 if gid is not None:

@@ -11,6 +11,7 @@ from normlab.studies.norm_axes.claims import notes as run_notes
 from normlab.studies.norm_axes.config import Config
 from normlab.studies.norm_axes.figures import figures as run_figures
 from normlab.studies.norm_axes.model import state_cell, tensors_cell
+from normlab.studies.norm_axes.sentences import POST_TITLES, SEED_SENTENCES
 
 
 class NormAxes(Study):
@@ -20,6 +21,8 @@ class NormAxes(Study):
     Config = Config
     threads = 1  # small kernels: a second intra-op thread only spin-waits on a busy machine
     quick_overrides: ClassVar[dict] = {"seeds": 3}
+    post_titles: ClassVar[dict[str, str]] = POST_TITLES
+    seed_sentences = SEED_SENTENCES
 
     def check_config(self, config: Config) -> None:
         super().check_config(config)
