@@ -204,3 +204,18 @@ def test_claim_n_is_a_count_of_units():
     for bad in (2.5, -1, True):
         with pytest.raises(ValueError, match="n must be a count"):
             stats.Claim("A", "c", "s", "m", "supported", "t", 1.0, n=bad)
+
+
+@pytest.mark.parametrize("values, side, bound, verdict", [
+    ([0.1, 0.2, 0.3], "below", 0.3, "supported"),
+    ([0.1, 0.2, 0.31], "below", 0.3, "refuted"),  # one counterexample
+    ([0.1, float("nan")], "below", 0.3, "refuted"),  # a non-finite value is no evidence of the bound
+    ([0.5, 0.6], "above", 0.4, "supported"),
+    ([0.5, 0.4], "above", 0.4, "refuted"),  # strictly above
+    ([], "below", 1.0, "inconclusive"),
+])
+def test_bound_claim_is_a_worst_case_over_units(values, side, bound, verdict):
+    cl = stats.bound_claim("B", "c", "s", "m", values, bound, side, unit="seed")
+    assert cl.verdict == verdict and cl.unit == "seed" and cl.n == len(values)
+    if values and verdict != "inconclusive" and all(map(math.isfinite, values)):
+        assert cl.value == (max(values) if side == "below" else min(values))

@@ -447,6 +447,28 @@ def exact_claim(
     )
 
 
+def bound_claim(id: str, claim: str, source: str, measurement: str, values: Sequence[float] | np.ndarray,
+                bound: float, side: Literal["below", "above"], *, unit: str = "seed", what: str = "seeds",
+                extra: str = "") -> Claim:
+    """A property that must hold for *every* unit (a worst case, not a mean): ``side="below"`` is supported
+    iff the largest value is <= ``bound``, ``"above"`` iff the smallest is > ``bound``; refuted otherwise (one
+    counterexample suffices); a non-finite value refutes. No values: inconclusive. ``n`` counts the units
+    checked, named ``what`` in the detail (``extra`` is appended to it)."""
+    if side not in ("below", "above"):
+        raise ValueError(f"side: expected 'below' or 'above', got {side!r}")
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    if arr.size == 0:
+        return not_judged(id, claim, source, measurement, f"no {what} in the run", unit=unit)
+    worst = float(arr.max() if side == "below" else arr.min())
+    ok = bool(np.isfinite(arr).all()) and (worst <= bound if side == "below" else worst > bound)
+    word = "max" if side == "below" else "min"
+    return Claim(id=id, claim=claim, source=source, measurement=measurement,
+                 verdict="supported" if ok else "refuted", statistic=f"{word}_over_{unit.replace(' ', '_')}s",
+                 value=worst, n=int(arr.size), unit=unit,
+                 detail=f"{word} over {arr.size} {what} {worst:.3g} (needs {'<=' if side == 'below' else '>'} "
+                        f"{bound:g})" + (f"; {extra}" if extra else ""))
+
+
 def combine_verdicts(verdicts: Sequence[str]) -> str:
     """A claim that needs several comparisons: supported if all are, refuted if any is, else inconclusive."""
     if not verdicts:

@@ -48,20 +48,9 @@ def maxdiff(run: StoredRun, arm: str, loop: str, layer: str) -> np.ndarray:
 
 def bound_claim(id: str, claim: str, source: str, measurement: str, values: np.ndarray, bound: float,
                 side: str) -> Claim:
-    """A property of *every* random tensor: ``side="below"`` is supported iff the largest per-seed value is
-    <= ``bound``, ``"above"`` iff the smallest is > ``bound``; refuted otherwise (one counterexample suffices).
-    Unit: seed (one random tensor); n: the tensors checked. No values: inconclusive (not run)."""
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.size == 0:
-        return stats.not_judged(id, claim, source, measurement, "no tensors of this kind in the run", unit=UNIT)
-    worst = float(arr.max() if side == "below" else arr.min())
-    ok = bool(np.isfinite(arr).all()) and (worst <= bound if side == "below" else worst > bound)
-    word = "max" if side == "below" else "min"
-    return Claim(id=id, claim=claim, source=source, measurement=measurement,
-                 verdict="supported" if ok else "refuted", statistic=f"{word}_over_seeds", value=worst,
-                 n=int(arr.size), unit=UNIT,
-                 detail=f"{word} over {arr.size} random tensors {worst:.3g} (needs "
-                        f"{'<=' if side == 'below' else '>'} {bound:g})")
+    """A property of *every* random tensor (one per seed): the kit's worst-case claim (one counterexample
+    refutes; no tensors of the kind in the run: inconclusive)."""
+    return stats.bound_claim(id, claim, source, measurement, values, bound, side, unit=UNIT, what="random tensors")
 
 
 def trusted_only_if(claim: Claim, control: Claim) -> Claim:
