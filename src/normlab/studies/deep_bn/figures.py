@@ -12,10 +12,59 @@ from normlab.kit import stats
 from normlab.kit.plots import plot_band
 from normlab.studies.deep_bn.claims import factors, series
 from normlab.studies.deep_bn.config import YANG_RELU_RATE, Config, arms
+from normlab.studies.deep_bn.lr_claims import chance_loss, sweep, trains
 
 
 def figures(run: StoredRun) -> list[Figure]:
-    return [_per_layer_figure(run, "act_std"), _per_layer_figure(run, "grad_w"), _factor_figure(run)]
+    out = [_per_layer_figure(run, "act_std"), _per_layer_figure(run, "grad_w"), _factor_figure(run)]
+    if run.config.train_inits:
+        out.append(_sweep_figure(run))
+    return out
+
+
+def _sweep_figure(run: StoredRun) -> Figure:
+    c: Config = run.config
+    limit = c.trains_below * chance_loss()
+    inits = list(c.train_inits)
+    fig, axes = plt.subplots(2, len(inits), figsize=(max(8, 6 * len(inits)), 8), squeeze=False, sharex=True)
+    for j, init in enumerate(inits):
+        top, bottom = axes[0, j], axes[1, j]
+        for bn, color in ((False, "tab:blue"), (True, "tab:red")):
+            name = "BN" if bn else "no BN"
+            final, diverged = sweep(run.metrics, f"train/{'bn' if bn else 'plain'}/{init}", c)
+            lrs = np.asarray(c.lrs, dtype=float)
+            for _, row in final.iterrows():  # one thin line per seed; a diverged run has no point
+                top.plot(lrs, row.to_numpy(dtype=float), color=color, alpha=0.25, lw=0.8)
+            filled = final.where(diverged == 0, np.nan)
+            top.plot(lrs, filled.median(axis=0).to_numpy(dtype=float), color=color, lw=2, marker="o",
+                     label=f"{name}: median over the seeds that did not diverge")
+            frac_div = diverged.mean(axis=0).to_numpy(dtype=float)
+            ok = trains(final, diverged, c)
+            bottom.plot(lrs, ok.mean(axis=0).to_numpy(dtype=float), color=color, marker="o", lw=2,
+                        label=f"{name}: trains (n={int(ok.notna().all(axis=1).sum())} seeds)")
+            bottom.plot(lrs, frac_div, color=color, marker="x", ls=":", lw=1, label=f"{name}: diverged (inf/NaN)")
+        top.axhline(limit, color="black", ls="--", lw=1, label=f"trains below {limit:.3g} ({c.trains_below:g} x ln 10)")
+        top.axhline(chance_loss(), color="grey", ls=":", lw=1, label="chance (ln 10)")
+        top.set_xscale("log")
+        top.set_yscale("log")
+        top.set_title(f"{init} init")
+        top.set_ylabel(f"final training loss (mean of last {c.tail} steps)")
+        top.legend(fontsize=7)
+        bottom.set_ylim(-0.05, 1.05)
+        bottom.set_xlabel(f"learning rate (SGD, momentum {c.momentum:g})")
+        bottom.set_ylabel("fraction of seeds")
+        bottom.legend(fontsize=7)
+    fig.suptitle(f"learning-rate sweep: {c.train_depth}-hidden-layer width-{c.train_width} MLP, digits, "
+                 f"{c.train_steps} steps, {c.train_seeds} seeds")
+    fig.tight_layout()
+    return Figure(
+        "lr_sweep", "Learning-rate sweep, with and without BN",
+        "Top: each thin line is one seed's final training loss at every learning rate of the grid (a diverged "
+        "run has no point), the thick line the median over the seeds that did not diverge; dashed, the level "
+        "below which a run counts as training; dotted, the chance loss. Bottom: the fraction of seeds that "
+        "train (solid) and that diverge to inf/NaN (dotted) at each rate. BN allows larger learning rates if "
+        "its solid line stays at 1 to the right of where the no-BN line drops. Columns: the hidden layers' "
+        "init; the Kaiming column is the fair comparison (a well-initialised net without BN).", fig)
 
 
 def no_data_reason(metrics: pd.DataFrame, arm: str, metric: str, table: pd.DataFrame) -> str:
