@@ -219,3 +219,10 @@ def test_bound_claim_is_a_worst_case_over_units(values, side, bound, verdict):
     assert cl.verdict == verdict and cl.unit == "seed" and cl.n == len(values)
     if values and verdict != "inconclusive" and all(map(math.isfinite, values)):
         assert cl.value == (max(values) if side == "below" else min(values))
+
+
+def test_claims_on_values_that_are_all_non_finite_are_inconclusive_not_errors():
+    dead = [float("nan"), float("inf"), float("nan")]
+    assert stats.threshold_claim("T", "c", "s", "m", dead, "less", 1.0, unit="seed").verdict == "inconclusive"
+    assert stats.compare_claim("C", "c", "s", "m", dead, [1.0, 2.0], "less", unit="seed").verdict == "inconclusive"
+    assert stats.equivalence_claim("E", "c", "s", "m", dead, 0.0, margin=0.1, unit="seed").verdict == "inconclusive"

@@ -337,10 +337,10 @@ def threshold_claim(
     if direction not in ("less", "greater"):
         raise ValueError(f"direction: expected 'less' or 'greater', got {direction!r}")
     arr = _finite(_as_array(values, "values"))
-    iv = mean_ci(arr)
-    if arr.size < 2:
+    if arr.size < 2:  # all non-finite (a dead network) is a claim the run cannot judge, not an error
         return Claim(id, claim, source, measurement, "inconclusive", "none", math.nan, n=int(arr.size),
                      detail="fewer than 2 finite values", unit=unit)
+    iv = mean_ci(arr)
     test = one_sample_t(arr, threshold)
     p_claim = test.p_less if direction == "less" else test.p_greater
     p_opp = test.p_greater if direction == "less" else test.p_less
