@@ -9,7 +9,10 @@ normlab reruns the four arms exactly, with N seeds each trained as one vectorize
 set of the same function, and control arms:
 
 * ``relu`` / ``relu+ln``: the network is linear except for LN, so "LN lowers the loss" may only mean
-  "a nonlinearity lowers the loss". With ReLUs, does LN still help?
+  "a nonlinearity lowers the loss". With ReLUs, does LN still help? And since a linear network cannot
+  overfit 20 points of a parabola, the ReLU arms are where "LN prevents overfitting" can be tested.
+* ``relu+dropout`` / ``relu+dropout+ln``: the seed's dropout arms with ReLUs: does dropout (with or
+  without LN) regularise a network that can overfit?
 * ``none/std`` / ``ln/std``: inputs and targets standardized (the seed's are unscaled: |y| up to 340).
 * ``none/adamw`` / ``ln/adamw``: decoupled weight decay (AdamW) instead of Adam's L2 term.
 

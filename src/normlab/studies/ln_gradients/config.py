@@ -19,7 +19,8 @@ from normlab.engine.config import (
 )
 
 SEED_ARMS: tuple[str, ...] = ("dropout", "dropout+ln", "ln", "none")
-CONTROL_ARMS: tuple[str, ...] = ("relu", "relu+ln", "none/std", "ln/std", "none/adamw", "ln/adamw")
+CONTROL_ARMS: tuple[str, ...] = ("relu", "relu+ln", "relu+dropout", "relu+dropout+ln", "none/std", "ln/std",
+                                 "none/adamw", "ln/adamw")
 
 SRC = "seed 000"  # the source of the seed's claims
 CTRL = "control (normlab)"  # the source of normlab's control claims
@@ -43,6 +44,8 @@ ARMS: dict[str, ArmSpec] = {
     "none": ArmSpec(),
     "relu": ArmSpec(relu=True),
     "relu+ln": ArmSpec(ln=True, relu=True),
+    "relu+dropout": ArmSpec(dropout=True, relu=True),
+    "relu+dropout+ln": ArmSpec(dropout=True, ln=True, relu=True),
     "none/std": ArmSpec(standardize=True),
     "ln/std": ArmSpec(ln=True, standardize=True),
     "none/adamw": ArmSpec(optimizer="adamw"),

@@ -127,9 +127,11 @@ def gradient_over_time(run: StoredRun) -> Figure:
     return Figure(
         "gradient_concentration", "Gradient concentration over time (seed arms; mean over seeds, 95% band)",
         "Left: the norm of the whole gradient; middle: the spread (std) of all gradient entries (a narrow "
-        "histogram = small); right: excess kurtosis (scale-free peakedness: large = most entries near zero "
-        "with a few large ones). Lines are means over seeds (geometric for the log panels) with 95% bands. "
-        "'Settles early' (C3) = the curve flattens early; 'messy' (C5) = it stays jagged.",
+        "histogram = small, which mostly follows the loss); right: excess kurtosis (scale-free peakedness: "
+        "large = most entries near zero with a few large ones; the concentration claims C3c, C3d, C6 judge "
+        "this panel, not the middle one). Lines are means over seeds (geometric for the log panels) with 95% "
+        "bands. 'Settles early' (C3a, C3b) = the left curve, smoothed, flattens early; 'messy' (C5) = it stays "
+        "jagged.",
         fig)
 
 

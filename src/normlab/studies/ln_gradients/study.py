@@ -7,6 +7,7 @@ from normlab.studies.ln_gradients import claims as _claims
 from normlab.studies.ln_gradients import figures as _figures
 from normlab.studies.ln_gradients.config import Config
 from normlab.studies.ln_gradients.model import train_arm
+from normlab.studies.ln_gradients.sentences import POST_TITLES, SEED_SENTENCES
 
 
 class LnGradients(Study):
@@ -16,6 +17,8 @@ class LnGradients(Study):
     Config = Config
     quick_overrides = {"seeds": 4, "steps": 100, "eval_every": 10, "probe_every": 10, "hist_every": 25}  # noqa: RUF012
     threads = 1
+    post_titles = POST_TITLES
+    seed_sentences = SEED_SENTENCES
 
     def cells(self, config: Config) -> list[Cell]:
         return [Cell(arm=a, seeds=tuple(range(config.seeds))) for a in config.arms]

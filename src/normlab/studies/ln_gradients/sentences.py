@@ -1,0 +1,142 @@
+"""ln-gradients: every claim sentence of post 000, in its own words, and the claims that test it (or why none can).
+
+Quotes are verbatim from ``shared/seeds/000_*.txt`` (the crawl lost some punctuation: "DropoutLayerNorm"
+is the post's text as stored); the test checks that each is a substring of the post.
+"""
+
+from __future__ import annotations
+
+from normlab.engine.spec import SeedSentence
+
+POST = "000"
+POST_TITLES = {POST: "抑制过拟合——从梯度的角度看LayerNorm的作用"}
+
+
+def _s(quote: str, english: str, tested_by: tuple[str, ...] = (), why_not: str = "") -> SeedSentence:
+    return SeedSentence(seed=POST, quote=quote, english=english, tested_by=tested_by, why_not=why_not)
+
+
+SEED_SENTENCES: tuple[SeedSentence, ...] = (
+    _s("抑制过拟合——从梯度的角度看LayerNorm的作用",
+       "(title) Suppressing overfitting: the role of LayerNorm seen through the gradients.", ("C8",)),
+    _s("在深入探索transformer模型时,一个不可忽视的组成部分便是LayerNorm,它在模型的优化过程中起着关键作用。",
+       "In transformers LayerNorm is an essential component and plays a key role in optimization.",
+       why_not="no transformer is trained here (the residual-placement study trains transformers)"),
+    _s("相比之下,虽然BatchNorm也广泛应用于各种网络模型中,但在很多情况下LayerNorm表现出更优的效果。",
+       "BatchNorm is widely used too, but in many cases LayerNorm works better.",
+       why_not="a survey statement about many models and tasks; the post's experiment has no BatchNorm arm"),
+    _s("然而,对于为何LayerNorm优于BatchNorm,目前学界还没有形成统一的看法。",
+       "There is no consensus in the literature on why LayerNorm beats BatchNorm.",
+       why_not="a statement about the literature, not about an experiment"),
+    _s("本文的重点是探讨LayerNorm在模型训练过程中对梯度变化的影响。",
+       "This post studies how LayerNorm affects the gradients during training.",
+       why_not="the post's aim; its concrete gradient claims are the sentences below (C3, C5-C7)"),
+    _s("通过对这一作用的深入理解,我们可以更加有效地应用LayerNorm,从而提升模型的性能。",
+       "Understanding this lets us apply LayerNorm more effectively and improve models.",
+       why_not="a motivation, not a measurable claim about this experiment"),
+    _s("在使用梯度下降法进行优化的过程中,特别是在深层网络中,输入数据的特征分布会随着网络深度的增加而发生变化。",
+       "In gradient-descent training, especially of deep networks, feature distributions shift with depth.",
+       why_not="about deep networks' activations; this 5-layer network's activations are not recorded (the "
+               "deep-bn study measures activation statistics layer by layer)"),
+    _s("为了维持数据特征分布的稳定性,通常会引入Normalization。",
+       "Normalization is usually introduced to keep feature distributions stable.",
+       why_not="a statement of common practice"),
+    _s("这不仅能够使得模型使用更大的学习率",
+       "Normalization lets the model use a larger learning rate.",
+       why_not="the study runs the seed's one learning rate (0.01); no learning-rate sweep"),
+    _s("加速模型收敛,同时也有助于防止过拟合,使训练过程更加平稳。",
+       "... speeds up convergence, helps prevent overfitting, and makes training smoother.", ("C9", "C8", "C10")),
+    _s("简而言之,Normalization的主要作用是在特征输入激活函数之前进行标准化处理,将数据转换为均值为0、方差为1的分布。",
+       "In short, normalization standardizes features before the activation function to mean 0, variance 1.",
+       why_not="a definition; the ln-distribution study (post 001) checks mean 0 / variance 1 after LayerNorm"),
+    _s("这一处理避免了数据落入激活函数的饱和区,从而降低了梯度消失问题的风险。",
+       "This keeps inputs out of the activation's saturated region, lowering the risk of vanishing gradients.",
+       why_not="the post's network has no activation function, so there is no saturated region to avoid"),
+    _s("从更深层次来看,Normalization 通过将数据拉回标准正态分布,提高了网络运算的稳定性。",
+       "More deeply, by pulling data back to a standard normal, normalization makes the computation stabler.",
+       why_not="a general statement about activations, which this study does not record (deep-bn measures them)"),
+    _s("由于神经网络的大部分操作都是矩阵运算,未经处理的向量在经过多次运算后其值可能逐渐增大。",
+       "Most network operations are matrix products, so unnormalized vectors may grow over many of them.",
+       why_not="about activation growth over many layers; the deep-bn study measures it (100 layers)"),
+    _s("因此,为了维持网络的稳定性,定期将数据值拉回到正态分布显得尤为重要。",
+       "So pulling values back to a normal distribution regularly matters for stability.",
+       why_not="a consequence of the previous sentence, about deep networks (deep-bn)"),
+    _s("LayerNorm是针对batch中的单个数据点的[seq_len, emb_dim]维度进行normalization,而BatchNorm则是针对"
+       "[batch_size, seq_len]维度进行normalization",
+       "For [batch_size, seq_len, emb_dim] inputs LN normalizes each sample over [seq_len, emb_dim], BN over "
+       "[batch_size, seq_len].",
+       why_not="a definition of the axes; the norm-axes study draws them"),
+    _s("考虑到文本任务中文本长度和词嵌入的特性,LayerNorm在处理[seq_len, emb_dim]normalization时通常会比BatchNorm更有效。",
+       "Given text lengths and word embeddings, LN is usually more effective than BN on text.",
+       why_not="no text task and no BatchNorm arm in this experiment"),
+    _s("具体来说,BN(Batch Normalization)在保留不同样本之间的大小关系的同时,抹平了不同特征之间的差异。",
+       "BN keeps the relative sizes between samples and erases the differences between features.",
+       why_not="what each norm equalizes is the ln-distribution study's subject (post 001)"),
+    _s("这在依赖于样本间关系的任务中特别有效,例如在计算机视觉领域中对不同图片样本进行分类时。",
+       "This is especially effective where relations between samples matter, e.g. image classification.",
+       why_not="no vision task here (the batch-size study trains a CNN on images)"),
+    _s("而LN(Layer Normalization)则是在保留不同特征之间的大小关系的同时,抹平了不同样本之间的差异。",
+       "LN keeps the relative sizes between features and erases the differences between samples.",
+       why_not="what each norm equalizes is the ln-distribution study's subject (post 001)"),
+    _s("这使得LN特别适用于自然语言处理领域的任务,其中一个样本的特征实际上是由不同的词嵌入组成。",
+       "This suits NLP, where a sample's features are its word embeddings.",
+       why_not="no language task in this experiment"),
+    _s("通过LN,可以有效地保留这些特征间的时序关系。",
+       "LN preserves the sequential relations between these features.",
+       why_not="no sequence data in this experiment"),
+    _s("可以看到,加入了LayerNorm的实验2和3的最终loss明显低于没有使用LayerNorm的实验1和4。",
+       "The LN experiments (2, 3) end at clearly lower loss than the ones without (1, 4).",
+       ("C1a", "C1b", "C1")),
+    _s("我们认为LayerNorm能够帮助降低模型损失的原因主要有以下几点",
+       "We think LayerNorm lowers the loss for the following reasons (i.e. the gain is LN's doing).",
+       ("C1",)),
+    _s("层归一化通过对每个样本的特征进行独立归一化,有效减少了不同层输出分布的变化(也称为内部协变量偏移)",
+       "By normalizing each sample's features, LN reduces the shift of layer output distributions (internal "
+       "covariate shift).",
+       why_not="layer outputs are not recorded (normlab's probe watches the parameters, as the seed logged "
+               "them); the consequence the post draws, steadier learning, is C10"),
+    _s("从而有助于稳定网络的学习过程,使网络更容易学习。",
+       "... which stabilizes learning and makes the network easier to train.", ("C10",)),
+    _s("层归一化通过减少不同训练批次间的系统差异,可以显著加速神经网络的收敛速度,使网络能够更快地达到较低的损失值。",
+       "LN markedly speeds up convergence, reaching low loss faster (the post credits reduced differences "
+       "between batches; training here is full-batch, as in the post).", ("C9",)),
+    _s("通过对实验1、2和实验3、4的比较,我们发现加入了Dropout的实验1和2其损失值波动较大,而没有使用Dropout的实验3和4则显示出更为平滑的收敛过程。",
+       "With dropout (1, 2) the loss fluctuates more; without (3, 4) convergence is smoother.", ("C2a", "C2b")),
+    _s("其结果显示,梯度在训练的初期阶段迅速稳定下来,但分布非常集中。",
+       "(no regularization) The gradients settle early in training, into a very concentrated distribution.",
+       ("C3a", "C3b", "C3c", "C3d")),
+    _s("这种过于集中的分布通常是过拟合的迹象。",
+       "Such an over-concentrated distribution is usually a sign of overfitting.", ("C4",)),
+    _s("过拟合意味着模型可能在训练数据上表现出色,但在未见过的数据上则表现不佳。",
+       "Overfitting means doing well on training data and poorly on unseen data.",
+       why_not="a definition; normlab uses it (held-out vs train loss) to test C4, C8, C11, C12"),
+    _s("这种现象在深度学习中非常常见,尤其是在没有足够的正则化措施时。",
+       "Overfitting is very common in deep learning, especially without enough regularization.",
+       why_not="a general statement about deep learning, not about this experiment"),
+    _s("Dropout是一种有效的正则化技术,它通过在训练过程中随机“关闭”一部分神经元来减少模型对特定训练样本的依赖。",
+       "Dropout is an effective regularizer: randomly switching off neurons reduces reliance on specific samples.",
+       ("C12a", "C12b", "C12")),
+    _s("这导致了更加“杂乱无章”的梯度分布",
+       "Dropout makes the gradient distribution messier.", ("C5",)),
+    _s("这实际上是好事,因为它表明模型正在学习更多样化的特征,而不是仅仅依赖于特定的模式或数据点。",
+       "That is good: it shows the model learns more diverse features (tested through its consequence, "
+       "dropout's effect on held-out data; the features themselves are not measured).", ("C12",)),
+    _s("LayerNorm通过独立地标准化每个样本的特征来减少不同层之间的输出分布的变化,有助于进一步稳定训练过程。",
+       "(dropout + LN) LN, normalizing each sample, further stabilizes training.", ("C10",)),
+    _s("从实验结果可以看出,实验2的梯度分布比实验1更加集中和均匀",
+       "Experiment 2's (dropout + LN) gradient distribution is more concentrated and even than experiment 1's.",
+       ("C6", "C6b")),
+    _s("这表明结合DropoutLayerNorm可以提供更好的正则化效果,使得模型能够更有效地学习并防止过拟合。",
+       "So dropout combined with LayerNorm regularizes better, learns more effectively and prevents overfitting.",
+       ("C11a", "C11b", "C11")),
+    _s("这个实验的结果介于实验4和实验1之间。",
+       "(LN alone) The result lies between experiment 4 (none) and experiment 1 (dropout).", ("C7",)),
+    _s("它没有实验4那样的过拟合梯度分布,也没有实验1中Dropout导致的极端波动。",
+       "It has neither experiment 4's overfitting gradient distribution nor dropout's extreme fluctuation.",
+       ("C3d", "C7")),
+    _s("这表明LayerNorm自身是一个有效的正则化方法,能够平衡模型的学习过程,即使在没有Dropout的情况下也能防止过拟合。",
+       "So LayerNorm alone is an effective regularizer that prevents overfitting even without dropout.",
+       ("C8a", "C8b", "C8")),
+    _s("LayerNorm在维持梯度分布稳定性和提高模型泛化能力方面的重要作用。",
+       "LayerNorm matters for keeping the gradient distribution stable and for generalization.", ("C6b", "C8")),
+)
