@@ -11,7 +11,7 @@ Measured in one run, on this machine, in interleaved rounds (the minimum of each
   process per core, as ``normlab run --jobs 0``; wall time once the workers are warm), where the anchor
   is also run as copies of the script side by side;
 * per-run throughput ratio = anchor seconds per run / (lab seconds per arm / N);
-* the wall time of the whole default study (``normlab run ln-gradients``: 10 arms x 32 seeds + report),
+* the wall time of the whole default study (``normlab run ln-gradients``: every arm x 32 seeds + report),
   with ``--jobs 1`` and one job per core.
 
 Usage: ``python benchmarks/lab.py [--seeds 32] [--steps 1000] [--rounds 3] [--skip-study]
@@ -204,8 +204,9 @@ def main() -> None:
         for label, sec, ratio, ratio_side in machine_rows:
             lines.append(f"| {label} | {sec:.4f} | {ratio:.1f}x | {ratio_side:.1f}x |")
     for jobs, wall in study_walls.items():
-        lines += ["", f"Whole default study (`normlab run ln-gradients --jobs {jobs}`: 10 arms "
-                  f"x 32 seeds x 1000 steps, probe, report): **{wall:.1f} s** wall."]
+        c = study.Config()
+        lines += ["", f"Whole default study (`normlab run ln-gradients --jobs {jobs}`: {len(c.arms)} arms "
+                  f"x {c.seeds} seeds x {c.steps} steps, probe, report): **{wall:.1f} s** wall."]
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
