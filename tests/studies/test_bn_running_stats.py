@@ -378,6 +378,23 @@ def test_batch_size_interaction_reverses():
     assert claim(synthetic(gap=backwards), "batch-size-shifts-best-momentum").verdict == "refuted"
 
 
+def test_networks_that_did_not_learn_are_not_judged():
+    def untrained_small(metric, m, b, steps):
+        return 0.15 if metric.startswith("acc") and b == 8 else gap_physical(metric, m, b, steps)
+
+    claims = {c.id: c for c in STUDY.claims(synthetic(gap=untrained_small))}
+    for cid in ("small-batch-large-momentum", "large-batch-small-momentum", "batch-size-shifts-best-momentum"):
+        assert claims[cid].verdict == "inconclusive" and "did not learn" in claims[cid].detail
+    assert claims["cumulative-lags-in-training"].verdict == "supported"  # batch 32 learned
+
+    def untrained_all(metric, m, b, steps):
+        return 0.12 if metric.startswith("acc") else gap_physical(metric, m, b, steps)
+
+    for c in STUDY.claims(synthetic(gap=untrained_all)):
+        if c.source != "exact" and c.id in {"short-training-eval-gap", "cumulative-lags-in-training"}:
+            assert c.verdict == "inconclusive" and "did not learn" in c.detail
+
+
 def test_short_runs_are_not_judged_for_end_of_training_claims():
     short = dataclasses.replace(SYN, steps=200, gap_steps=(20, 100))
     v = verdicts(synthetic(short))

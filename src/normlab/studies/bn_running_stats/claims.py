@@ -278,6 +278,12 @@ _GAP = {
 }
 
 
+# A CNN "trained" when its recalibrated test accuracy is at least twice chance (both datasets have 10
+# classes): a network that did not learn is no moving population of a training run, and its accuracies say
+# nothing about prediction.
+TRAINED = 0.2
+
+
 def _gap_claims(run: StoredRun, c: Config) -> list[Claim]:
     short, long = c.gap_steps
     bm, small_b, big_b = middle(c.gap_batch_sizes), min(c.gap_batch_sizes), max(c.gap_batch_sizes)
@@ -291,9 +297,15 @@ def _gap_claims(run: StoredRun, c: Config) -> list[Claim]:
         source, text = _GAP[cid]
         return stats.compare_claim(cid, text, source, measurement, *args, paired=True, unit=SEED, **kw)
 
+    def untrained(b: int) -> str:
+        """Why batch ``b``'s networks cannot stand for training (they did not learn), or ``""``."""
+        acc = float(np.mean(v("acc_recalibrated", long, b)))
+        return "" if acc >= TRAINED else (f"the CNN trained at batch {b} did not learn: recalibrated test accuracy "
+                                          f"{acc:.3f} after {long} steps (needs >= {TRAINED:g}, twice chance)")
+
     out: list[Claim] = []
-    if not emas:
-        why = f"gap_momenta {list(c.gap_momenta)} has no exponential average (a number)"
+    why = untrained(bm) or ("" if emas else f"gap_momenta {list(c.gap_momenta)} has no exponential average")
+    if why:
         return [_skip(cid, _GAP, "test accuracy / running-statistics error of the CNN", why) for cid in _GAP]
     # Keras's default 0.99 is torch 0.01: the seed's "large momentum".
     large = 0.01 if 0.01 in emas else min(emas)
@@ -331,9 +343,10 @@ def _gap_claims(run: StoredRun, c: Config) -> list[Claim]:
                          f"{np.mean(v('acc_recalibrated', long, bm)):.3f}")
         out.append(claim)
     advice = ("small-batch-large-momentum", "large-batch-small-momentum", "batch-size-shifts-best-momentum")
-    if len(emas) < 2 or small_b == big_b or unburnt:
-        why = unburnt or (f"needs two exponential averages in gap_momenta {list(c.gap_momenta)} and two sizes in "
-                          f"gap_batch_sizes {list(c.gap_batch_sizes)}")
+    if len(emas) < 2 or small_b == big_b or unburnt or untrained(small_b) or untrained(big_b):
+        why = unburnt or untrained(small_b) or untrained(big_b) or (
+            f"needs two exponential averages in gap_momenta {list(c.gap_momenta)} and two sizes in "
+            f"gap_batch_sizes {list(c.gap_batch_sizes)}")
         return out + [_skip(cid, _GAP, "running-statistics error by momentum and batch size", why) for cid in advice]
     fast = max(emas)
     labels = (f"Keras {1 - slow:g}", f"Keras {1 - fast:g}")
