@@ -13,7 +13,7 @@ from normlab.engine.spec import CellContext
 from normlab.kit.tables import metric_rows
 from normlab.models.cnn import build_members, member_accuracy, recalibrate, train_members
 from normlab.nn import BatchNorm1d
-from normlab.studies.bn_running_stats.config import Config
+from normlab.studies.bn_running_stats.config import Config, momentum_label
 
 
 def _log_steps(total: int, extra: int) -> list[int]:
@@ -45,6 +45,7 @@ def walkthrough(config: Config) -> pd.DataFrame:
     return metric_rows(rows)
 
 
+@torch.no_grad()
 def layer_facts() -> pd.DataFrame:
     """Torch's default momentum and update rule, measured on one random batch (float64, exact)."""
     x = torch.randn(8, 6, dtype=torch.float64) * 3 + 1  # (B, F)
@@ -60,7 +61,39 @@ def layer_facts() -> pd.DataFrame:
     full = torch.nn.BatchNorm1d(6, momentum=1.0, dtype=torch.float64)  # running = this batch's estimate
     full(x)
     eps = default.eps
+    # Seed 002: the initial running statistics are (0, 1), "a standard normal".
+    fresh = torch.nn.BatchNorm1d(6, dtype=torch.float64)
+    # Seed 002: eval normalizes with the running statistics (kept in the state dict with the weights);
+    # training uses the batch's, whatever the running statistics hold. Two layers whose running
+    # statistics differ (different momenta, one extra step on another batch) give the same training
+    # output and different eval outputs.
+    a = torch.nn.BatchNorm1d(6, momentum=0.3, dtype=torch.float64)
+    b = torch.nn.BatchNorm1d(6, momentum=0.05, dtype=torch.float64)
+    a(x), b(x), b(x * 2 - 1)
+    train_diff = float((a(x) - b(x)).detach().abs().max())  # both still in train mode
+    a.eval(), b.eval()
+    eval_a = a(x).detach()
+    eval_diff = float((eval_a - b(x)).abs().max())
+    eval_vs_running = float((eval_a - (x - a.running_mean) / (a.running_var + eps).sqrt()).abs().max())
+    saved = a.state_dict()
+    in_state = float(torch.equal(saved["running_mean"], a.running_mean)
+                     and torch.equal(saved["running_var"], a.running_var))
+    # Seed 004: "track_running_stats: training or test state". With the flag fixed, train()/eval() still
+    # switches the statistics (when it is True); with it False the layer uses batch statistics in both.
+    tracked = torch.nn.BatchNorm1d(6, dtype=torch.float64)
+    tracked(x)
+    modes_true = float((tracked(x) - tracked.eval()(x)).abs().max())
+    untracked = torch.nn.BatchNorm1d(6, track_running_stats=False, dtype=torch.float64)
+    modes_false = float((untracked(x) - untracked.eval()(x)).abs().max())
     rows = {
+        "initial_mean_maxabs": float(fresh.running_mean.abs().max()),
+        "initial_var_maxdev": float((fresh.running_var - 1).abs().max()),
+        "train_output_diff_other_running": train_diff,
+        "eval_output_diff_other_running": eval_diff,
+        "eval_vs_running_maxdiff": eval_vs_running,
+        "running_in_state_dict": in_state,
+        "mode_switch_diff_track_true": modes_true,
+        "mode_switch_diff_track_false": modes_false,
         "default_momentum": float(default.momentum),
         "normlab_default_momentum": float(BatchNorm1d(6).momentum),
         "seed002_formula_momentum": decay,
@@ -123,27 +156,111 @@ def converge(config: Config, momentum: float | None, batch_size: int, seeds: tup
     return metric_rows(rows)
 
 
-def gap_accuracy(config: Config, momentum: float | None, steps: int, ctx: CellContext) -> pd.DataFrame:
-    """Test accuracy of a BatchNorm CNN after ``steps``: batch statistics, running statistics, recalibrated."""
+class ShadowStats:
+    """Running estimates of every BatchNorm's input statistics under several momenta at once.
+
+    Training does not read the running statistics (BatchNorm normalizes with the batch's), so one training
+    run serves every momentum: a forward pre-hook on each BatchNorm takes the batch's per-channel mean and
+    unbiased variance (what the layer's own update uses) and updates one running pair per momentum by
+    torch's rule, ``m = 1/t`` for ``None``. The layer's own buffers follow its own momentum as usual.
+    """
+
+    def __init__(self, model: torch.nn.Module, momenta: tuple[float | None, ...]) -> None:
+        self.layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        self.momenta = momenta
+        # state[k][i]: (running mean, running var) of layer i under momenta[k], float64
+        self.state = [[(torch.zeros(layer.num_features, dtype=torch.float64),
+                        torch.ones(layer.num_features, dtype=torch.float64)) for layer in self.layers]
+                      for _ in momenta]
+        self.updates = [0] * len(self.layers)
+        self.handles = [layer.register_forward_pre_hook(self._hook(i)) for i, layer in enumerate(self.layers)]
+
+    def _hook(self, i: int):
+        def hook(module: torch.nn.Module, args: tuple) -> None:
+            if not module.training:
+                return
+            x = args[0].detach().double()
+            dims = [0, *range(2, x.ndim)]
+            var, mean = torch.var_mean(x, dim=dims, correction=1)
+            self.updates[i] += 1
+            for k, m in enumerate(self.momenta):
+                f = 1.0 / self.updates[i] if m is None else m
+                rm, rv = self.state[k][i]
+                rm.mul_(1 - f).add_(mean, alpha=f)
+                rv.mul_(1 - f).add_(var, alpha=f)
+        return hook
+
+    def remove(self) -> None:
+        """Detach the hooks (a copy of the model would otherwise carry them and update these estimates)."""
+        for h in self.handles:
+            h.remove()
+
+    def load(self, model: torch.nn.Module, k: int) -> None:
+        """Write momenta[k]'s estimates into ``model``'s BatchNorm buffers (a copy of the tracked model)."""
+        layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        for layer, (rm, rv) in zip(layers, self.state[k], strict=True):
+            layer.running_mean.copy_(rm)
+            layer.running_var.copy_(rv)
+
+
+def stat_error(model: torch.nn.Module, reference: torch.nn.Module, members: int) -> torch.Tensor:
+    """Per member: RMS over every BatchNorm channel of ``(mean - mean_ref)/sd_ref`` and ``log(var/var_ref)``.
+
+    ``reference`` is the recalibrated copy (exact training-set statistics under the same weights); the
+    channels of a grouped model are member-major, so each layer's ``S * C`` channels view as ``(S, C)``.
+    """
+    sq, count = torch.zeros(members, dtype=torch.float64), 0
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    refs = [m for m in reference.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for layer, ref in zip(bns, refs, strict=True):
+        eps = layer.eps
+        rm, rv = layer.running_mean.double().view(members, -1), layer.running_var.double().view(members, -1)
+        mu, var = ref.running_mean.double().view(members, -1), ref.running_var.double().view(members, -1)
+        z = (rm - mu) / (var + eps).sqrt()
+        lv = ((rv + eps) / (var + eps)).log()
+        sq += (z ** 2 + lv ** 2).sum(1)
+        count += rm.shape[1]
+    return (sq / count).sqrt()
+
+
+def gap_accuracy(config: Config, batch_size: int, ctx: CellContext) -> pd.DataFrame:
+    """A BatchNorm CNN trained ``gap_steps`` steps at ``batch_size``; test accuracy with batch statistics,
+    recalibrated statistics and the running statistics of every momentum in ``gap_momenta``, and each
+    momentum's running-statistics error against the recalibrated (exact) statistics.
+
+    Each length is its own run from the same start (constant learning rate, the same batch order): the
+    short run is the long run's first steps. Rows: ``step`` = training steps; metrics ``acc_batch_stats``,
+    ``acc_recalibrated``, ``acc_running/m=<label>``, ``stat_err/m=<label>``.
+    """
     data = load_images(config.dataset, train_size=config.train_size, test_size=config.test_size,
                        downsample=config.downsample)
     seeds = ctx.cell.seeds
-    # Member s starts from torch.manual_seed(s) and shuffles with seed s, whatever the momentum: the arms
-    # differ only in momentum, so comparisons across arms are paired by seed.
-    model = build_members(seeds, num_classes=data.num_classes, widths=config.widths, norm="batchnorm",
-                          norm_kwargs={"momentum": momentum})
-    train_members(model, data.x_train, data.y_train, seeds, batch_size=config.gap_batch_size,
-                  examples=steps * config.gap_batch_size, lr=config.lr)
-    # Train mode: each test batch of gap_batch_size normalized by its own statistics (running stats of
-    # this copy change, which does not matter: it is thrown away).
-    acc_batch = member_accuracy(copy.deepcopy(model).train(), data.x_test, data.y_test,
-                                batch_size=config.gap_batch_size)
-    acc_eval = member_accuracy(model.eval(), data.x_test, data.y_test)
-    recal = copy.deepcopy(model)
-    recalibrate(recal, data.x_train)
-    acc_recal = member_accuracy(recal.eval(), data.x_test, data.y_test)
     rows = []
-    for s, seed in enumerate(seeds):
-        rows += [(seed, steps, "acc_batch_stats", float(acc_batch[s])), (seed, steps, "acc_running", float(acc_eval[s])),
-                 (seed, steps, "acc_recalibrated", float(acc_recal[s]))]
+    for n, steps in enumerate(config.gap_steps):
+        # Member s starts from torch.manual_seed(s) and shuffles with seed s whatever the batch size or
+        # length: comparisons within a seed are paired.
+        model = build_members(seeds, num_classes=data.num_classes, widths=config.widths, norm="batchnorm")
+        shadows = ShadowStats(model, config.gap_momenta)
+        train_members(model, data.x_train, data.y_train, seeds, batch_size=batch_size,
+                      examples=steps * batch_size, lr=config.lr)
+        shadows.remove()
+        # Train mode: each test batch of batch_size normalized by its own statistics (this copy's running
+        # stats change, which does not matter: it is thrown away).
+        acc_batch = member_accuracy(copy.deepcopy(model).train(), data.x_test, data.y_test, batch_size=batch_size)
+        recal = copy.deepcopy(model)
+        recalibrate(recal, data.x_train)
+        acc_recal = member_accuracy(recal.eval(), data.x_test, data.y_test)
+        for s, seed in enumerate(seeds):
+            rows += [(seed, steps, "acc_batch_stats", float(acc_batch[s])),
+                     (seed, steps, "acc_recalibrated", float(acc_recal[s]))]
+        for k, m in enumerate(config.gap_momenta):
+            tracked = copy.deepcopy(model)
+            shadows.load(tracked, k)
+            acc = member_accuracy(tracked.eval(), data.x_test, data.y_test)
+            err = stat_error(tracked, recal, len(seeds))
+            label = momentum_label(m)
+            for s, seed in enumerate(seeds):
+                rows += [(seed, steps, f"acc_running/m={label}", float(acc[s])),
+                         (seed, steps, f"stat_err/m={label}", float(err[s]))]
+        ctx.progress(n + 1, len(config.gap_steps))
     return metric_rows(rows)
