@@ -24,19 +24,22 @@ from normlab.nn.surgery._families import family_of
 F64 = torch.float64
 TORCH_BN = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
 F32_TOL = {"rtol": 1e-5, "atol": 1e-5}  # float32 SyncBatchNorm against the float64 oracle
+HALF = (torch.float16, torch.bfloat16)
 
 
 # ----------------------------------------------------------------------------------- 2 gloo ranks
 
 def _compare_to_oracle(rank, sizes, tail, *, seed, dtype=F64, channels_last=False, affine=True, track=True,
-                       momentum=0.1, steps=2, loc=0.0, scale=1.0, group=None):
-    """One case: SyncBatchNorm on this rank's slice vs the float64 torch BatchNorm on the whole batch."""
+                       momentum=0.1, steps=2, loc=0.0, scale=1.0, group=None, tol=None):
+    """One case: SyncBatchNorm on this rank's slice (``dtype`` input; a float32 layer for half inputs) vs
+    the float64 torch BatchNorm on the whole batch, rounded to ``dtype`` first (the oracle sees the
+    values the layer sees)."""
     channels = tail[0]
     gen = torch.Generator().manual_seed(seed)
     ndim = 2 + len(tail) - 1
     oracle = TORCH_BN[ndim](channels, momentum=momentum, affine=affine, track_running_stats=track, dtype=F64)
     sync = N.SyncBatchNorm(channels, momentum=momentum, affine=affine, track_running_stats=track,
-                           process_group=group, dtype=dtype)
+                           process_group=group, dtype=torch.float32 if dtype in HALF else dtype)
     if affine:
         with torch.no_grad():
             for p in ("weight", "bias"):
@@ -44,9 +47,9 @@ def _compare_to_oracle(rank, sizes, tail, *, seed, dtype=F64, channels_last=Fals
                 getattr(oracle, p).copy_(value)
                 getattr(sync, p).copy_(value)
     start, stop = sum(sizes[:rank]), sum(sizes[: rank + 1])
-    tol = {} if dtype == F64 else F32_TOL
+    tol = tol or ({} if dtype == F64 else F32_TOL)
     for _ in range(steps):
-        x = torch.randn(sum(sizes), *tail, generator=gen, dtype=F64) * scale + loc
+        x = (torch.randn(sum(sizes), *tail, generator=gen, dtype=F64) * scale + loc).to(dtype).to(F64)
         target = torch.randn(x.shape, generator=gen, dtype=F64)
         x_full = x.clone().requires_grad_(True)
         y_full = oracle(x_full)
@@ -79,6 +82,7 @@ def _compare_to_oracle(rank, sizes, tail, *, seed, dtype=F64, channels_last=Fals
         sync.eval()
         oracle.eval()
         x = torch.randn(sum(sizes), *tail, generator=gen, dtype=F64)
+        x = x.to(dtype).to(F64)
         torch.testing.assert_close(sync(x[start:stop].to(dtype)).double(), oracle(x)[start:stop].detach(), **tol)
 
 
@@ -126,6 +130,10 @@ def _sync_cases(rank, world_size):
     _compare_to_oracle(rank, (4, 2), (4, 3, 3), seed=6, dtype=torch.float32, channels_last=True)
     # |mean| / std = 1e7: a one-pass E[x^2] - E[x]^2 would lose ~14 of float64's 16 digits of the variance
     _compare_to_oracle(rank, (3, 2), (2, 4), seed=7, loc=1e4, scale=1e-3)
+    # float32 with |mean| / std = 1e6: the float32 mean alone would be off by ~ulp(1e4) = 1e-3 = 0.1 std
+    _compare_to_oracle(rank, (3, 4), (3, 5), seed=9, dtype=torch.float32, loc=1e4, scale=1e-2)
+    # bfloat16 input, float32 layer: statistics in float32, output rounded to bfloat16
+    _compare_to_oracle(rank, (2, 3), (3, 4), seed=10, dtype=torch.bfloat16, tol={"rtol": 1.6e-2, "atol": 2e-2})
     # a group of one rank: the local batch alone (BatchNorm)
     _compare_to_oracle(0, (4,), (3, 2, 2), seed=8 + rank, group=singles[rank])
     # too few values in all: every rank raises (none is left waiting in a collective)

@@ -44,6 +44,13 @@ def _acc_dtype(x: torch.Tensor) -> torch.dtype:
     return _F64 if x.dtype == _F64 else torch.float32
 
 
+def _first_values(input: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
+    """Each channel's first value in this rank's batch, (C,) in ``acc``, detached (zeros for an empty batch)."""
+    if input.numel() == 0:
+        return torch.zeros(input.shape[1], dtype=acc, device=input.device)
+    return input[(0, slice(None), *[0] * (input.dim() - 2))].detach().to(acc)
+
+
 def _channel_view(t: torch.Tensor, ndim: int) -> torch.Tensor:
     """A (C,) tensor as (1, C, 1, ...) to broadcast against an (N, C, *) input of ``ndim`` dims."""
     return t.view(1, -1, *[1] * (ndim - 2))
@@ -54,7 +61,12 @@ class _SyncBatchNormFunction(torch.autograd.Function):
 
     **Forward.** Each rank ``r`` has ``n_r`` values per channel (``n_r = N_r * H * W ...``; ``n_r = 0`` for an
     empty batch) and computes its per-channel mean :math:`\mu_r` and sum of squared deviations
-    :math:`M2_r = \sum (x - \mu_r)^2` (two-pass, in float32, or float64 for float64 input). The triples
+    :math:`M2_r = \sum (x - \mu_r)^2` in float32 (float64 for float64 input), from the values shifted
+    by the channel's first value :math:`s_r` on this rank: :math:`x - s_r` is exact where
+    :math:`|\mu| \gg \sigma` (Sterbenz), its mean is of the order of :math:`\sigma`, so
+    :math:`\mu_r = s_r + \mathrm{mean}(x - s_r)` in float64 keeps float32 precision relative to
+    :math:`\sigma` rather than to :math:`|\mu|` (normlab's recentering, see
+    :mod:`normlab.nn.functional`; a float32 mean of 1e4 is 1e-3 off, 0.1 of a std of 1e-2). The triples
     :math:`(n_r, \mu_r, M2_r)` are all-gathered (one collective, ``3 C`` float64 per rank) and combined in
     float64 with Chan et al.'s parallel formula, in its exact all-at-once form:
 
@@ -63,7 +75,8 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         M2 = \sum_r \big( M2_r + n_r (\mu_r - \mu)^2 \big)
 
     (no one-pass :math:`E[x^2] - E[x]^2`, which cancels catastrophically when :math:`|\mu| \gg \sigma`).
-    The output is :math:`y = \gamma \hat x + \beta` with :math:`\hat x = (x - \mu)\,r`,
+    The output is :math:`y = \gamma \hat x + \beta` with :math:`\hat x = ((x - s_r) - (\mu - s_r))\,r`
+    (:math:`\mu - s_r` rounded once, from float64),
     :math:`r = (M2/n + \epsilon)^{-1/2}` (the biased variance, as BatchNorm). The running statistics are
     updated as BatchNorm's with the global batch: ``running_mean = (1 - m) running_mean + m mu`` and
     ``running_var = (1 - m) running_var + m M2 / (n - 1)`` (unbiased), in float64, identical on every rank.
@@ -92,11 +105,13 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         acc = _acc_dtype(input)
         channels, ndim = input.shape[1], input.dim()
         dims = [0, *range(2, ndim)]
-        x = input.to(acc)
         n_local = input.numel() // channels if channels else 0
+        shift = _first_values(input, acc)
+        shifted = input.to(acc) - _channel_view(shift, ndim)
         if n_local > 0:
-            var_local, mean_local = torch.var_mean(x, dim=dims, correction=0)
-            local = torch.stack([torch.full_like(mean_local, n_local), mean_local, var_local * n_local]).to(_F64)
+            var_local, mean_shifted = torch.var_mean(shifted, dim=dims, correction=0)
+            mean_local = shift.to(_F64) + mean_shifted.to(_F64)
+            local = torch.stack([torch.full_like(mean_local, n_local), mean_local, var_local.to(_F64) * n_local])
         else:  # an empty batch contributes nothing (and var_mean of nothing is NaN)
             local = torch.zeros(3, channels, dtype=_F64, device=input.device)
         gathered = [torch.empty_like(local) for _ in range(world_size)]
@@ -115,13 +130,13 @@ class _SyncBatchNormFunction(torch.autograd.Function):
             with torch.no_grad():
                 running_mean.copy_(running_mean.to(_F64) * (1.0 - momentum) + mean * momentum)
                 running_var.copy_(running_var.to(_F64) * (1.0 - momentum) + m2 / (n - 1) * momentum)
-        mean_acc, invstd_acc = mean.to(acc), invstd.to(acc)
-        y = (x - _channel_view(mean_acc, ndim)) * _channel_view(invstd_acc, ndim)
+        center, invstd_acc = (mean - shift.to(_F64)).to(acc), invstd.to(acc)  # mean - shift: small, exact enough
+        y = (shifted - _channel_view(center, ndim)) * _channel_view(invstd_acc, ndim)
         if weight is not None:
             y = y * _channel_view(weight.to(acc), ndim)
         if bias is not None:
             y = y + _channel_view(bias.to(acc), ndim)
-        ctx.save_for_backward(input, weight, mean_acc, invstd_acc)
+        ctx.save_for_backward(input, weight, shift, center, invstd_acc)
         ctx.group, ctx.n = group, n
         ctx.bias_dtype = None if bias is None else bias.dtype
         return y.to(input.dtype)
@@ -129,11 +144,12 @@ class _SyncBatchNormFunction(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output):
-        input, weight, mean, invstd = ctx.saved_tensors
+        input, weight, shift, center, invstd = ctx.saved_tensors
         acc, ndim = _acc_dtype(input), input.dim()
         dims = [0, *range(2, ndim)]
         g = grad_output.to(acc)
-        x_hat = (input.to(acc) - _channel_view(mean, ndim)) * _channel_view(invstd, ndim)
+        shifted = input.to(acc) - _channel_view(shift, ndim)
+        x_hat = (shifted - _channel_view(center, ndim)) * _channel_view(invstd, ndim)
         sum_g = g.sum(dims)  # 0 for an empty batch
         sum_g_xhat = (g * x_hat).sum(dims)
         grad_input = grad_weight = grad_bias = None
