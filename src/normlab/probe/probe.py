@@ -668,6 +668,8 @@ class Probe:
             new_scalars = None
         if new_histograms is not None and not len(new_histograms.steps):
             new_histograms = None
+        if new_scalars is None and new_histograms is None:
+            return
         losses = self._drain_losses(int(new_scalars.steps[-1])) if new_scalars is not None else pd.DataFrame()
         if self._alerts is not None and new_scalars is not None:
             self._alerts.update(concat_scalars([scalars_frame(self.catalog, [new_scalars]), losses]))
