@@ -20,6 +20,7 @@ SHAPES = {"1d": (4, 8, 5), "2d": (2, 8, 3, 3), "3d": (2, 8, 2, 2, 2), "last": (4
 NAMED = [  # name, class built over 8 features, an input it takes
     ("batchnorm", N.BatchNorm1d, "flat"), ("batchnorm1d", N.BatchNorm1d, "1d"), ("batchnorm2d", N.BatchNorm2d, "2d"),
     ("batchnorm3d", N.BatchNorm3d, "3d"), ("frozenbatchnorm2d", N.FrozenBatchNorm2d, "2d"),
+    ("syncbatchnorm", N.SyncBatchNorm, "2d"),
     ("layernorm", N.LayerNorm, "last"), ("layernorm2d", N.LayerNorm2d, "2d"), ("layernorm-chw", N.GroupNorm, "2d"),
     ("rmsnorm", N.RMSNorm, "last"), ("rmsnorm2d", N.RMSNorm2d, "2d"), ("groupnorm", N.GroupNorm, "2d"),
     ("instancenorm", N.InstanceNorm1d, "1d"), ("instancenorm1d", N.InstanceNorm1d, "1d"),

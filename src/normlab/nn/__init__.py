@@ -15,6 +15,7 @@ from normlab.nn.groupnorm import GroupNorm, InstanceNorm1d, InstanceNorm2d, Inst
 from normlab.nn.layernorm import LayerNorm, LayerNorm2d, RMSNorm, RMSNorm2d
 from normlab.nn.registry import NORM_NAMES, create_norm, get_norm_layer
 from normlab.nn.residual import Placement, Residual, deepnorm_constants
+from normlab.nn.sync_batchnorm import SyncBatchNorm
 
 __all__ = [
     "NORM_NAMES",
@@ -34,6 +35,7 @@ __all__ = [
     "RMSNorm",
     "RMSNorm2d",
     "Residual",
+    "SyncBatchNorm",
     "create_norm",
     "deepnorm_constants",
     "functional",

@@ -19,6 +19,8 @@ batchnorm          :class:`BatchNorm1d` for (N, C) / (N, C, L) inputs; ``dim=2``
                    2D input. (BatchNorm normalizes dim 1; a (B, T, C) sequence must be transposed first.)
 batchnorm1d/2d/3d  :class:`BatchNorm1d` / :class:`BatchNorm2d` / :class:`BatchNorm3d`
 frozenbatchnorm2d  :class:`FrozenBatchNorm2d` (fixed statistics and affine)
+syncbatchnorm      :class:`SyncBatchNorm` (N, C, *): statistics of the batch over all ranks of a process group
+                   (``process_group=``), on CPU/gloo too; BatchNorm outside one
 layernorm          :class:`LayerNorm` over the last dim (``normalized_shape=num_features``)
 layernorm2d        :class:`LayerNorm2d`, channels-first LayerNorm for (N, C, *) maps: each pixel over C
                    (ConvNeXt's)
@@ -53,6 +55,7 @@ from normlab.nn.batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d
 from normlab.nn.frozen import FrozenBatchNorm2d
 from normlab.nn.groupnorm import GroupNorm, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 from normlab.nn.layernorm import LayerNorm, LayerNorm2d, RMSNorm, RMSNorm2d
+from normlab.nn.sync_batchnorm import SyncBatchNorm
 
 _BATCHNORMS = {1: BatchNorm1d, 2: BatchNorm2d, 3: BatchNorm3d}
 _INSTANCENORMS = {1: InstanceNorm1d, 2: InstanceNorm2d, 3: InstanceNorm3d}
@@ -81,6 +84,7 @@ _CLASSES: dict[type, NormClass] = {
     LayerNorm2d: NormClass("layernorm", True),
     RMSNorm2d: NormClass("rmsnorm", True),
     FrozenBatchNorm2d: NormClass("batchnorm", True),
+    SyncBatchNorm: NormClass("batchnorm", True),
     **{cls: NormClass("batchnorm", True) for cls in _BATCHNORMS.values()},
     **{cls: NormClass("instancenorm", True) for cls in _INSTANCENORMS.values()},
     GroupNorm: NormClass("groupnorm", True),
@@ -127,6 +131,7 @@ _LAYERS: dict[str, Callable] = {
     "batchnorm2d": BatchNorm2d,
     "batchnorm3d": BatchNorm3d,
     "frozenbatchnorm2d": FrozenBatchNorm2d,
+    "syncbatchnorm": SyncBatchNorm,
     "layernorm": LayerNorm,
     "layernorm2d": LayerNorm2d,
     "layernorm-chw": functools.partial(GroupNorm, 1),  # GroupNorm(1, C): LN over (C, H, W), per-channel affine

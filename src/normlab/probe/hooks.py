@@ -104,6 +104,8 @@ class ActivationHooks:
         self._reduced: dict[int, torch.Tensor] = {}  # slot -> (members, 4) moments computed in the hook
         self._reduced_histograms: dict[int, torch.Tensor] = {}
         self._reduce_in_hook: set[int] = set()
+        self._numel: dict[int, int] = {}  # slot -> values per member of its recorded tensor (before sampling)
+        self.last_counts: dict[int, int] = {}  # slot -> that count, for the slots of the last ``take``
         self._member_offsets: dict[torch.device, torch.Tensor] = {}
         self._sample_indices: dict[tuple[int, torch.device], torch.Tensor] = {}
         # Samples taken this step, by the identity of the sampled tensor: a norm layer's input is often the
@@ -148,6 +150,7 @@ class ActivationHooks:
         self._reduced.pop(slot, None)
         self._reduced_histograms.pop(slot, None)
         per_member = x.numel() // members
+        self._numel[slot] = per_member
         if per_member > SAMPLE_ABOVE_ELEMENTS:
             sample = self._sampled(x, members, per_member)
             self._kept[slot] = (sample, sample._version)  # a copy: later in-place changes cannot reach it
@@ -212,7 +215,9 @@ class ActivationHooks:
             for slot, counts in self._reduced_histograms.items():
                 histograms_out[slot * members : (slot + 1) * members] = counts
         missing = frozenset(range(len(self.slots))) - kept.keys() - self._reduced.keys()
+        self.last_counts = {slot: self._numel[slot] for slot in (*kept, *self._reduced)}
         self._kept, self._reduced, self._reduced_histograms, self._step_samples = {}, {}, {}, {}
+        self._numel = {}
         return kept, missing
 
     def attach(self) -> None:
@@ -228,3 +233,4 @@ class ActivationHooks:
             handle.remove()
         self._handles = []
         self._kept, self._reduced, self._reduced_histograms, self._step_samples = {}, {}, {}, {}
+        self._numel = {}

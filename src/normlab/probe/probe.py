@@ -37,8 +37,9 @@ import pandas as pd
 import torch
 from torch import nn
 
+from normlab.probe import distributed
 from normlab.probe.alerts import AlertMonitor, AlertRules
-from normlab.probe.buffer import DeviceBuffer
+from normlab.probe.buffer import Chunk, DeviceBuffer
 from normlab.probe.flat_copy import Flattener
 from normlab.probe.histograms import SymLogBins
 from normlab.probe.hooks import SAMPLE_ABOVE_ELEMENTS, ActivationHooks, ModuleSelector, select_modules
@@ -168,6 +169,12 @@ class Probe:
         quantities: the statistics derived from the raw moments, one :class:`~normlab.probe.quantities.
             Quantity` per kind of record (default ``quantities.DEFAULT_QUANTITIES``); add your own to
             that list (``docs/probe.md``, *Adding a statistic*).
+        process_group: ``"auto"`` (default): a ``DistributedDataParallel`` model is recorded under its
+            inner module's names, with module outputs pooled over its process group and only rank 0
+            writing (:mod:`normlab.probe.distributed`); any other model records its own batch. ``None``:
+            never pooled. A process group: pooled over that group. When pooled, every rank must make
+            the probe, step, call ``record_loss`` and read (``scalars``, ``save``, ``close``, ...) alike:
+            the reads are collectives.
 
     Records (long format): :meth:`scalars` has ``step, member, name, kind, stat, value`` with kinds
     ``activation`` / ``norm_in`` / ``norm_out`` (stats mean, std, rms, absmax, zero_frac), ``grad`` and
@@ -195,9 +202,13 @@ class Probe:
         alerts: bool | AlertRules = False,
         policy: ReductionPolicy | None = None,
         quantities: Sequence[Quantity] = DEFAULT_QUANTITIES,
+        process_group: object = distributed.AUTO,
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"Probe: model must be a torch.nn.Module, got {type(model).__name__}")
+        wrapper = model
+        model, self._group = distributed.resolve(model, process_group)
+        self._writes = self._group is None or distributed.rank(self._group) == 0
         optimizers = _resolve_optimizers(optimizer)
         if not isinstance(alerts, (bool, AlertRules)):
             raise TypeError(f"Probe: alerts must be True, False or an AlertRules, got {alerts!r}")
@@ -213,7 +224,7 @@ class Probe:
             SymLogBins(bins)  # validate bins even when histograms are off
         self.members = _resolve_members(model, members)
         self._flush_every = flush_every = _positive_int("flush_every", flush_every)
-        self.model, self.optimizer, self.optimizers = model, optimizer, optimizers
+        self.model, self.optimizer, self.optimizers = wrapper, optimizer, optimizers
 
         named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
         # Small parameters first: they form one run in each region of the step vector (see ReductionPlan).
@@ -259,6 +270,11 @@ class Probe:
         self._vector = StepVector(self.layout, device, dtype, self.binning, activation_capacity=capacity,
                                   policy=policy)
         self._running_previous: torch.Tensor | None = None
+        # Pooled over ranks (self._group): per recorded step, the values per member each output slot had
+        # on this rank (0: none), and the chunks flushed locally but not pooled yet.
+        self._slot_counts: dict[int, np.ndarray] = {}
+        self._unpooled: tuple[list, list] = ([], [])
+        self._unpooled_steps = 0
 
         self.catalog = Catalog(self.layout, self.binning.edges(dtype) if self.binning is not None else None,
                                unstepped, quantities)
@@ -298,7 +314,7 @@ class Probe:
         self._arm_hooks()
         # The event writer and the hooks last, so that a constructor that fails leaves none behind.
         try:
-            if logdir is not None:
+            if logdir is not None and self._writes:  # under DDP only rank 0 writes
                 self._tensorboard = TensorBoardWriter(logdir, self.members, bins)
             for index, opt in enumerate(optimizers):
                 self._hook_handles.append(opt.register_step_pre_hook(lambda *_, i=index: self._optimizer_pre(i)))
@@ -356,6 +372,8 @@ class Probe:
         if not steps:
             return pd.DataFrame()
         means = torch.stack([torch.stack(self._losses.pop(s)).double().mean(0) for s in steps]).cpu().numpy()
+        if self._group is not None:  # the mean over ranks (every rank records the same steps' losses)
+            means = distributed.all_sum(means, self._group, self._vector.device) / distributed.world_size(self._group)
         width = means.shape[1]  # (steps, 1 or members)
         frame = pd.DataFrame({"step": np.repeat(np.asarray(steps, dtype=np.int64), width),
                               "member": np.tile(np.arange(width, dtype=np.int64), len(steps)),
@@ -428,6 +446,10 @@ class Probe:
                 self._flatten_params.difference(self._params, self._vector.region("weight"),
                                                 self._vector.region("update"))
             self._write_step()
+            if self._group is not None:
+                self._unpooled_steps += 1
+                if self._unpooled_steps >= self._flush_every:  # the same step on every rank
+                    self._sync()
         self._step += 1
         self._arm_hooks()
 
@@ -454,6 +476,11 @@ class Probe:
             else:
                 kept, missing_slots = self._activations.take(None, None)
             missing.update(("act", slot) for slot in missing_slots)
+            if self._group is not None:
+                counts = np.zeros(len(self.catalog.activation_slots), np.int64)
+                for slot, count in self._activations.last_counts.items():
+                    counts[slot] = count
+                self._slot_counts[step] = counts
         if not staged:
             ring = self._ring_for(kept)
             if ring is not None:  # deferred: one copy now, the reduction every ring.capacity steps
@@ -555,13 +582,94 @@ class Probe:
 
     # -- records -------------------------------------------------------------------------------------
 
+    def _sync(self) -> None:
+        """Bring every recorded step to the host tables: reduce the ring, copy the buffers, and when pooled
+        over ranks pool the new rows (collectives: every rank calls this at the same points)."""
+        self._reduce_ring()
+        self._flush()
+        if self._group is not None:
+            self._pool()
+
+    def _pool(self) -> None:
+        """Pool the rows flushed since the last call over the ranks of ``self._group`` (collectives; see
+        :mod:`normlab.probe.distributed`): output moments and activation histogram counts become those of
+        the union of the ranks' batches, an output slot is present where any rank had it; gradients,
+        weights, updates and running statistics are left as they are (identical on every rank under DDP,
+        or rank 0's)."""
+        scalar_chunks, histogram_chunks = self._unpooled
+        self._unpooled, self._unpooled_steps = ([], []), 0
+        slots, members = len(self.catalog.activation_slots), self.members
+        device, group = self._vector.device, self._group
+        present_at: dict[int, np.ndarray] = {}  # step -> (slots,) present on some rank
+        merged_scalars = merged_histograms = None
+        if scalar_chunks:
+            steps = np.concatenate([c.steps for c in scalar_chunks])
+            values = np.concatenate([c.values for c in scalar_chunks])
+            if slots:
+                n, width = len(steps), self.layout.output_width
+                counts = np.stack([self._slot_counts.pop(int(step)) for step in steps])  # (n, slots)
+                counts = np.repeat(counts, members, axis=1).astype(np.float64)[..., None]  # (n, segments, 1)
+                raw = values[:, :width].reshape(n, slots * members, N_MOMENTS).astype(np.float64)
+                mine = np.concatenate([counts, np.where(counts > 0, raw, 0.0)], axis=-1)
+                pooled, total = distributed.pool_moments(distributed.gather(mine, group, device))
+                values[:, :width] = pooled.reshape(n, width)
+                present = total.reshape(n, slots, members)[:, :, 0] > 0
+                present_at = dict(zip(steps.tolist(), present, strict=True))
+            merged_scalars = self._rewrite(scalar_chunks, steps, values, present_at)
+        if histogram_chunks:
+            steps = np.concatenate([c.steps for c in histogram_chunks])
+            values = np.concatenate([c.values for c in histogram_chunks])
+            if slots:
+                act = slots * members * self.binning.bins
+                values[:, :act] = distributed.all_sum(values[:, :act], group, device)
+            merged_histograms = self._rewrite(histogram_chunks, steps, values, present_at)
+        self._scalars_cache = self._histograms_cache = None
+        self._publish(merged_scalars, merged_histograms)
+
+    @staticmethod
+    def _rewrite(chunks: list, steps: np.ndarray, values: np.ndarray, present_at: dict[int, np.ndarray]):
+        """Write pooled ``values`` back into ``chunks`` (in place: the buffers' chunk lists hold them), with
+        each row's missing output slots those missing on every rank; returns them as one chunk."""
+        missing_rows = []
+        offset = 0
+        for chunk in chunks:
+            rows = len(chunk.steps)
+            chunk.values[...] = values[offset : offset + rows]
+            for i, step in enumerate(chunk.steps.tolist()):
+                present = present_at.get(step)
+                if present is not None:
+                    kept = frozenset(key for key in chunk.missing[i] if key[0] != "act")
+                    chunk.missing[i] = kept | {("act", slot) for slot in np.flatnonzero(~present).tolist()}
+            missing_rows.extend(chunk.missing)
+            offset += rows
+        return Chunk(steps, values, missing_rows)
+
     def _flush(self) -> None:
-        """Copy both device buffers to the host (one sync each) and hand new rows to TensorBoard."""
+        """Copy both device buffers to the host (one sync each) and hand new rows to TensorBoard.
+
+        When pooled over ranks, the new chunks wait for :meth:`_pool` (this may run at a different point
+        on each rank, when a buffer fills, so it holds no collective)."""
         new_scalars = self._scalar_buffer.flush()
         new_histograms = self._histogram_buffer.flush() if self._histogram_buffer is not None else None
         if new_scalars is None and new_histograms is None:
             return
+        if self._group is not None:
+            self._scalars_cache = self._histograms_cache = None
+            for pending, chunk in zip(self._unpooled, (new_scalars, new_histograms), strict=True):
+                if chunk is not None:
+                    pending.append(chunk)
+            return
+        self._publish(new_scalars, new_histograms)
+
+    def _publish(self, new_scalars, new_histograms) -> None:
+        """Hand new host rows to the alerts and TensorBoard (and move their steps' losses to the host)."""
         self._scalars_cache = self._histograms_cache = None
+        if new_scalars is not None and not len(new_scalars.steps):
+            new_scalars = None
+        if new_histograms is not None and not len(new_histograms.steps):
+            new_histograms = None
+        if new_scalars is None and new_histograms is None:
+            return
         losses = self._drain_losses(int(new_scalars.steps[-1])) if new_scalars is not None else pd.DataFrame()
         if self._alerts is not None and new_scalars is not None:
             self._alerts.update(concat_scalars([scalars_frame(self.catalog, [new_scalars]), losses]))
@@ -574,8 +682,7 @@ class Probe:
 
     def scalars(self) -> pd.DataFrame:
         """All scalar records so far: ``step, member, name, kind, stat, value``."""
-        self._reduce_ring()
-        self._flush()
+        self._sync()
         if self._scalars_cache is None:
             frame = scalars_frame(self.catalog, self._scalar_buffer.chunks)
             self._scalars_cache = concat_scalars([frame, *self._loss_frames]) if self._loss_frames else frame
@@ -586,8 +693,7 @@ class Probe:
         threshold, message``; see :mod:`normlab.probe.alerts`."""
         if self._alerts is None:
             raise RuntimeError("Probe.alerts(): this probe was made without alerts; pass Probe(..., alerts=True)")
-        self._reduce_ring()
-        self._flush()
+        self._sync()
         return self._alerts.table()
 
     def histograms(self, *, empty_bins: bool = True) -> pd.DataFrame:
@@ -596,8 +702,7 @@ class Probe:
         Every bin of every histogram by default (pivots straight into a step × bin grid);
         ``empty_bins=False`` returns only the bins with a nonzero count (far fewer rows, same information).
         """
-        self._reduce_ring()
-        self._flush()
+        self._sync()
         chunks = self._histogram_buffer.chunks if self._histogram_buffer is not None else []
         if not empty_bins:
             return histograms_frame(self.catalog, chunks, empty_bins=False)
@@ -606,10 +711,15 @@ class Probe:
         return _handout(self._histograms_cache)
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``scalars.parquet`` and ``histograms.parquet`` into ``directory``, each atomically."""
+        """Write ``scalars.parquet`` and ``histograms.parquet`` into ``directory``, each atomically.
+
+        Pooled over ranks (DDP): only rank 0 writes; every rank must call it (the pooling is collective)."""
         if not isinstance(directory, (str, os.PathLike)):
             raise TypeError(f"Probe.save: directory must be a path, got {directory!r}")
         directory = Path(directory)
+        if not self._writes:  # pooled over ranks: rank 0 writes; this rank takes part in the pooling
+            self._sync()
+            return directory
         write_parquet_atomic(self.scalars(), directory / "scalars.parquet")
         write_parquet_atomic(self.histograms(), directory / "histograms.parquet")
         if self._tensorboard is not None and not self._closed:
@@ -639,8 +749,7 @@ class Probe:
             self._remove_hooks()
         finally:
             try:
-                self._reduce_ring()
-                self._flush()
+                self._sync()
             finally:
                 if self._tensorboard is not None:
                     self._tensorboard.close()
