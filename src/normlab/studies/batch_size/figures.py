@@ -109,6 +109,8 @@ def _plateau_figure(run: StoredRun) -> Figure:
     c: Config = run.config
     fig, ax = plt.subplots(figsize=(6.5, 4))
     images = run.extra["data"]["train_size"].iloc[0] if "data" in run.extra and len(run.extra["data"]) else 1
+    colors = {"groupnorm": "tab:orange", "layernorm": "tab:green", "instancenorm": "tab:red", "none": "tab:purple"}
+    bn_sizes = _sizes(run, "batchnorm", "ghost") if "batchnorm" in c.norms else []
     for norm in c.norms:
         for g in _sizes(run, norm, "ghost"):
             steps = curve_steps(run, norm, g)
@@ -116,9 +118,11 @@ def _plateau_figure(run: StoredRun) -> Figure:
                 continue
             ivs = [stats.mean_ci(100 * values(run, norm, "ghost", g, "test_acc_curve", s)) for s in steps]
             epochs = np.asarray(steps) * c.optimiser_batch / images
-            style = {"ls": "-" if norm == "batchnorm" else ":"}
-            if norm == "batchnorm" and g == c.reference_ghost:
-                style["lw"] = 2.5
+            if norm == "batchnorm":  # blues, darker for larger g; the reference thick
+                shade = 0.35 + 0.6 * bn_sizes.index(g) / max(1, len(bn_sizes) - 1)
+                style = {"ls": "-", "color": plt.cm.Blues(shade), "lw": 2.5 if g == c.reference_ghost else 1.2}
+            else:
+                style = {"ls": ":" if g == c.reference_ghost else "--", "color": colors[norm]}
             _plot_error(ax, epochs, ivs, f"{NORM_LABELS[norm]} g={g}", **style)
     ax.set(xlabel="epochs", ylabel="test accuracy (%)", title="Training curves (ghost design): the plateau")
     ax.legend(fontsize=6, ncol=2)
@@ -128,7 +132,8 @@ def _plateau_figure(run: StoredRun) -> Figure:
         f"Test accuracy (%) at {c.checkpoints} evenly spaced checkpoints, mean and 95% CI over seeds. The thick line "
         f"is the reference cell (BN, statistics over the whole batch of {c.reference_ghost}); the claim "
         "design-plateau checks that it stopped improving (last checkpoint vs the one at "
-        f"{c.plateau_from:g} of training). Solid: BN at each ghost size; dotted: the controls.", fig)
+        f"{c.plateau_from:g} of training). Solid blues: BN at each ghost size (darker = more images); dashed and "
+        "dotted: the controls at the smallest and the largest ghost size (one line where they coincide).", fig)
 
 
 def _plain_figure(run: StoredRun) -> Figure:
