@@ -1,19 +1,18 @@
-"""batch-size (seed 003's BN/LN/IN/GN section; Wu & He 2018): which norms survive small batches.
+"""batch-size (seed 003's BN/LN/IN/GN section; Wu & He 2018): does BatchNorm degrade as its statistics batch
+shrinks, and do the per-sample norms not?
 
 A small CNN (:class:`normlab.models.cnn.SmallCNN`) trained on real images with BatchNorm, GroupNorm, LayerNorm
-(GN with one group), InstanceNorm (GN with one channel per group) or no norm, at batch sizes 2 to 64.
+(GN with one group), InstanceNorm (GN with one channel per group) or no norm, in two designs:
 
-Fair across batch sizes:
+* **ghost batches** (judges the seed's attribution): one optimiser batch, lr, step count and data order for
+  every cell; BatchNorm computes its statistics over sub-batches of ``g`` images (:mod:`.ghost`), as per-GPU
+  BatchNorm does. The other norms run at the smallest and the largest ``g`` as controls. Trained long enough
+  that the reference cell's test accuracy has stopped improving (checked by a claim, drawn as curves).
+* **the plain sweep** (kept, confounded): the batch itself varies with equal examples and linear lr scaling,
+  so small batches take more steps at a smaller lr for every norm.
 
-* every run sees the same number of training **examples** (``epochs`` passes over ``train_size``
-  images), so a batch of 2 takes 32x the steps of a batch of 64;
-* the learning rate follows the linear scaling rule (Goyal et al. 2017; the GN paper's ``0.1 N / 256``):
-  ``lr = lr_per_32 * batch_size / 32``, SGD with momentum 0.9;
-* every norm and batch size starts seed ``s`` from the same ``torch.manual_seed(s)`` initial weights.
-
-BatchNorm is evaluated with its running statistics (momentum 0.1, as trained) and, as a control, after
-recalibrating them to the training set's exact statistics: the difference separates "small batches
-trained a worse network" from "small batches left noisy running estimates".
+Seed ``s`` fixes the initial weights and the data order in every cell, so comparisons are paired by seed.
+BatchNorm is also evaluated after recalibrating its running statistics to the training set (a control).
 
 The GroupNorm paper's ResNet-50 ImageNet errors are *cited reference data* (Wu & He 2018, Figure 1 /
 Table 2), drawn beside our measurements as the trend to compare with; they are not measured here.

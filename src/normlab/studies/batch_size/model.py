@@ -1,36 +1,129 @@
-"""What a batch-size cell trains: one norm at one batch size, every seed at once, on a fixed image subset."""
+"""What a batch-size cell trains: one norm, every seed at once, on a fixed image subset, in one of two designs.
+
+* ``design="ghost"``: a fixed optimiser batch (``Config.optimiser_batch``), fixed lr, fixed steps and data
+  order; only BatchNorm's statistics batch (the ghost size ``g``) changes (:mod:`.ghost`). Test accuracy
+  is measured at evenly spaced checkpoints, so the curve shows whether training reached a plateau.
+* ``design="plain"``: the batch itself changes (equal examples, linear lr scaling): more steps at a smaller
+  lr for small batches, the confounded sweep of the study's first version.
+"""
 
 from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
 from normlab.data.images import load_images
 from normlab.engine.spec import CellResult
 from normlab.kit.tables import metric_rows
-from normlab.models.cnn import build_members, member_accuracy, recalibrate, train_members
+from normlab.models.cnn import SmallCNN, build_members, member_accuracy, member_input, recalibrate
 from normlab.studies.batch_size.config import Config
+from normlab.studies.batch_size.ghost import GhostBatchNorm2d, use_ghost_batches
 
 
-def train_cell(config: Config, norm: str, seeds: tuple[int, ...], batch: int) -> CellResult:
-    """Train ``norm`` at ``batch`` for every seed (equal examples, linear lr scaling) and measure accuracy;
-    BatchNorm is also measured after recalibrating its running statistics on the training set."""
+def train_checkpointed(
+    model: SmallCNN,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    seeds: Sequence[int],
+    *,
+    batch_size: int,
+    steps: int,
+    lr: float,
+    checkpoints: Sequence[int] = (),
+    on_checkpoint: Callable[[int], None] = lambda step: None,
+    momentum: float = 0.9,
+) -> int:
+    """:func:`normlab.models.cnn.train_members` for ``steps`` steps, calling ``on_checkpoint(step)`` after each
+    step in ``checkpoints`` (with the model back in training mode afterwards). Same shuffling rule (member
+    ``s`` draws a permutation per pass from a generator seeded ``seeds[s]``, the last partial batch dropped),
+    same loss and optimiser, so without checkpoints it is the same computation (tested)."""
+    if len(seeds) != model.members:
+        raise ValueError(f"train_checkpointed: {model.members} members but {len(seeds)} seeds")
+    if not 2 <= batch_size <= len(x):
+        raise ValueError(f"train_checkpointed: batch_size must be in [2, {len(x)}], got {batch_size}")
+    per_pass = len(x) // batch_size
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    marks = set(checkpoints)
+    model.train()
+    orders = None
+    for step in range(steps):
+        if step % per_pass == 0:
+            orders = torch.stack([torch.randperm(len(x), generator=g) for g in gens])  # (S, len(x))
+        k = step % per_pass
+        idx = orders[:, k * batch_size:(k + 1) * batch_size]  # (S, B)
+        xb = x[idx].transpose(0, 1).flatten(1, 2)  # (B, S*C, H, W): member s reads its own images
+        logits = model(xb).view(batch_size, model.members, -1)
+        loss = F.cross_entropy(logits.permute(0, 2, 1), y[idx].T, reduction="none").mean(0).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step + 1 in marks:
+            on_checkpoint(step + 1)
+            model.train()
+    return steps
+
+
+@torch.no_grad()
+def batch_dependence(model: SmallCNN, x: torch.Tensor, small: int = 2) -> torch.Tensor:
+    """Per member: the largest change of any logit of ``x`` when the *training-mode* forward sees the images
+    ``small`` at a time instead of all together, ``(S,)``. Zero for a norm whose statistics are per sample;
+    BatchNorm's output depends on the other images of the batch. Runs on a copy (BN's running statistics of
+    ``model`` are not touched). Ghost batches are measured as plain BatchNorm (one statistics batch for all
+    of ``x``), so every BatchNorm model shows its dependence whatever its ghost size."""
+    probe = copy.deepcopy(model).train()
+    for module in probe.modules():
+        if isinstance(module, GhostBatchNorm2d):
+            module.ghost = len(x)
+    n = len(x) - len(x) % small
+    whole = probe(member_input(x[:n], model.members)).view(n, model.members, -1)
+    parts = torch.cat([probe(member_input(x[i:i + small], model.members)).view(small, model.members, -1)
+                       for i in range(0, n, small)])
+    return (whole - parts).abs().amax(dim=(0, 2))
+
+
+def schedule(config: Config, design: str, batch: int, train_images: int) -> tuple[int, float, list[int]]:
+    """Steps, learning rate and checkpoint steps of a cell (plain: equal examples, linear lr scaling;
+    ghost: ``epochs`` passes at the fixed optimiser batch and lr, ``checkpoints`` evenly spaced plus one after
+    ``early_epochs``)."""
+    if design == "plain":
+        return round(config.plain_epochs * train_images) // batch, config.lr * batch / config.optimiser_batch, []
+    steps = round(config.epochs * train_images) // batch
+    marks = {max(1, round(steps * (i + 1) / config.checkpoints)) for i in range(config.checkpoints)}
+    marks.add(max(1, min(steps, round(config.early_epochs * train_images) // batch)))  # early: training speed
+    return steps, config.lr, sorted(marks)
+
+
+def train_cell(config: Config, norm: str, seeds: tuple[int, ...], design: str, batch: int, ghost: int) -> CellResult:
+    """Train ``norm`` for every seed with optimiser batch ``batch`` and BatchNorm statistics over ``ghost``
+    images, and measure test accuracy (at the checkpoints and at the end), training accuracy, BatchNorm's
+    accuracy after recalibrating its running statistics, and how much an output depends on its batch."""
     data = load_images(config.dataset, train_size=config.train_size, test_size=config.test_size,
                        downsample=config.downsample)
     model = build_members(seeds, num_classes=data.num_classes, widths=config.widths, norm=norm,
                           num_groups=config.num_groups)
-    examples = round(config.epochs * len(data.x_train))
-    lr = config.lr_per_32 * batch / 32
-    steps = train_members(model, data.x_train, data.y_train, seeds, batch_size=batch, examples=examples, lr=lr)
+    if ghost != batch:
+        use_ghost_batches(model, ghost)
+    steps, lr, marks = schedule(config, design, batch, len(data.x_train))
+    rows: list[tuple[int, int, str, float]] = []
+
+    def checkpoint(step: int) -> None:
+        acc = member_accuracy(model.eval(), data.x_test, data.y_test)
+        rows.extend((seed, step, "test_acc_curve", float(acc[s])) for s, seed in enumerate(seeds))
+
+    train_checkpointed(model, data.x_train, data.y_train, seeds, batch_size=batch, steps=steps, lr=lr,
+                       checkpoints=marks, on_checkpoint=checkpoint)
     acc = member_accuracy(model.eval(), data.x_test, data.y_test)
     train_acc = member_accuracy(model, data.x_train, data.y_train)
-    rows = []
+    dependence = batch_dependence(model, data.x_test[:config.dependence_images])
     for s, seed in enumerate(seeds):
         rows += [(seed, steps, "test_acc", float(acc[s])), (seed, steps, "train_acc", float(train_acc[s])),
-                 (seed, steps, "lr", lr)]
+                 (seed, steps, "lr", lr), (seed, steps, "batch_dependence", float(dependence[s]))]
     if norm == "batchnorm":
         recal = copy.deepcopy(model)
         recalibrate(recal, data.x_train)
@@ -41,7 +134,7 @@ def train_cell(config: Config, norm: str, seeds: tuple[int, ...], batch: int) ->
     finite = torch.stack([p.detach().reshape(model.members, -1).isfinite().all(1) for p in model.parameters()])
     for s, seed in enumerate(seeds):
         if not bool(finite[:, s].all()):
-            metrics.loc[metrics["seed"] == seed, "value"] = math.nan
+            metrics.loc[(metrics["seed"] == seed) & (metrics["metric"] != "lr"), "value"] = math.nan
     info = pd.DataFrame({"dataset": [data.name], "notice": [data.notice], "train_size": [len(data.x_train)],
                          "test_size": [len(data.x_test)], "image_size": [data.x_train.shape[-1]]})
     return CellResult(metrics, extra={"data": info})
