@@ -16,6 +16,7 @@ matplotlib.use("Agg")  # headless: figures are files, never windows
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 from scipy import stats as sps
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#7f7f7f", "#9467bd", "#ff7f0e", "#17becf", "#8c564b",
@@ -70,6 +71,14 @@ def plot_band(ax: plt.Axes, values: pd.DataFrame, *, label: str, color: str | No
     ax.fill_between(band[x], lo, hi, color=line.get_color(), alpha=alpha, lw=0)
     if log:
         ax.set_yscale("log")
+    integer_ticks(ax, values[x])
+
+
+def integer_ticks(ax: plt.Axes, x: Sequence[float] | pd.Series | np.ndarray, axis: str = "x") -> None:
+    """Integer-valued positions (steps, layers, iterations) get integer ticks only: no "step 0.5"."""
+    v = np.asarray(x, dtype=float)
+    if v.size and np.isfinite(v).all() and np.array_equal(v, np.round(v)):
+        (ax.xaxis if axis == "x" else ax.yaxis).set_major_locator(MaxNLocator(integer=True))
 
 
 def symlog_transform(edges: np.ndarray, linthresh: float | None = None) -> tuple[np.ndarray, float]:
@@ -115,8 +124,13 @@ def heatmap_over_time(ax: plt.Axes, hist: pd.DataFrame, *, step: str = "step", l
         y_edges, m = edges, 1.0
     from matplotlib.colors import LogNorm
 
-    mesh = ax.pcolormesh(x_edges, y_edges, np.where(frac > 0, frac, np.nan), cmap=cmap,
-                         norm=LogNorm(vmin=1e-4, vmax=1.0), shading="flat", rasterized=True)
+    # Empty bins take the colour of the smallest fraction, not the page's white: otherwise every empty bin
+    # inside the distribution shows as a white speck. No edges or antialiasing: no seams between cells.
+    colours = plt.get_cmap(cmap).with_extremes(bad=plt.get_cmap(cmap)(0.0), under=plt.get_cmap(cmap)(0.0))
+    mesh = ax.pcolormesh(x_edges, y_edges, np.where(frac > 0, frac, np.nan), cmap=colours,
+                         norm=LogNorm(vmin=1e-4, vmax=1.0), shading="flat", rasterized=True, edgecolors="none",
+                         antialiased=False)
+    integer_ticks(ax, steps)
     if symlog:
         # Ticks at every other decade present, labelled in original units.
         ticks, labels = [0.0], ["0"]
