@@ -134,9 +134,9 @@ def _synthetic(n_seeds: int = 12, **kw) -> StoredRun:
     rows, preds = [], []
     z = rng.normal(size=(n_seeds, 8))  # per-seed noise shared by every ratio that uses the same column
 
-    def add(arm, n, regime, seed, values):
+    def add(arm, n, regime, seed, values, step=c.steps):
         for metric, v in values.items():
-            rows.append((seed, c.steps, metric, float(v), arm, n, regime))
+            rows.append((seed, step, metric, float(v), arm, n, regime))
 
     for s in range(n_seeds):
         t_tr, t_he = 0.25 * np.exp(0.2 * z[s, 0]), 0.09 * np.exp(0.05 * z[s, 1])
@@ -170,7 +170,7 @@ def _synthetic(n_seeds: int = 12, **kw) -> StoredRun:
                                           "kept_value_maxdev": w["kept_dev"]})
     factor = 1 - c.lr * c.weight_decay if w["wd_factor"] is None else w["wd_factor"]
     for i in range(5):
-        add("wd-step", 0, "exact", i, {"wd_factor": factor, "l2_vs_wd_absdiff": 0.0})
+        add("wd-step", 0, "exact", 0, {"wd_factor": factor, "l2_vs_wd_absdiff": 0.0}, step=i)
     m = pd.DataFrame(rows, columns=["seed", "step", "metric", "value", "arm", "n_train", "regime"])
     return StoredRun(c, m, pd.DataFrame(), pd.DataFrame(), {"predictions": pd.concat(preds, ignore_index=True)}, Path("."))
 

@@ -53,7 +53,7 @@ def demo_outputs(run: StoredRun, metric: str) -> np.ndarray:
 def exact_value(run: StoredRun, metric: str) -> np.ndarray:
     """Values of the one-step weight-decay check's ``metric``, one per weight entry."""
     m = run.metrics
-    sel = m[(m["arm"] == "wd-step") & (m["metric"] == metric)].sort_values("seed")
+    sel = m[(m["arm"] == "wd-step") & (m["metric"] == metric)].sort_values("step")
     if sel.empty:
         raise KeyError(f"no {metric!r} from the wd-step cell in the stored run")
     return sel["value"].to_numpy(float)

@@ -165,6 +165,7 @@ def weight_decay_step(c: Config) -> pd.DataFrame:
     decayed = step(c.weight_decay, lambda w: (w * 0.0).sum())
     with_wd = step(c.weight_decay, lambda w: (w * g).sum())
     with_l2 = step(0.0, lambda w: (w * g).sum() + c.weight_decay / 2 * w.pow(2).sum())
-    rows = [(i, 1, "wd_factor", float(decayed[i] / w0[i])) for i in range(len(w0))]
-    rows += [(i, 1, "l2_vs_wd_absdiff", float((with_wd[i] - with_l2[i]).abs())) for i in range(len(w0))]
+    # One row per entry of w: seed 0 (nothing random), ``step`` = the entry's index.
+    rows = [(0, i, "wd_factor", float(decayed[i] / w0[i])) for i in range(len(w0))]
+    rows += [(0, i, "l2_vs_wd_absdiff", float((with_wd[i] - with_l2[i]).abs())) for i in range(len(w0))]
     return metric_rows(rows)

@@ -28,12 +28,13 @@ class Overfitting(Study):
 
     def cells(self, c: Config) -> list[Cell]:
         seeds = tuple(range(c.seeds))
-        # The seed's setting (its optimizer and step count), then the size sweep in its own regime (every
-        # size, the smallest included, trained the same way), the demo draws and the one-step check.
-        cells = [Cell(arm, seeds, (("n_train", c.n_train), ("regime", "seed"))) for arm in ARMS]
+        # The size sweep in its own regime (every size, the smallest included, trained the same way; the
+        # largest first: they take most of the time, so parallel workers finish together), then the seed's
+        # setting (its optimizer and step count), the demo draws and the one-step weight-decay check.
         sweep = tuple(range(c.sweep_seeds))
-        cells += [Cell(arm, sweep, (("n_train", n), ("regime", "sweep"))) for n in sorted(c.size_sweep)
-                  for arm in ("none", "dropout")]
+        cells = [Cell(arm, sweep, (("n_train", n), ("regime", "sweep"))) for n in sorted(c.size_sweep, reverse=True)
+                 for arm in ("dropout", "none")]
+        cells += [Cell(arm, seeds, (("n_train", c.n_train), ("regime", "seed"))) for arm in ARMS]
         return [*cells, Cell("dropout-demo", tuple(range(c.demo_draws)), (("n_train", 0), ("regime", "demo"))),
                 Cell("wd-step", (0,), (("n_train", 0), ("regime", "exact")))]
 
