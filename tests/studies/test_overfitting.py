@@ -341,3 +341,14 @@ def test_quick_preset_in_memory(tmp_path):
 def test_bad_dropout_is_named():
     with pytest.raises(ValueError, match="dropout"):
         STUDY.check_config(Config(dropout=1.0))
+
+
+def test_an_exactly_zero_train_mse_is_floored_not_a_crash():
+    # An interpolating net can reach a train MSE of exactly 0 in float32; the log-scale claims must still judge.
+    run = _synthetic()
+    m = run.metrics
+    m.loc[(m["arm"] == "none") & (m["metric"] == "train_mse") & (m["seed"] < 3), "value"] = 0.0
+    v = _verdicts(run)
+    assert v["none-overfits"] == "supported"  # the train half only gets stronger
+    assert v["weight_decay-raises-train-loss"] in {"supported", "inconclusive"}  # judged, not a ValueError
+    assert claims_module.final(run, "none", 10, "train_mse")[:3].tolist() == [claims_module.MSE_FLOOR] * 3
