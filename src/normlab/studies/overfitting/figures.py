@@ -103,9 +103,10 @@ def _size_figure(run: StoredRun) -> Figure:
     sizes = sorted(c.size_sweep)
     fig, axes = plt.subplots(1, 3, figsize=(16, 4))
     for ax, metric in ((axes[0], "heldout_mse"), (axes[1], "train_mse")):
-        for arm in ("none", "dropout"):
-            ivs = [stats.mean_ci(final(run, arm, n, metric, SWEEP)) for n in sizes]
-            ax.errorbar(sizes, [i.mean for i in ivs], yerr=[[i.mean - i.lo for i in ivs], [i.hi - i.mean for i in ivs]],
+        for arm in ("none", "dropout"):  # geometric mean and its 95% CI (the axis is logarithmic)
+            ivs = [stats.mean_ci(np.log10(final(run, arm, n, metric, SWEEP))) for n in sizes]
+            mid = np.array([10**i.mean for i in ivs])
+            ax.errorbar(sizes, mid, yerr=[mid - [10**i.lo for i in ivs], [10**i.hi for i in ivs] - mid],
                         fmt="o-", capsize=4, color=ARM_STYLE[arm][0], label=ARM_STYLE[arm][1])
         truth = [float(np.mean(final(run, "none", n, f"truth_{metric}", SWEEP))) for n in sizes]
         ax.plot(sizes, truth, ":", color="grey", label="the true line on the same points")
@@ -127,7 +128,7 @@ def _size_figure(run: StoredRun) -> Figure:
     fig.tight_layout()
     return Figure(
         "dropout_vs_size", "Does dropout help more with more data?",
-        "Left: held-out MSE with and without dropout at each training-set size (mean, 95% CI; dotted: the true "
+        "Left: held-out MSE with and without dropout at each training-set size (geometric mean, 95% CI; dotted: the true "
         "line's error on the same held-out points, the floor). Middle: train MSE in eval mode (dotted: the true "
         "line's error on the training points; below it the net fits noise, i.e. overfits). Right: the per-seed "
         "ratio dropout/none (geometric mean, 95% CI); below 1 dropout helps, below the dotted line by the "
