@@ -352,3 +352,14 @@ def test_an_exactly_zero_train_mse_is_floored_not_a_crash():
     assert v["none-overfits"] == "supported"  # the train half only gets stronger
     assert v["weight_decay-raises-train-loss"] in {"supported", "inconclusive"}  # judged, not a ValueError
     assert claims_module.final(run, "none", 10, "train_mse")[:3].tolist() == [claims_module.MSE_FLOOR] * 3
+
+
+@pytest.mark.parametrize(("held", "expected"), [(0.8, "supported"), (1.0, "inconclusive"), (1.2, "refuted")])
+def test_a_gap_that_shrinks_by_fitting_worse_is_no_mitigation(held, expected):
+    # The regularizer's training error is 3x none's, so the gap always shrinks; the held-out control decides.
+    claims = {c.id: c for c in STUDY.claims(_synthetic(sigma=0.0, wd_train=3.0, wd_held=held, do_train=3.0,
+                                                       do_held=held))}
+    for arm in ("weight_decay", "dropout"):
+        c = claims[f"{arm}-reduces-gap"]
+        assert c.verdict == expected
+        assert "gap smaller: supported" in c.detail and f"control {arm}-lowers-heldout" in c.detail
