@@ -1,4 +1,12 @@
-"""Claims and notes of the ``overfitting`` study, and the per-seed measures they read from the stored run."""
+"""Claims and notes of the ``overfitting`` study, and the per-seed measures they read from the stored run.
+
+Units of replication: a seed ``s`` fixes the data (train, test and held-out points) and the initial weights
+of every arm of its setting, so the arms of a seed are one unit and are compared seed by seed (paired). The
+size sweep's sizes of a seed share the initial weights (not the data), so sizes are compared seed by seed
+too. The variance claims read the spread *between* seeds; they pair seeds ``(0, 1), (2, 3), ...`` so that
+each pair gives one independent estimate (unit: seed pair). The demo's draws are independent draws; the
+one-step weight-decay checks are deterministic (unit ``exact``).
+"""
 
 from __future__ import annotations
 
@@ -10,66 +18,192 @@ from normlab.engine.spec import Claim, StoredRun
 from normlab.kit import stats
 from normlab.studies.overfitting.config import PAPER, SOURCE
 
+SEED, SWEEP, EXACT = "seed", "sweep", "exact"  # the ``regime`` of a cell
+UNIT = "seed"  # one seed = one draw of data and initial weights, shared by every arm of that seed
+# An MSE below this is float32 round-off (a residual of 1e-6 on targets of order 1); an interpolating net
+# reaches it, and exactly 0 does occur. MSEs are floored here so that log-scale comparisons stay finite
+# and a round-off value cannot pass for a real ratio.
+MSE_FLOOR = 1e-12
 
-def final(run: StoredRun, arm: str, n_train: int, metric: str) -> np.ndarray:
-    """Per-seed value of ``metric`` at the last recorded step, in seed order."""
+
+def final(run: StoredRun, arm: str, n_train: int, metric: str, regime: str = SEED) -> np.ndarray:
+    """Per-seed value of ``metric`` at the last recorded step, in seed order (``*_mse``: at least ``MSE_FLOOR``)."""
     m = run.metrics
-    sel = m[(m["arm"] == arm) & (m["n_train"] == n_train) & (m["metric"] == metric)]
+    sel = m[(m["arm"] == arm) & (m["n_train"] == n_train) & (m["metric"] == metric) & (m["regime"] == regime)]
     if sel.empty:
-        raise KeyError(f"no {metric!r} for arm {arm!r} at n_train={n_train} in the stored run")
+        raise KeyError(f"no {metric!r} for arm {arm!r} at n_train={n_train} ({regime}) in the stored run")
     sel = sel[sel["step"] == sel["step"].max()].sort_values("seed")
-    return sel["value"].to_numpy(dtype=np.float64)
+    values = sel["value"].to_numpy(dtype=np.float64)
+    return np.maximum(values, MSE_FLOOR) if metric.endswith("_mse") else values
 
 
-def gap(run: StoredRun, arm: str, n_train: int) -> np.ndarray:
+def gap(run: StoredRun, arm: str, n_train: int, regime: str = SEED) -> np.ndarray:
     """Held-out MSE minus train MSE (eval mode), per seed."""
-    return final(run, arm, n_train, "heldout_mse") - final(run, arm, n_train, "train_mse")
+    return final(run, arm, n_train, "heldout_mse", regime) - final(run, arm, n_train, "train_mse", regime)
+
+
+def log_ratio(run: StoredRun, n_train: int, regime: str = SWEEP) -> np.ndarray:
+    """Per seed: log10(held-out MSE with dropout / without); below 0 dropout helps."""
+    return np.log10(final(run, "dropout", n_train, "heldout_mse", regime)
+                    / final(run, "none", n_train, "heldout_mse", regime))
 
 
 def demo_outputs(run: StoredRun, metric: str) -> np.ndarray:
-    """The dropout demo's ``metric`` (``train_output`` or ``eval_output``), one value per draw, in seed order."""
+    """The dropout demo's ``metric`` (``train_output``, ``eval_output``, ``dropped_fraction``,
+    ``kept_value_maxdev``), one value per draw, in seed order."""
     m = run.metrics
     return m[(m["arm"] == "dropout-demo") & (m["metric"] == metric)].sort_values("seed")["value"].to_numpy(float)
 
 
+def exact_value(run: StoredRun, metric: str) -> np.ndarray:
+    """Values of the one-step weight-decay check's ``metric``, one per weight entry."""
+    m = run.metrics
+    sel = m[(m["arm"] == "wd-step") & (m["metric"] == metric)].sort_values("step")
+    if sel.empty:
+        raise KeyError(f"no {metric!r} from the wd-step cell in the stored run")
+    return sel["value"].to_numpy(float)
+
+
+def curves(run: StoredRun, arm: str, n_train: int, regime: str = SEED) -> np.ndarray:
+    """Final fitted curves on the grid, ``(seeds, grid)``, in seed order."""
+    p = run.extra["predictions"]
+    p = p[(p["arm"] == arm) & (p["n_train"] == n_train) & (p["regime"] == regime)].sort_values(["seed", "x"])
+    seeds = p["seed"].unique()
+    return p["pred"].to_numpy(float).reshape(len(seeds), -1)
+
+
+def roughness(run: StoredRun, arm: str, n_train: int) -> np.ndarray:
+    """Per seed: total variation of the fitted curve's slope on the grid (sum of |second differences| / h).
+
+    A straight line scores 0; every kink adds its change of slope. "Flatter/smoother" = lower."""
+    f = curves(run, arm, n_train)
+    h = 2.0 / (f.shape[1] - 1)
+    return np.abs(np.diff(f, n=2, axis=1)).sum(axis=1) / h
+
+
+def pair_variance(run: StoredRun, arm: str, n_train: int) -> np.ndarray:
+    """Variance of the fitted function between training sets, one independent estimate per seed pair.
+
+    Seeds ``2k`` and ``2k+1`` draw their data and weights independently, so ``mean_x (f_2k - f_2k+1)^2 / 2``
+    is an unbiased estimate of the between-run variance of the fit averaged over ``x`` (the bias-variance
+    decomposition's variance term), and different pairs are independent."""
+    f = curves(run, arm, n_train)
+    k = f.shape[0] // 2
+    return ((f[0:2 * k:2] - f[1:2 * k:2]) ** 2).mean(axis=1) / 2
+
+
+def all_of(id: str, claim: str, source: str, measurement: str, parts: list[tuple[str, Claim]],
+           unit: str) -> Claim:
+    """A claim that needs every part: ``supported`` if all are, ``refuted`` if any is, else inconclusive.
+
+    The p-value is the largest of the parts' (the intersection-union test: valid, conservative); the detail
+    names each part with its verdict, so the reader sees which one decided."""
+    verdict = stats.combine_verdicts([c.verdict for _, c in parts])
+    ps = [c.p_value for _, c in parts]
+    p = max(ps) if all(q is not None and math.isfinite(q) for q in ps) else None
+    ns = [c.n for _, c in parts if c.n is not None]
+    return Claim(id=id, claim=claim, source=source, measurement=measurement, verdict=verdict,
+                 statistic="all_of", value=p if p is not None else math.nan, p_value=p,
+                 n=min(ns) if ns else 0, unit=unit,
+                 detail=" | ".join(f"{name}: {c.verdict} ({c.detail})" for name, c in parts))
+
+
+def overfits(run: StoredRun, arm: str, n_train: int, regime: str, id: str, claim: str, source: str) -> Claim:
+    """The arm fits its training set better than the true line does, and the held-out set worse."""
+    tr = stats.compare_claim(
+        "", "", source, "", final(run, arm, n_train, "train_mse", regime),
+        final(run, arm, n_train, "truth_train_mse", regime), "less", paired=True, transform="log",
+        labels=(f"{arm} train", "true line"), unit=UNIT)
+    he = stats.compare_claim(
+        "", "", source, "", final(run, arm, n_train, "heldout_mse", regime),
+        final(run, arm, n_train, "truth_heldout_mse", regime), "greater", paired=True, transform="log",
+        labels=(f"{arm} held-out", "true line"), unit=UNIT)
+    return all_of(id, claim, source,
+                  "per seed, eval mode: train MSE below the true line's on the same points (it fits the noise) "
+                  "and held-out MSE above the true line's (it generalizes worse); paired, log scale; both needed",
+                  [("train below truth", tr), ("held-out above truth", he)], UNIT)
+
+
 def claims(run: StoredRun) -> list[Claim]:
+    return [*_seed_setup_claims(run), *_weight_decay_step_claims(run), *_demo_claims(run), *_sweep_claims(run)]
+
+
+def _seed_setup_claims(run: StoredRun) -> list[Claim]:
     c = run.config
     n = c.n_train
-    out = []
+    at = f"at step {c.steps}, {n} training points, {c.seeds} seeds"
+    out = [
+        overfits(run, "none", n, SEED, "none-overfits",
+                 "Without weight decay the loss falls very low and the net overfits (poor on the test set)", SOURCE),
+        stats.compare_claim(
+            "weight_decay-raises-train-loss", "With weight decay the training loss stays a little higher", SOURCE,
+            f"per seed: train MSE (eval mode) {at}; paired by seed; log scale",
+            final(run, "weight_decay", n, "train_mse"), final(run, "none", n, "train_mse"), "greater",
+            paired=True, transform="log", labels=("weight_decay", "none"), unit=UNIT),
+        overfits(run, "weight_decay", n, SEED, "weight_decay-still-overfits",
+                 "With weight decay the net still overfits in this example", SOURCE),
+    ]
     for arm, text in (("weight_decay", f"weight decay ({c.weight_decay:g})"), ("dropout", f"dropout ({c.dropout:g})")):
-        out.append(stats.compare_claim(
-            f"{arm}-reduces-gap", f"{text} reduces the train/test gap", SOURCE,
-            f"per seed at step {c.steps}: held-out MSE ({c.n_heldout} points) - train MSE (eval mode); paired by seed",
-            gap(run, arm, n), gap(run, "none", n), "less", paired=True, labels=(arm, "none")))
-        out.append(stats.compare_claim(
+        shrink = stats.compare_claim(
+            "", "", SOURCE, "", gap(run, arm, n), gap(run, "none", n), "less", paired=True, labels=(arm, "none"),
+            unit=UNIT)
+        held = stats.compare_claim(
             f"{arm}-lowers-heldout", f"{text} lowers the held-out error (the gap could also shrink by fitting worse)",
-            "control", f"per seed: held-out MSE at step {c.steps}; paired by seed; log scale",
+            "control", f"per seed: held-out MSE {at}; paired by seed; log scale",
             final(run, arm, n, "heldout_mse"), final(run, "none", n, "heldout_mse"), "less",
-            paired=True, transform="log", labels=(arm, "none")))
-    out.insert(1, stats.compare_claim(
-        "weight_decay-raises-train-loss", "With weight decay the training loss stays higher", SOURCE,
-        f"per seed: train MSE at step {c.steps}; paired by seed; log scale",
-        final(run, "weight_decay", n, "train_mse"), final(run, "none", n, "train_mse"), "greater",
-        paired=True, transform="log", labels=("weight_decay", "none")))
-    # The paper's "no gain on tiny data" is the *absence* of a >= min_gain improvement: invert the test of
-    # "dropout lowers held-out error by at least min_gain".
-    for size in sorted({n, *c.size_sweep}):
-        gain = stats.compare_claim(
-            f"dropout-gain/n={size}", "", PAPER, "", final(run, "dropout", size, "heldout_mse"),
-            final(run, "none", size, "heldout_mse"), "less", min_effect=c.min_gain, paired=True,
-            transform="log", labels=("dropout", "none"))
-        if size == n:
-            flip = {"supported": "refuted", "refuted": "supported", "inconclusive": "inconclusive"}
-            gain.id, gain.verdict = "dropout-no-gain-tiny", flip[gain.verdict]
-            gain.claim = f"Dropout gives no gain on a tiny training set ({size} points)"
-            gain.measurement = (f"held-out MSE, dropout vs none, paired; 'gain' = at least {c.min_gain:.0%} lower; "
-                                "supported when the data rule such a gain out")
-        else:
-            gain.claim = f"Dropout lowers held-out error by >= {c.min_gain:.0%} with {size} training points"
-            gain.measurement = "held-out MSE, dropout vs none, paired by seed, log scale"
-        out.append(gain)
-    out += _demo_claims(run)
+            paired=True, transform="log", labels=(arm, "none"), unit=UNIT)
+        # The post reads a smaller gap as less overfitting. A gap also shrinks when the training error rises
+        # and the held-out error does not fall: then the control explains it, and the claim is not supported.
+        out.append(all_of(
+            f"{arm}-reduces-gap", f"{text} reduces the train/test gap (mitigates overfitting)", SOURCE,
+            f"per seed {at}: held-out MSE ({c.n_heldout} points) - train MSE (eval mode), paired by seed; needs "
+            f"the control {arm}-lowers-heldout too (a gap that shrinks only because the training error rose is "
+            "no mitigation)", [("gap smaller", shrink), (f"held-out lower (control {arm}-lowers-heldout)", held)],
+            UNIT))
+        out.append(held)
+        k = c.seeds // 2
+        out.append(stats.compare_claim(
+            f"{arm}-reduces-variance", f"{text} reduces the variance of the fit (regularization lowers variance)",
+            SOURCE, f"per seed pair ({k} pairs of independent seeds): mean over x of (f_a - f_b)^2 / 2, the fitted "
+            f"curve's variance between training sets, {at}; the same pairs in both arms, paired; log scale",
+            pair_variance(run, arm, n), pair_variance(run, "none", n), "less", paired=True, transform="log",
+            labels=(arm, "none"), unit="seed pair"))
+    out += [
+        stats.compare_claim(
+            "weight_decay-smoother-fit", "With weight decay the fitted curve is a little flatter", SOURCE,
+            f"per seed: total variation of the fitted curve's slope on 101 grid points in [-1, 1] {at}; "
+            "paired by seed; log scale", roughness(run, "weight_decay", n), roughness(run, "none", n), "less",
+            paired=True, transform="log", labels=("weight_decay", "none"), unit=UNIT),
+        stats.compare_claim(
+            "weight_decay-shrinks-weights", "Weight decay keeps the weights small", SOURCE,
+            f"per seed: L2 norm of all weight matrices {at}; paired by seed; log scale",
+            final(run, "weight_decay", n, "weight_norm"), final(run, "none", n, "weight_norm"), "less",
+            paired=True, transform="log", labels=("weight_decay", "none"), unit=UNIT),
+    ]
     return out
+
+
+def _weight_decay_step_claims(run: StoredRun) -> list[Claim]:
+    """One SGD step with ``weight_decay`` and a zero data gradient, on known weights (the ``wd-step`` cell)."""
+    c = run.config
+    lam, lr = c.weight_decay, c.lr
+    factor = exact_value(run, "wd_factor")  # w_after / w_before, per entry
+    w = f"SGD(lr={lr:g}, momentum={c.momentum:g}, weight_decay={lam:g}), one step, zero data gradient, float64"
+    post = stats.exact_claim(
+        "weight_decay-step-post-formula", f"PyTorch's weight decay multiplies w by (1 - λ) = {1 - lam:g} each update",
+        SOURCE, f"{w}: the entry of w_after / w_before farthest from (1 - λ)",
+        float(factor[np.argmax(np.abs(factor - (1 - lam)))]), 1 - lam, rtol=1e-9, atol=1e-12)
+    sgd = stats.exact_claim(
+        "weight_decay-step-sgd-formula", f"SGD's weight decay multiplies w by (1 - lr·λ) = {1 - lr * lam:g} each step",
+        "control", f"{w}: the entry of w_after / w_before farthest from (1 - lr·λ) (torch.optim.SGD's update "
+        "w - lr·(g + λw))", float(factor[np.argmax(np.abs(factor - (1 - lr * lam)))]), 1 - lr * lam,
+        rtol=1e-9, atol=1e-12)
+    l2 = stats.exact_claim(
+        "weight_decay-is-l2-penalty", "weight_decay is the L2 term of the objective (cost + λ/2·||w||²)", SOURCE,
+        f"one step of SGD(lr={lr:g}, momentum={c.momentum:g}) with weight_decay={lam:g} on a known gradient vs "
+        "the same step without it on loss + λ/2·||w||²: largest |difference| of the new weights (float64)",
+        float(np.max(exact_value(run, "l2_vs_wd_absdiff"))), 0.0, rtol=0.0, atol=1e-12)
+    return [post, sgd, l2]
 
 
 def _demo_claims(run: StoredRun) -> list[Claim]:
@@ -79,7 +213,7 @@ def _demo_claims(run: StoredRun) -> list[Claim]:
     mean = stats.equivalence_claim(
         "inverted-dropout-train-mean", f"In training the output is about {units}, not {units * (1 - c.dropout):g}",
         SOURCE, f"{len(train)} draws of Dropout({c.dropout:g}) → Linear(weight 1) on ones({units}); "
-        "equal within ±1%", train, float(units), 0.01 * units)
+        "equal within ±1%", train, float(units), 0.01 * units, unit="draw")
     theory_sd = math.sqrt(units * c.dropout / (1 - c.dropout))  # sd of Binomial(units, 1-p) / (1-p)
     mean.detail += (f"; sd over draws {np.std(train, ddof=1):.4g} (theory for Binomial/(1-p): {theory_sd:.4g}); "
                     f"naive {units * (1 - c.dropout):g} is {abs(np.mean(train) - units * (1 - c.dropout)) / theory_sd:.0f} sd away")
@@ -92,33 +226,102 @@ def _demo_claims(run: StoredRun) -> list[Claim]:
         id="seed-draw-typical", claim=f"The seed's printed {c.demo_seed_output:g} is an ordinary draw", source=SOURCE,
         measurement=f"fraction of {len(train)} draws <= {c.demo_seed_output:g} (typical: within the central 95%)",
         verdict="supported" if inside else "refuted", statistic="empirical_quantile", value=q, n=len(train),
-        ci=(float(np.quantile(train, 0.025)), float(np.quantile(train, 0.975))),
-        detail=f"central 95% of draws: [{np.quantile(train, 0.025):g}, {np.quantile(train, 0.975):g}]")
-    return [mean, exact, plausible]
+        unit="draw", ci=(float(np.quantile(train, 0.025)), float(np.quantile(train, 0.975))),
+        detail=f"central 95% of draws: [{np.quantile(train, 0.025):g}, {np.quantile(train, 0.975):g}]; "
+               f"{len(np.unique(train))} distinct values over {len(train)} draws (it changes every run)")
+    dropped = stats.equivalence_claim(
+        "dropout-drops-fraction-p", f"Dropout(p) drops a fraction p of the units ({c.dropout:g})", SOURCE,
+        f"per draw: fraction of the {units} dropout outputs that are 0 (read by a forward hook in the demo's own "
+        "forward); mean over draws equal to p within ±0.01", demo_outputs(run, "dropped_fraction"),
+        float(c.dropout), 0.01, unit="draw")
+    scale = stats.exact_claim(
+        "inverted-dropout-scale", f"In training the kept units are multiplied by 1/(1-p) = {1 / (1 - c.dropout):g}",
+        SOURCE, "largest |kept dropout output - 1/(1-p)| over all units of all draws (input ones; float32)",
+        float(np.max(demo_outputs(run, "kept_value_maxdev"))), 0.0, rtol=0.0, atol=1e-6)
+    scale.detail += "; the weights are not touched (the post says the weights are scaled: it is the activations)"
+    return [mean, exact, plausible, dropped, scale]
+
+
+def _sweep_claims(run: StoredRun) -> list[Claim]:
+    """Dropout's held-out benefit by training-set size, all sizes in the sweep's one regime, paired by seed."""
+    c = run.config
+    sizes = sorted(c.size_sweep)
+    regime = (f"{c.sweep_optimizer}(lr={c.sweep_lr:g}), {c.sweep_steps} full-batch steps at every size")
+    out = []
+    for size in sizes:
+        out.append(stats.compare_claim(
+            f"dropout-gain/n={size}", f"Dropout lowers held-out error by >= {c.min_gain:.0%} with {size} training points",
+            PAPER, f"per seed: held-out MSE, dropout vs none, {regime}; paired by seed, log scale",
+            final(run, "dropout", size, "heldout_mse", SWEEP), final(run, "none", size, "heldout_mse", SWEEP),
+            "less", min_effect=c.min_gain, paired=True, transform="log", labels=("dropout", "none"), unit=UNIT))
+    ids = ("sweep-overfits-at-largest", "dropout-gain-grows-with-data", "dropout-no-gain-tiny")
+    if len(sizes) < 2:
+        why = f"the size sweep has {len(sizes)} size(s); the contrast needs a tiny and a larger one"
+        return out + [stats.not_judged(i, i, PAPER, "", why, unit=UNIT) for i in ids]
+    tiny, large = sizes[0], sizes[-1]
+    out.append(overfits(
+        run, "none", large, SWEEP, ids[0],
+        f"Without dropout the net overfits at the largest size ({large} points), so dropout has something to fix",
+        "control"))
+    grows = stats.threshold_claim(
+        ids[1], f"Dropout's held-out benefit is larger with {large} than with {tiny} training points", PAPER,
+        f"per seed: log10(dropout/none held-out MSE) at {large} minus at {tiny} points (the same seed's initial "
+        f"weights at both sizes), {regime}; one-sample t-test below 0",
+        log_ratio(run, large) - log_ratio(run, tiny), "less", 0.0, unit=UNIT)
+    floor = math.log10(1 - c.min_gain)
+    absent = stats.threshold_claim(
+        "", "", PAPER, "", log_ratio(run, tiny), "greater", floor, unit=UNIT)
+    absent.detail = (f"log10(dropout/none) at {tiny} points vs log10(1 - {c.min_gain:g}) = {floor:.3g}: "
+                     f"a gain of {c.min_gain:.0%} or more is {'ruled out' if absent.verdict == 'supported' else 'not ruled out'}; "
+                     + absent.detail)
+    gain_large = next(cl for cl in out if cl.id == f"dropout-gain/n={large}")
+    tiny_claim = all_of(
+        ids[2], f"Dropout gives no gain on tiny data ({tiny} points), unlike on more data ({large} points)", PAPER,
+        f"{regime}; paired by seed. Needs all three: (1) at {tiny} points a gain of {c.min_gain:.0%} or more is "
+        f"ruled out; (2) at {large} points dropout lowers held-out MSE by >= {c.min_gain:.0%} (the control: "
+        "without it 'no gain' is not a tiny-data effect); (3) the benefit is larger at the larger size",
+        [(f"no gain at {tiny}", absent), (f"gain at {large} (control)", gain_large), ("benefit grows", grows)], UNIT)
+    return [*out, grows, tiny_claim]
 
 
 def notes(run: StoredRun) -> str:
     c = run.config
     return (
-        f"Settings of this run (the default preset is the seed's: MLP 1→{c.n_hidden}→{c.n_hidden}→{c.n_hidden}→1, {c.n_train} train "
+        f"Settings of this run (the seed's setting: MLP 1→{c.n_hidden}→{c.n_hidden}→{c.n_hidden}→1, {c.n_train} train "
         f"points, SGD lr={c.lr:g} momentum={c.momentum:g}, {c.steps} full-batch steps, weight_decay={c.weight_decay:g}), "
         f"{c.seeds} seeds per arm trained as one stacked ensemble. The seed's dropout code is omitted: normlab uses "
         f"Dropout({c.dropout:g}) after each hidden ReLU. All arms of a seed share the data and the initial weights, "
-        "so comparisons are paired. The seed's test set has the same x as its training set and only 10 points; "
-        f"normlab adds {c.n_heldout} held-out points (same noise) and reports both. The seed's plot put the test "
-        "points at (test_y, test_y); normlab draws them at (test_x, test_y) and shows the seed's version beside it. "
-        "Control: a smaller gap can come from fitting the training set worse, so each gap claim has a held-out "
-        f"error claim beside it. The dropout-vs-size sweep ({', '.join(map(str, c.size_sweep))} points) tests "
-        "Srivastava et al.'s observation that dropout gives no gain on very small training sets."
+        "so comparisons are paired (unit: seed). The seed's test set has the same x as its training set and only "
+        f"10 points; normlab adds {c.n_heldout} held-out points (same noise) and reports both. 'Overfits' means: "
+        "fits the training points better than the true line does and the held-out points worse. The seed's plot "
+        "put the test points at (test_y, test_y); normlab draws them at (test_x, test_y). Control: a smaller gap "
+        "can come from fitting the training set worse, so each gap claim has a held-out error claim beside it. "
+        f"The size sweep ({', '.join(map(str, sorted(c.size_sweep)))} points) trains none and dropout with "
+        f"{c.sweep_optimizer}(lr={c.sweep_lr:g}) for {c.sweep_steps} full-batch steps at every size and judges "
+        "Srivastava et al.'s 'no gain on very small training sets' as a contrast: no gain at the smallest size "
+        "*and* a gain at the largest."
         + _budget_note(run)
     )
 
 
 def _budget_note(run: StoredRun) -> str:
-    """Every size trains for the seed's fixed number of steps: say how well each arm fits at the largest."""
+    """How far each sweep arm got: train MSE at the end vs three quarters of the way (a plateau check)."""
     c = run.config
-    size = max({c.n_train, *c.size_sweep})
-    fit = {arm: stats.mean_ci(final(run, arm, size, "train_mse")) for arm in ("none", "dropout")}
-    return (f" All sizes train for the same {c.steps} full-batch steps; at {size} points the train MSE (eval "
-            f"mode) is {fit['none'].fmt()} without and {fit['dropout'].fmt()} with dropout, so compare the "
-            "held-out errors knowing how far each arm got in fitting the training set.")
+    if not c.size_sweep:
+        return ""
+    m = run.metrics
+    parts = []
+    for size in sorted(c.size_sweep):
+        for arm in ("none", "dropout"):
+            sel = m[(m["arm"] == arm) & (m["n_train"] == size) & (m["metric"] == "train_mse") & (m["regime"] == SWEEP)]
+            steps = np.sort(sel["step"].unique())
+            if len(steps) < 2:
+                continue
+            late = steps[max(int(np.searchsorted(steps, 0.75 * steps[-1], side="right")) - 1, 0)]
+            end = sel[sel["step"] == steps[-1]].sort_values("seed")["value"].to_numpy(float)
+            mid = sel[sel["step"] == late].sort_values("seed")["value"].to_numpy(float)
+            parts.append(f"{arm} at {size}: {stats.mean_ci(end).fmt()} (x{np.mean(end) / np.mean(mid):.2f} "
+                         f"since step {late})")
+    return (" Convergence of the sweep (train MSE in eval mode at the last step, and the ratio of its mean to the "
+            "mean three quarters of the way): " + "; ".join(parts) + f". MSEs below {MSE_FLOOR:g} (float32 "
+            "round-off; an interpolating net reaches exactly 0) count as that floor in the claims.")

@@ -10,7 +10,7 @@ import numpy as np
 from normlab.engine.spec import Figure, StoredRun
 from normlab.kit import stats
 from normlab.kit.plots import heatmap_over_time, plot_band
-from normlab.studies.overfitting.claims import demo_outputs, final, gap
+from normlab.studies.overfitting.claims import SEED, SWEEP, demo_outputs, final, gap
 from normlab.studies.overfitting.config import ARM_STYLE
 
 
@@ -24,7 +24,7 @@ def figures(run: StoredRun) -> list[Figure]:
 def _seed_plot(run: StoredRun) -> Figure:
     c = run.config
     pts, preds = run.extra["points"], run.extra["predictions"]
-    pts = pts[(pts["arm"] == "none") & (pts["n_train"] == c.n_train)]
+    pts = pts[(pts["arm"] == "none") & (pts["n_train"] == c.n_train) & (pts["regime"] == SEED)]
     seed = int(pts["seed"].min())
     train, test = pts[pts["set"] == "train"], pts[pts["set"] == "test"]
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), sharey=True)
@@ -32,7 +32,8 @@ def _seed_plot(run: StoredRun) -> Figure:
         ax.scatter(train["x"], train["y"], c="blue", s=50, alpha=0.3, label="train")
         ax.scatter(test["x"], test["y"], c="red", s=50, alpha=0.3, label="test (at test_x)")
         for a, ls in (("none", "-"), (arm, "--")):
-            p = preds[(preds["arm"] == a) & (preds["n_train"] == c.n_train) & (preds["seed"] == seed)]
+            p = preds[(preds["arm"] == a) & (preds["n_train"] == c.n_train) & (preds["seed"] == seed)
+                      & (preds["regime"] == SEED)]
             loss = final(run, a, c.n_train, "train_mse")[0]
             ax.plot(p["x"], p["pred"], ls, color=ARM_STYLE[a][0], lw=2.5, label=f"{ARM_STYLE[a][1]} (train MSE {loss:.4f})")
         ax.plot([-1, 1], [-c.w, c.w], color="grey", lw=1, ls=":", label=f"truth y = {c.w:g}x")
@@ -58,7 +59,7 @@ def _curves(run: StoredRun) -> Figure:
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
     for ax, metric, log in ((axes[0], "train_mse", True), (axes[1], "heldout_mse", True), (axes[2], "weight_norm", False)):
         for arm, (color, label) in ARM_STYLE.items():
-            sel = m[(m["arm"] == arm) & (m["n_train"] == c.n_train) & (m["metric"] == metric)]
+            sel = m[(m["arm"] == arm) & (m["n_train"] == c.n_train) & (m["metric"] == metric) & (m["regime"] == SEED)]
             plot_band(ax, sel, label=label, color=color, log=log)
         ax.set_title(metric.replace("_", " "))
         ax.set_xlabel("step")
@@ -99,36 +100,46 @@ def _summary(run: StoredRun) -> Figure:
 
 def _size_figure(run: StoredRun) -> Figure:
     c = run.config
-    sizes = sorted({c.n_train, *c.size_sweep})
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for arm in ("none", "dropout"):
-        ivs = [stats.mean_ci(final(run, arm, n, "heldout_mse")) for n in sizes]
-        axes[0].errorbar(sizes, [i.mean for i in ivs], yerr=[[i.mean - i.lo for i in ivs], [i.hi - i.mean for i in ivs]],
-                         fmt="o-", capsize=4, color=ARM_STYLE[arm][0], label=ARM_STYLE[arm][1])
-    ratios = [final(run, "dropout", n, "heldout_mse") / final(run, "none", n, "heldout_mse") for n in sizes]
+    sizes = sorted(c.size_sweep)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4))
+    for ax, metric in ((axes[0], "heldout_mse"), (axes[1], "train_mse")):
+        for arm in ("none", "dropout"):  # geometric mean and its 95% CI (the axis is logarithmic)
+            ivs = [stats.mean_ci(np.log10(final(run, arm, n, metric, SWEEP))) for n in sizes]
+            mid = np.array([10**i.mean for i in ivs])
+            ax.errorbar(sizes, mid, yerr=[mid - [10**i.lo for i in ivs], [10**i.hi for i in ivs] - mid],
+                        fmt="o-", capsize=4, color=ARM_STYLE[arm][0], label=ARM_STYLE[arm][1])
+        truth = [float(np.mean(final(run, "none", n, f"truth_{metric}", SWEEP))) for n in sizes]
+        ax.plot(sizes, truth, ":", color="grey", label="the true line on the same points")
+        ax.set_ylabel(metric.replace("_", " ") + " (eval mode)")
+        ax.set_yscale("log")
+    ratios = [final(run, "dropout", n, "heldout_mse", SWEEP) / final(run, "none", n, "heldout_mse", SWEEP) for n in sizes]
     ivs = [stats.mean_ci(np.log10(r)) for r in ratios]
-    axes[1].errorbar(sizes, [10**i.mean for i in ivs], yerr=[[10**i.mean - 10**i.lo for i in ivs],
+    axes[2].errorbar(sizes, [10**i.mean for i in ivs], yerr=[[10**i.mean - 10**i.lo for i in ivs],
                      [10**i.hi - 10**i.mean for i in ivs]], fmt="o-", capsize=4, color="black")
-    axes[1].axhline(1.0, color="grey", lw=1)
-    axes[1].axhline(1 - c.min_gain, color="grey", lw=1, ls=":", label=f"{c.min_gain:.0%} gain")
-    axes[0].set_ylabel("held-out MSE")
-    axes[0].axhline(c.test_noise**2, color="grey", ls=":", lw=1)
-    axes[1].set_ylabel("dropout / none (held-out MSE, per seed)")
+    axes[2].axhline(1.0, color="grey", lw=1)
+    axes[2].axhline(1 - c.min_gain, color="grey", lw=1, ls=":", label=f"{c.min_gain:.0%} gain")
+    axes[2].set_ylabel("dropout / none (held-out MSE, per seed)")
     for ax in axes:
         ax.set_xscale("log")
         ax.set_xlabel("training points")
         ax.legend(fontsize=8)
+    fig.suptitle(f"size sweep: {c.sweep_optimizer}(lr={c.sweep_lr:g}), {c.sweep_steps} full-batch steps at every size, "
+                 f"{c.sweep_seeds} seeds", fontsize=10)
     fig.tight_layout()
     return Figure(
         "dropout_vs_size", "Does dropout help more with more data?",
-        "Left: held-out MSE with and without dropout at each training-set size (mean, 95% CI; dotted: noise "
-        "floor). Right: the per-seed ratio dropout/none (geometric mean, 95% CI); below 1 dropout helps, below "
-        "the dotted line by the margin the claims use. Srivastava et al. saw no gain on tiny sets.", fig)
+        "Left: held-out MSE with and without dropout at each training-set size (geometric mean, 95% CI; dotted: the true "
+        "line's error on the same held-out points, the floor). Middle: train MSE in eval mode (dotted: the true "
+        "line's error on the training points; below it the net fits noise, i.e. overfits). Right: the per-seed "
+        "ratio dropout/none (geometric mean, 95% CI); below 1 dropout helps, below the dotted line by the "
+        "margin the claims use. Srivastava et al. saw no gain on tiny sets and a gain on larger ones.", fig)
 
 
 def _distributions(run: StoredRun) -> Figure:
     c, h = run.config, run.probe_histograms
     h = h[(h["n_train"] == c.n_train) & h["name"].astype(str).str.endswith("weight")]
+    if "regime" in h.columns:
+        h = h[h["regime"] == SEED]
     fig, axes = plt.subplots(2, len(ARM_STYLE), figsize=(15, 7), sharex=True)
     fig.subplots_adjust(left=0.06, right=0.9, top=0.9, bottom=0.08, hspace=0.3, wspace=0.3)  # no layout engine: cheap
     mesh = None

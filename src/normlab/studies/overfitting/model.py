@@ -41,21 +41,31 @@ def make_data(c: Config, seed: int, n_train: int) -> dict[str, torch.Tensor]:
 
 
 def train_arm(c: Config, arm: str, seeds: tuple[int, ...], n_train: int, progress=None,
-              device: torch.device | str = "cpu", probe: bool = False) -> dict[str, pd.DataFrame]:
+              device: torch.device | str = "cpu", probe: bool = False,
+              regime: str = "seed") -> dict[str, pd.DataFrame]:
     """Train one arm for all ``seeds`` as one stacked ensemble; evaluation curves and final predictions.
 
-    With ``probe``, :class:`normlab.probe.Probe` records weight and gradient statistics and histograms of
-    every parameter, per seed, every ``eval_every`` steps (the weight/gradient distributions over time).
+    ``regime="seed"`` trains as the seed does (SGD ``lr``, ``momentum``, ``steps`` full-batch steps);
+    ``regime="sweep"`` as the size sweep does (``sweep_optimizer`` at ``sweep_lr`` for ``sweep_steps``
+    full-batch steps). With ``probe``, :class:`normlab.probe.Probe` records weight and gradient statistics
+    and histograms of every parameter, per seed, every ``eval_every`` steps.
     """
     p, use_wd = ARMS[arm]
     p = c.dropout if p is None else p
+    steps, every = (c.steps, c.eval_every) if regime == "seed" else (c.sweep_steps, c.sweep_eval_every)
     data = [make_data(c, s, n_train) for s in seeds]
     stack = {k: torch.stack([d[k] for d in data]).to(device) for k in data[0]}  # (N, n, 1)
     grid = torch.linspace(-1, 1, 101, device=device).unsqueeze(1)
     model = make_ensemble(lambda: mlp(c.n_hidden, p), seeds).to(device)
     flat = flatten_parameters(model, len(seeds))  # one optimizer tensor (kit/flat_params.py): same updates
-    opt = torch.optim.SGD([flat.param], lr=c.lr, momentum=c.momentum,
-                          weight_decay=c.weight_decay if use_wd else 0.0)
+    wd = c.weight_decay if use_wd else 0.0
+    if regime == "seed" or c.sweep_optimizer == "sgd":
+        lr = c.lr if regime == "seed" else c.sweep_lr
+        opt: torch.optim.Optimizer = torch.optim.SGD([flat.param], lr=lr, momentum=c.momentum, weight_decay=wd)
+    else:
+        opt = torch.optim.Adam([flat.param], lr=c.sweep_lr, weight_decay=wd)
+    truth = {"truth_train_mse": member_losses(c.w * stack["train_x"], stack["train_y"]),
+             "truth_heldout_mse": member_losses(c.w * stack["held_x"], stack["held_y"])}
     rows: list[tuple[int, int, str, float]] = []
 
     def record(step: int, train_loss: torch.Tensor) -> None:
@@ -68,23 +78,24 @@ def train_arm(c: Config, arm: str, seeds: tuple[int, ...], n_train: int, progres
                 "heldout_mse": member_losses(model(stack["held_x"]), stack["held_y"]),
                 "function_mse": member_losses(model(grid), c.w * grid),
                 "weight_norm": torch.sqrt(sum(q.pow(2).flatten(1).sum(1) for q in model.parameters() if q.dim() == 3)),
+                **truth,  # the true line's errors on the same points: the floor an unbiased fit sits at
             }
         model.train()
         for name, v in mse.items():
             rows.extend((s, step, name, float(x)) for s, x in zip(seeds, v.tolist(), strict=True))
 
-    instrument = Probe(model, opt, every=c.eval_every, histograms=c.eval_every, modules=lambda n, m: False) \
+    instrument = Probe(model, opt, every=every, histograms=every, modules=lambda n, m: False) \
         if probe else contextlib.nullcontext()
     with instrument:
-        for step in range(1, c.steps + 1):
+        for step in range(1, steps + 1):
             losses = member_losses(model(stack["train_x"]), stack["train_y"])  # (N,)
             flat.zero_grad()
             losses.sum().backward()  # sum: each member gets its own MSE gradient
             opt.step()
-            if step % c.eval_every == 0 or step == c.steps:
+            if step % every == 0 or step == steps:
                 record(step, losses.detach())
             if progress is not None and step % 50 == 0:
-                progress(step, c.steps)
+                progress(step, steps)
     model.eval()
     with torch.no_grad():
         pred = model(grid).squeeze(-1).cpu()  # (N, 101)
@@ -102,17 +113,59 @@ def train_arm(c: Config, arm: str, seeds: tuple[int, ...], n_train: int, progres
 
 
 def dropout_demo(c: Config, seeds: tuple[int, ...]) -> pd.DataFrame:
-    """The seed's ``Net``: Dropout(0.5) → Linear(units, 1, bias=False) with weight 1, on ones(units)."""
+    """The seed's ``Net``: Dropout(0.5) → Linear(units, 1, bias=False) with weight 1, on ones(units).
+
+    A forward hook reads the dropout layer's output inside the seed's own forward (it draws nothing): the
+    fraction of units set to 0 and the largest distance of a kept unit from ``1/(1-p)``.
+    """
     rows = []
     x = torch.ones(c.demo_units)
+    seen: dict[str, torch.Tensor] = {}
     for s in seeds:
         torch.manual_seed(s)  # then the seed's order: build (Linear init draws), fill weight, forward
         net = tnn.Sequential(tnn.Dropout(c.dropout), tnn.Linear(c.demo_units, 1, bias=False), tnn.ReLU())
+        hook = net[0].register_forward_hook(lambda mod, inp, out: seen.__setitem__("out", out.detach().clone()))
         with torch.no_grad():
             net[1].weight.fill_(1.0)
             net.train()
             train_out = float(net(x))
+            hook.remove()
             net.eval()
             eval_out = float(net(x))
-        rows += [(s, 0, "train_output", train_out), (s, 0, "eval_output", eval_out)]
+        mask = seen["out"]
+        kept = mask[mask != 0]
+        maxdev = float((kept - 1.0 / (1.0 - c.dropout)).abs().max()) if kept.numel() else 0.0
+        rows += [(s, 0, "train_output", train_out), (s, 0, "eval_output", eval_out),
+                 (s, 0, "dropped_fraction", float((mask == 0).float().mean())), (s, 0, "kept_value_maxdev", maxdev)]
+    return metric_rows(rows)
+
+
+WD_CHECK_W = (1.0, -2.0, 0.5, 3.0, -0.25)  # known weights of the one-step weight-decay check
+WD_CHECK_G = (0.1, -0.3, 0.2, 0.0, 0.7)  # a known data gradient (the L2 comparison)
+
+
+def weight_decay_step(c: Config) -> pd.DataFrame:
+    """One step of the seed's optimizer (SGD, ``lr``, ``momentum``, ``weight_decay``) on known weights, float64.
+
+    ``wd_factor``: ``w_after / w_before`` with a zero data gradient, per entry (the post says ``1 - λ``;
+    torch.optim.SGD does ``w - lr·(g + λ·w)``, i.e. ``1 - lr·λ``). ``l2_vs_wd_absdiff``: the step with
+    ``weight_decay=λ`` on the loss ``Σ g·w`` against the step without it on ``Σ g·w + λ/2·||w||²``, per entry.
+    """
+    w0 = torch.tensor(WD_CHECK_W, dtype=torch.float64)
+    g = torch.tensor(WD_CHECK_G, dtype=torch.float64)
+
+    def step(weight_decay: float, loss_of) -> torch.Tensor:
+        w = torch.nn.Parameter(w0.clone())
+        opt = torch.optim.SGD([w], lr=c.lr, momentum=c.momentum, weight_decay=weight_decay)
+        opt.zero_grad()
+        loss_of(w).backward()
+        opt.step()
+        return w.detach()
+
+    decayed = step(c.weight_decay, lambda w: (w * 0.0).sum())
+    with_wd = step(c.weight_decay, lambda w: (w * g).sum())
+    with_l2 = step(0.0, lambda w: (w * g).sum() + c.weight_decay / 2 * w.pow(2).sum())
+    # One row per entry of w: seed 0 (nothing random), ``step`` = the entry's index.
+    rows = [(0, i, "wd_factor", float(decayed[i] / w0[i])) for i in range(len(w0))]
+    rows += [(0, i, "l2_vs_wd_absdiff", float((with_wd[i] - with_l2[i]).abs())) for i in range(len(w0))]
     return metric_rows(rows)
