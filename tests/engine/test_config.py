@@ -186,7 +186,7 @@ def test_every_study_float_field_rejects_nan_and_inf(name):
     ("overfitting", {"momentum": "0", "weight_decay": "0", "size_sweep": "", "seeds": str(MAX_SEEDS)}),
     ("ln-gradients", {"weight_decay": "0", "dropout_p": "0", "seeds": "1", "steps": "2"}),
     ("batch-size", {"dataset": "digits", "train_size": "1348", "test_size": "449", "batch_sizes": "2,16",
-                    "reference_batch": "16"}),
+                    "ghost_sizes": "2,32", "control_ghost_sizes": "2"}),
     ("bn-running-stats", {"momenta": "1,none", "gap_momenta": "none"}),
     ("deep-bn", {"control_batches": "", "fit_skip": "0"}),
     ("residual-placement", {"warmups": "0", "placements": "none,pre"}),
