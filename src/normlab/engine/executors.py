@@ -86,15 +86,17 @@ def _pickle_study(study: Study, config: Any) -> bytes:
             cloudpickle.unregister_pickle_by_value(by_value)
 
 
-def _compute_on_worker(payload: bytes, cell: Cell, device: str, tensorboard: bool, threads: int) -> ComputedCell:
+def _compute_on_worker(payload: bytes, cell: Cell, device: str, tensorboard: bool, threads: int,
+                       own_worker: bool) -> ComputedCell:
     """What a Dask worker runs: one cell, computed away from the run directory."""
     import torch
 
     from normlab.engine.memory import retain_freed_memory
 
     study, config = pickle.loads(payload)
-    torch.set_num_threads(threads)
-    retain_freed_memory()  # a worker runs cell after cell of the same sizes (see engine/memory.py)
+    torch.set_num_threads(threads)  # the run's thread count (recorded in env.json): same numbers everywhere
+    if own_worker:  # a worker of the local cluster runs cell after cell of the same sizes (engine/memory.py);
+        retain_freed_memory()  # a cluster's own workers may serve others: their allocator is left alone
     return compute_cell_away(study, config, cell, device, tensorboard)
 
 
@@ -130,7 +132,7 @@ def run_cells_on_dask(study: Study, config: Any, pending: list[tuple[int, Cell]]
         except TimeoutError:
             raise ExecutorError(f"executor dask: {where} has no workers (waited {CONNECT_TIMEOUT_S:g} s)") from None
         futures = {client.submit(_compute_on_worker, payload, cell, str(device), tensorboard, threads,
-                                 key=f"normlab-cell-{cell.key}-{uuid.uuid4().hex[:8]}", pure=False): (i, cell)
+                                 cluster is not None, key=f"normlab-cell-{cell.key}-{uuid.uuid4().hex[:8]}", pure=False): (i, cell)
                    for i, cell in pending}
         try:
             for future in distributed.as_completed(futures, loop=client.loop):
