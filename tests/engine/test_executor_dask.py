@@ -25,7 +25,6 @@ from toy_cli import one_error_line, toy_cli  # noqa: F401  (toy_cli is a fixture
 from toy_study import ToyConfig, ToyStudy
 
 distributed = pytest.importorskip("distributed")
-import dask  # noqa: E402  (installed with distributed)
 
 HERE = Path(__file__).parent
 CONFIG = ToyConfig(seeds=3, steps=12, arms=("fast", "slow", "fast-again"))
@@ -40,9 +39,9 @@ def marks(tmp_path_factory):
 @pytest.fixture(scope="module")
 def cluster(marks):
     """2 worker processes (1 thread each) and a scheduler on 127.0.0.1. The arm ``stall`` stalls on its
-    first attempt (pid in ``marks/stall.stalled``); a restarted worker inherits the same environment."""
+    first attempt (pid in ``marks/stall.stalled``), ``stall-fail`` likewise; a restarted worker inherits the same environment."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TOY_STALL_ONCE_ARM", "stall")
+        mp.setenv("TOY_STALL_ONCE_ARM", "stall,stall-fail")
         mp.setenv("TOY_MARK_DIR", str(marks))
         with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                       dashboard_address=None, memory_limit=0, silence_logs=40) as c:
@@ -175,38 +174,34 @@ def test_run_study_raises_executor_error_for_an_unreachable_address(tmp_path, mo
         run_study(ToyStudy(), CONFIG, tmp_path / "run", executor="dask", address="tcp://127.0.0.1:9")
 
 
-def test_a_cell_whose_worker_dies_past_the_retries_fails_cleanly_and_a_rerun_resumes(tmp_path, monkeypatch):
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    monkeypatch.setenv("TOY_STALL_ONCE_ARM", "stall-fail")
-    monkeypatch.setenv("TOY_MARK_DIR", str(marks))
+def test_a_cell_whose_worker_dies_past_the_retries_fails_cleanly_and_a_rerun_resumes(tmp_path, cluster, marks,
+                                                                                     monkeypatch):
+    monkeypatch.setattr(cluster.scheduler, "allowed_failures", 0)  # the first worker death is one too many
     config = ToyConfig(seeds=3, steps=12, arms=("fast", "stall-fail"))
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
-            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                     dashboard_address=None, memory_limit=0, silence_logs=40) as cluster:
-        error = []
+    error = []
 
-        def drive():
-            try:
-                run_study(ToyStudy(), config, tmp_path / "run", executor="dask", address=cluster.scheduler_address)
-            except BaseException as e:
-                error.append(e)
+    def drive():
+        try:
+            run_study(ToyStudy(), config, tmp_path / "run", executor="dask", address=cluster.scheduler_address)
+        except BaseException as e:
+            error.append(e)
 
-        driver = threading.Thread(target=drive, daemon=True)
-        driver.start()
-        mark, deadline = marks / "stall-fail.stalled", time.time() + 60
-        while not mark.exists():
-            assert driver.is_alive() and time.time() < deadline, f"the stalling cell never started ({error})"
-            time.sleep(0.05)
-        os.kill(int(mark.read_text()), signal.SIGKILL)
-        driver.join(timeout=60)
-        assert not driver.is_alive(), "the run did not stop after the worker was killed"
-        assert len(error) == 1 and isinstance(error[0], ExecutorError), error
-        assert "cell 'stall-fail'" in str(error[0]) and "rerun with the same --out" in str(error[0])
-        stalled = next(c for c in ToyStudy().cells(config) if c.arm == "stall-fail")
-        assert not RunStore(tmp_path / "run").is_done(stalled)
-        resumed = run_study(ToyStudy(), config, tmp_path / "run", executor="dask", address=cluster.scheduler_address)
-        assert stalled.key in resumed.cells_run
+    driver = threading.Thread(target=drive, daemon=True)
+    driver.start()
+    mark, deadline = marks / "stall-fail.stalled", time.time() + 60
+    while not mark.exists():
+        assert driver.is_alive() and time.time() < deadline, f"the stalling cell never started ({error})"
+        time.sleep(0.05)
+    os.kill(int(mark.read_text()), signal.SIGKILL)
+    driver.join(timeout=60)
+    assert not driver.is_alive(), "the run did not stop after the worker was killed"
+    assert len(error) == 1 and isinstance(error[0], ExecutorError), error
+    assert "cell 'stall-fail'" in str(error[0]) and "rerun with the same --out" in str(error[0])
+    stalled = next(c for c in ToyStudy().cells(config) if c.arm == "stall-fail")
+    assert not RunStore(tmp_path / "run").is_done(stalled)
+    monkeypatch.undo()
+    resumed = run_study(ToyStudy(), config, tmp_path / "run", executor="dask", address=cluster.scheduler_address)
+    assert stalled.key in resumed.cells_run
     clean = run_study(ToyStudy(), config, tmp_path / "clean")
     same_tables(clean.run_dir, tmp_path / "run")
 
