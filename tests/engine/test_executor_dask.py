@@ -224,3 +224,13 @@ def test_a_study_from_a_file_travels_to_the_workers_by_value(tmp_path, cluster):
         same_tables(clean.run_dir, run.run_dir)
     finally:
         del sys.modules["toy_from_a_file"]
+
+
+def test_a_scheduler_without_workers_is_an_error_not_a_hang(tmp_path, monkeypatch):
+    monkeypatch.setattr(executors, "CONNECT_TIMEOUT_S", 1.0)
+    with distributed.LocalCluster(n_workers=0, processes=True, host="127.0.0.1", dashboard_address=None,
+                                  silence_logs=40) as empty:
+        t = time.perf_counter()
+        with pytest.raises(ExecutorError, match="has no workers"):
+            run_study(ToyStudy(), CONFIG, tmp_path / "run", executor="dask", address=empty.scheduler_address)
+        assert time.perf_counter() - t < 10
