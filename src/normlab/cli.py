@@ -115,9 +115,15 @@ def run(
     progress: str = typer.Option("auto", "--progress", help="auto | rich | plain | none."),
     no_report: bool = typer.Option(False, "--no-report", help="Only run the cells (build it later: normlab report)."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Cells run at once in worker processes (0 = one per CPU core)."),
+    executor: str = typer.Option("local", "--executor",
+                                 help="Where cells run: local (this machine's processes) | dask (Dask distributed)."),
+    address: str = typer.Option(None, "--address",
+                                help="With --executor dask: the scheduler, e.g. tcp://host:8786 (default: a local "
+                                     "cluster of --jobs workers)."),
 ) -> None:
     """Run a study (resuming OUT if it holds the same study and config), then write its report."""
     from normlab.atomic import WriteError
+    from normlab.engine.executors import ExecutorError, check_executor
     from normlab.engine.progress import make_progress
     from normlab.engine.store import RunDirError
     from normlab.report import run_and_report
@@ -130,6 +136,10 @@ def run(
     if jobs < 0:
         _fail(f"--jobs: expected a non-negative number (0 = one per CPU core), got {jobs}")
     try:
+        check_executor(executor, address)
+    except ExecutorError as e:
+        _fail(str(e).replace("executor:", "--executor:", 1).replace("address:", "--address:", 1))
+    try:
         s.check_config(config)  # checks that span fields (e.g. reference_batch in batch_sizes): an error, not a traceback
         s.check_available(config)  # the data the cells read (e.g. the corpus), before the run directory exists
     except (ValueError, OSError) as e:
@@ -139,8 +149,8 @@ def run(
     retain_freed_memory()  # this process runs cell after cell: reuse their memory (see engine/memory.py)
     try:
         outcome = run_and_report(s, config, out, progress=make_progress("none" if json_out else progress),
-                                 report=not no_report, jobs=jobs)
-    except (RunDirError, WriteError) as e:
+                                 report=not no_report, jobs=jobs, executor=executor, address=address)
+    except (RunDirError, WriteError, ExecutorError) as e:
         _fail(str(e))
     if json_out:
         typer.echo(json.dumps({

@@ -54,6 +54,13 @@ class ToyStudy(Study):
         if os.environ.get("TOY_HANG_ARM") == ctx.cell.arm:  # lets the kill -9 test interrupt mid-study
             open(os.path.join(os.environ["TOY_MARK_DIR"], f"{ctx.cell.arm}.started"), "w").close()
             time.sleep(600)
+        once = os.path.join(os.environ.get("TOY_MARK_DIR", ""), f"{ctx.cell.arm}.stalled")
+        if ctx.cell.arm in os.environ.get("TOY_STALL_ONCE_ARM", "").split(",") and not os.path.exists(once):
+            # the first attempt stalls (its pid in the mark, for a test to kill it); a retry runs through
+            with open(once + ".tmp", "w") as f:
+                f.write(str(os.getpid()))
+            os.replace(once + ".tmp", once)
+            time.sleep(600)
         metrics = pd.DataFrame(rows, columns=["seed", "step", "metric", "value"])
         return CellResult(metrics=metrics, extra={"final": metrics[metrics.step == config.steps - 1]})
 

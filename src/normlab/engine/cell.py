@@ -1,22 +1,28 @@
 """One cell: seed it from its key, run it, check what it returned, store it with its DONE marker.
 
-Both ways of running cells go through :func:`run_cell`: one after the other in the calling process
-(:mod:`normlab.engine.runner`) and side by side in worker processes (:mod:`normlab.engine.parallel`), so a
-cell's numbers do not depend on ``--jobs``.
+Computing a cell (:func:`compute_cell`) and storing it (:func:`store_cell`) are separate steps.
+:func:`run_cell` does both in one process: one cell after the other in the calling process
+(:mod:`normlab.engine.runner`) and side by side in local worker processes (:mod:`normlab.engine.parallel`).
+A distributed worker (:mod:`normlab.engine.executors`) only computes (:func:`compute_cell_away`, in a
+temporary directory whose files it ships back) and the driver stores, so workers need no shared
+filesystem. Every way seeds and checks the cell the same way, so a cell's numbers do not depend on how
+it was run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import socket
+import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 
-from normlab.atomic import atomic_write, make_dirs
+from normlab.atomic import atomic_write, atomic_write_bytes, make_dirs
 from normlab.engine.spec import METRIC_COLUMNS, Cell, CellContext, CellResult, Study
 from normlab.engine.store import RunStore
 
@@ -34,6 +40,15 @@ def run_cell(study: Study, config: Any, store: RunStore, cell: Cell, device: str
              tensorboard: bool, update=None) -> float:
     """Run one cell into its (wiped) directory and store it with its DONE marker; returns its seconds."""
     cell_dir = store.prepare_cell(cell)
+    result, seconds = compute_cell(study, config, cell, device, tensorboard, cell_dir, update)
+    store_cell(store, cell, result, seconds, tensorboard)
+    return seconds
+
+
+def compute_cell(study: Study, config: Any, cell: Cell, device: str | torch.device, tensorboard: bool,
+                 cell_dir: Path, update=None) -> tuple[CellResult, float]:
+    """Seed torch from the cell's key and run the cell with ``cell_dir`` as its place for files (its
+    ``probe/`` and ``tb/``); returns its checked result and seconds. Writes nothing else."""
     ctx = CellContext(
         cell=cell,
         device=torch.device(device),
@@ -45,11 +60,44 @@ def run_cell(study: Study, config: Any, store: RunStore, cell: Cell, device: str
     torch.manual_seed(cell_seed(cell))
     tc = time.perf_counter()
     result = check_result(study, cell, study.run_cell(config, ctx))
-    seconds = time.perf_counter() - tc
+    return result, time.perf_counter() - tc
+
+
+def store_cell(store: RunStore, cell: Cell, result: CellResult, seconds: float, tensorboard: bool,
+               files: dict[str, bytes] | None = None) -> None:
+    """Store a computed cell in its prepared directory: ``files`` (those the cell wrote elsewhere, by path
+    relative to its directory), its TensorBoard scalars, its tables, then its DONE marker."""
+    cell_dir = store.cell_dir(cell)
+    make_dirs(cell_dir / "probe")
+    for name, data in (files or {}).items():
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise ValueError(f"cell {cell.arm!r}: file {name!r} lies outside the cell directory")
+        path = cell_dir / name
+        make_dirs(path.parent)
+        atomic_write_bytes(path, data)
     if tensorboard and len(result.metrics):
         write_tensorboard(cell_dir / "tb" / "metrics", result.metrics)
     store.write_cell(cell, result, seconds)
-    return seconds
+
+
+@dataclass
+class ComputedCell:
+    """A cell computed away from the run directory (by a worker of another machine), for the driver to
+    store: its result, seconds, and the files it wrote into its directory, by relative path."""
+
+    result: CellResult
+    seconds: float
+    files: dict[str, bytes] = field(default_factory=dict)
+
+
+def compute_cell_away(study: Study, config: Any, cell: Cell, device: str | torch.device,
+                      tensorboard: bool) -> ComputedCell:
+    """:func:`compute_cell` in a temporary directory, shipping back what the cell wrote there."""
+    with tempfile.TemporaryDirectory(prefix="normlab-cell-") as tmp:
+        root = Path(tmp)
+        result, seconds = compute_cell(study, config, cell, device, tensorboard, root)
+        files = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return ComputedCell(result, seconds, files)
 
 
 def check_result(study: Study, cell: Cell, result: Any) -> CellResult:

@@ -24,9 +24,10 @@ from typing import Any
 import torch
 
 from normlab.atomic import WriteError
-from normlab.engine.cell import cell_label, run_cell
+from normlab.engine.cell import cell_label, run_cell, store_cell
 from normlab.engine.config import config_to_dict
 from normlab.engine.env import environment
+from normlab.engine.executors import check_executor, run_cells_on_dask
 from normlab.engine.parallel import resolve_jobs, run_cells_in_workers
 from normlab.engine.progress import Progress
 from normlab.engine.spec import Cell, Claim, Study
@@ -76,6 +77,8 @@ def run_study(
     progress: Progress | None = None,
     tensorboard: bool = True,
     jobs: int = 1,
+    executor: str = "local",
+    address: str | None = None,
     then: Callable[[Path], tuple[list[Claim], Path]] | None = None,
 ) -> RunOutcome:
     """Run every cell of ``study`` under ``config`` into ``out_dir`` (checked first: ``study.check_config``).
@@ -87,10 +90,15 @@ def run_study(
     directory raises :class:`~normlab.atomic.WriteError` naming the file. ``jobs > 1`` runs that many cells at
     once in worker processes (``0``: one per CPU core; see :mod:`normlab.engine.parallel`); every cell is
     seeded from its key and runs with the same thread count, so its numbers do not depend on ``jobs``.
+    ``executor="dask"`` computes the cells on Dask distributed workers (a local cluster of ``jobs`` worker
+    processes, or the scheduler at ``address``) and stores each one here as it returns
+    (:mod:`normlab.engine.executors`); an unknown or uninstalled executor raises
+    :class:`~normlab.engine.executors.ExecutorError` before anything is written.
     ``then(run_dir)``, if given, runs after the cells while the lock is still held and returns the claims and
     report path for the outcome (:func:`normlab.report.run_and_report` passes the report builder).
     """
     jobs = resolve_jobs(jobs)
+    check_executor(executor, address)
     progress = progress or Progress()
     t0 = time.perf_counter()
     store = RunStore(out_dir)
@@ -99,7 +107,7 @@ def run_study(
     check_cells(study, cells)
     try:
         with store.lock():  # one process at a time per run directory (re-entrant: the report may follow)
-            outcome = _run_locked(study, config, store, cells, device, progress, tensorboard, jobs)
+            outcome = _run_locked(study, config, store, cells, device, progress, tensorboard, jobs, executor, address)
             if then is not None:
                 outcome.claims, outcome.report = then(store.run_dir)
     except OSError as e:
@@ -111,12 +119,16 @@ def run_study(
 
 
 def _run_locked(study: Study, config: Any, store: RunStore, cells: list[Cell], device: str | torch.device,
-                progress: Progress, tensorboard: bool, jobs: int) -> RunOutcome:
+                progress: Progress, tensorboard: bool, jobs: int, executor: str = "local",
+                address: str | None = None) -> RunOutcome:
     threads_before = torch.get_num_threads()
     threads = int(study.threads) if getattr(study, "threads", None) else max(1, threads_before // jobs)
     torch.set_num_threads(threads)  # recorded in env.json below
     env = environment(str(device))
     env["jobs"] = jobs
+    if executor != "local":
+        env["executor"] = executor
+        env["address"] = address  # None: a local cluster of `jobs` workers
     store.init(study.name, config_to_dict(config), env, source=getattr(study, "source", None))
     outcome = RunOutcome(run_dir=store.run_dir)
     progress.start(len(cells), study.name)
@@ -131,7 +143,18 @@ def _run_locked(study: Study, config: Any, store: RunStore, cells: list[Cell], d
             if problem != "not done":
                 progress.message(f"cell {cell_label(cell)} ({cell.key}) is damaged: {problem}; running it again")
             pending.append((i, cell))
-        if jobs > 1 and len(pending) > 1:
+        if executor == "dask" and pending:
+            where = address or f"a local Dask cluster of {min(jobs, len(pending))} worker process(es)"
+            progress.message(f"{len(pending)} cells on {where}, {threads} torch thread(s) each")
+            for _, cell, computed in run_cells_on_dask(study, config, pending, jobs=jobs, threads=threads,
+                                                       device=str(device), tensorboard=tensorboard,
+                                                       address=address):
+                store.prepare_cell(cell)  # the driver stores: workers need no shared filesystem
+                store_cell(store, cell, computed.result, computed.seconds, tensorboard, computed.files)
+                progress.start_cell(len(outcome.cells_skipped) + len(outcome.cells_run), cell_label(cell))
+                progress.end_cell(computed.seconds)
+                outcome.cells_run.append(cell.key)
+        elif jobs > 1 and len(pending) > 1:
             progress.message(f"{len(pending)} cells in {min(jobs, len(pending))} worker processes, "
                              f"{threads} torch thread(s) each")
             for _, cell, seconds in run_cells_in_workers(study, config, store.run_dir, pending, jobs, threads,

@@ -23,7 +23,8 @@ is wiped and rerun by the next ``normlab run`` into the directory, like a cell w
 
 One process at a time uses a run directory: :meth:`RunStore.lock` takes an exclusive ``flock`` on
 ``.lock``, which the kernel drops when the process exits, however it dies (no stale locks). Worker
-processes of ``--jobs`` write cells while their parent holds the lock.
+processes of ``--jobs`` write cells while their parent holds the lock; Dask workers (``--executor dask``)
+write nothing here: they return each cell to the process holding the lock, which stores it.
 """
 
 from __future__ import annotations
