@@ -30,8 +30,9 @@ norm timing), ``claims`` (the claims table and the report notes), ``figures`` an
 :class:`ResidualPlacement` study that wires them).
 """
 
-from normlab.studies.residual_placement.config import NORM_COST_ARM, NORMS, PLACEMENTS, Config
-from normlab.studies.residual_placement.model import norm_cost, run_seed
+from normlab.studies.residual_placement.config import NORM_COST_ARM, NORMS, PLACEMENTS, Arm, Config, arms
+from normlab.studies.residual_placement.model import norm_cost, train_ensemble
 from normlab.studies.residual_placement.study import ResidualPlacement
 
-__all__ = ["NORMS", "NORM_COST_ARM", "PLACEMENTS", "Config", "ResidualPlacement", "norm_cost", "run_seed"]
+__all__ = ["NORMS", "NORM_COST_ARM", "PLACEMENTS", "Arm", "Config", "ResidualPlacement", "arms", "norm_cost",
+           "train_ensemble"]
