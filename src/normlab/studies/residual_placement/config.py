@@ -34,7 +34,8 @@ class Config:
     depths: tuple[int, ...] = (2, 4, 8)
     lrs: tuple[float, ...] = (1e-3, 3e-3)
     placements: tuple[str, ...] = PLACEMENTS
-    # Beside the map: the warmup arms (these placements, every depth and lr, LayerNorm), the RMSNorm arms
+    # Beside the map: the warmup arms (these placements in the stress cell: deepest depth, highest lr,
+    # LayerNorm), the RMSNorm arms
     # (every placement and depth, at the lowest lr, no warmup) and the BatchNorm arm (bn_placement at
     # bn_depth, lowest lr, no warmup; bn_depth=0 leaves it out).
     warmup: int = 100  # linear warmup steps of the warmup arms
@@ -126,9 +127,9 @@ class Arm:
 
 
 def arms(c: Config) -> list[Arm]:
-    """The map (LN, no warmup), the warmup arms, the RMSNorm arms and the BatchNorm arm, without repeats."""
+    """The map (LN, no warmup), the warmup arms (stress cell), the RMSNorm arms and the BatchNorm arm, no repeats."""
     out = [Arm(p, "layernorm", d, lr, 0) for d in c.depths for lr in c.lrs for p in c.placements]
-    out += [Arm(p, "layernorm", d, lr, c.warmup) for d in c.depths for lr in c.lrs for p in c.warmup_placements]
+    out += [Arm(p, "layernorm", max(c.depths), c.high_lr, c.warmup) for p in c.warmup_placements]
     if "rmsnorm" in c.norms:
         out += [Arm(p, "rmsnorm", d, c.low_lr, 0) for d in c.depths for p in c.placements]
     if c.bn_depth:
