@@ -482,7 +482,7 @@ def _sandwich_growth(c: Config, m: pd.DataFrame) -> Claim:
 
 def _rms_matches(c: Config, m: pd.DataFrame) -> Claim:
     args = ("rmsnorm-matches-ln", "RMSNorm matches LayerNorm's quality", SOURCE,
-            f"per seed: mean over placements and depths (lr {c.low_lr:g}, no warmup, runs where both norms trained) of "
+            f"per seed: mean over placements and depths (lr {c.low_lr:g}, no warmup, where both norms ran and trained) of "
             f"validation loss RMSNorm - LayerNorm; TOST over seeds, margin ±{c.match_margin:g} nats")
     keys = ["placement", "depth", "seed"]
     sel = dict(lr=c.low_lr, warmup=0)

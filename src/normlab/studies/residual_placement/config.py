@@ -36,7 +36,7 @@ class Config:
     placements: tuple[str, ...] = PLACEMENTS
     # Beside the map: the warmup arms (these placements in the stress cell: deepest depth, highest lr,
     # LayerNorm), the RMSNorm arms
-    # (every placement and depth, at the lowest lr, no warmup) and the BatchNorm arm (bn_placement at
+    # (every placement at the shallowest depth and the lowest lr, no warmup) and the BatchNorm arm (bn_placement at
     # bn_depth, lowest lr, no warmup; bn_depth=0 leaves it out).
     warmup: int = 100  # linear warmup steps of the warmup arms
     warmup_placements: tuple[str, ...] = ("post", "pre")
@@ -127,11 +127,18 @@ class Arm:
 
 
 def arms(c: Config) -> list[Arm]:
-    """The map (LN, no warmup), the warmup arms (stress cell), the RMSNorm arms and the BatchNorm arm, no repeats."""
-    out = [Arm(p, "layernorm", d, lr, 0) for d in c.depths for lr in c.lrs for p in c.placements]
-    out += [Arm(p, "layernorm", max(c.depths), c.high_lr, c.warmup) for p in c.warmup_placements]
+    """The map (LN, no warmup), the warmup arms (stress cell), the RMSNorm arms and the BatchNorm arm, no repeats.
+
+    Ordered so the stress cell (deepest depth, highest lr) and the shallow Post-LN comparison come first:
+    a run stopped early has the cells the instability claims need.
+    """
+    deep, shallow = max(c.depths), min(c.depths)
+    out = [Arm(p, "layernorm", deep, c.high_lr, 0) for p in c.placements]
+    out += [Arm(p, "layernorm", deep, c.high_lr, c.warmup) for p in c.warmup_placements]
+    out += [Arm(p, "layernorm", d, lr, 0) for lr in sorted(c.lrs, reverse=True) for d in sorted(c.depths)
+            for p in c.placements]
     if "rmsnorm" in c.norms:
-        out += [Arm(p, "rmsnorm", d, c.low_lr, 0) for d in c.depths for p in c.placements]
+        out += [Arm(p, "rmsnorm", shallow, c.low_lr, 0) for p in c.placements]
     if c.bn_depth:
         out.append(Arm(c.bn_placement, "batchnorm", c.bn_depth, c.low_lr, 0))
     return list(dict.fromkeys(out))

@@ -9,15 +9,18 @@ from normlab.engine.spec import Cell, CellContext, CellResult, Claim, Figure, St
 from normlab.studies.residual_placement import claims, figures
 from normlab.studies.residual_placement.config import NORM_COST_ARM, Arm, Config, arms, check_config
 from normlab.studies.residual_placement.model import norm_cost, train_arm
+from normlab.studies.residual_placement.sentences import POST_TITLES, SENTENCES
 
 
 class ResidualPlacement(Study):
     name = "residual-placement"
-    description = ("Post-LN vs Pre-LN vs Sandwich-LN vs DeepNorm (x LN/RMSNorm x warmup) in a char-level "
-                   "transformer on Shakespeare, by depth (seed 003)")
-    seeds_from = ("003",)
+    description = ("Post-LN vs Pre-LN vs Sandwich-LN vs DeepNorm in a char-level transformer on Shakespeare: "
+                   "depth x learning-rate stability map, warmup, RMSNorm and BatchNorm arms (seeds 003, 002)")
+    seeds_from = ("003", "002")
+    post_titles: ClassVar[dict[str, str]] = POST_TITLES
+    seed_sentences = SENTENCES
     Config = Config
-    threads = 1  # width-64 matrices gain nothing from a second thread; on a busy machine it only spin-waits
+    threads = 1  # width-32 matrices gain nothing from a second thread; on a busy machine it only spin-waits
     quick_overrides: ClassVar[dict[str, Any]] = {
         "depths": (1, 2), "seeds": 2, "steps": 12, "warmup": 6, "width": 16, "heads": 2, "bn_depth": 1,
         "block_size": 8, "batch_size": 4, "corpus_chars": 20_000, "eval_batches": 1, "eval_batch_size": 8,
