@@ -212,8 +212,11 @@ def _post_unstable(c: Config, m: pd.DataFrame) -> Claim:
             "warmup (norms averaged within the seed); sign test over seeds")
     if deep == shallow:
         return not_judged(*args, "needs two depths", unit=SEED)
-    gap = _flags(m, placement="post", depth=deep, lr=c.high_lr).sub(
-        _flags(m, placement="post", depth=shallow, lr=c.high_lr))
+    base = _flags(m, placement="post", depth=shallow, lr=c.high_lr)
+    if len(base) and (base == 1).all():
+        return not_judged(*args, f"Post-LN already diverged in every seed at depth {shallow}: no room for depth to "
+                                 "make it worse; " + _map_line(c, m, "post"), unit=SEED)
+    gap = _flags(m, placement="post", depth=deep, lr=c.high_lr).sub(base)
     cl = paired_rate_claim(*args, gap, c.rate_margin, (f"L={deep}", f"L={shallow}"))
     cl.detail += "; " + _map_line(c, m, "post")
     return cl
@@ -279,7 +282,11 @@ def _pre_stable(c: Config, m: pd.DataFrame) -> Claim:
     args = ("pre-stable", "Pre-LN trains stably where Post-LN does not", f"{SOURCE}; {XIONG}",
             f"per seed at depth {s['depth']}, lr {s['lr']:g}, no warmup: Post-LN's divergence flag minus Pre-LN's "
             "(norms averaged within the seed); sign test over seeds")
-    gap = _flags(m, placement="post", **s).sub(_flags(m, placement="pre", **s))
+    post = _flags(m, placement="post", **s)
+    if post.empty or post.mean() < 0.5:
+        return not_judged(*args, f"Post-LN did not fail in at least half the seeds there ({_rate(m, placement='post', **s)}):"
+                                 " the claim's contrast is absent; " + _map_line(c, m, "pre"), unit=SEED)
+    gap = post.sub(_flags(m, placement="pre", **s))
     cl = paired_rate_claim(*args, gap, c.rate_margin, ("post", "pre"))
     cl.detail += "; " + _map_line(c, m, "pre")
     return cl
