@@ -359,3 +359,18 @@ def test_paired_rate_claim_is_antisymmetric(gaps) -> None:
 )
 def test_paired_rate_claim_verdicts(gaps, verdict) -> None:
     assert paired_rate_claim("x", "", "", "", pd.Series(gaps), 0.2, ("a", "b")).verdict == verdict
+
+
+@pytest.mark.parametrize("keep", [0.0, 0.3, 0.7])
+def test_claims_on_a_partial_run_never_crash(keep: float) -> None:
+    """A run stopped early (some cells missing) still yields every claim, judged or marked why not."""
+    run = _synthetic(seeds=4)
+    names = sorted(run.metrics["arm"].unique())
+    rng = np.random.default_rng(int(keep * 10))
+    kept = set(rng.choice(names, size=int(keep * len(names)), replace=False)) if keep else set()
+    partial = dataclasses.replace(run, metrics=run.metrics[run.metrics["arm"].isin(kept)].reset_index(drop=True))
+    claims = STUDY.claims(partial)
+    assert tuple(cl.id for cl in claims) == CLAIM_IDS
+    figures = STUDY.figures(partial)
+    for f in figures:
+        matplotlib.pyplot.close(f.figure)

@@ -372,7 +372,7 @@ def _deepnorm_trains(c: Config, m: pd.DataFrame) -> Claim:
     return Claim(
         id="deepnorm-trains-where-post-fails", claim=claim, source=source, measurement=measurement,
         verdict=stats.combine_verdicts([rate.verdict, loss.verdict]), statistic=rate.statistic, value=rate.value,
-        p_value=max(rate.p_value, loss.p_value if loss.p_value is not None else 1.0),
+        p_value=max((x for x in (rate.p_value, loss.p_value) if x is not None), default=None),
         effect_size=loss.effect_size, ci=loss.ci, n=min(rate.n or 0, loss.n or 0), unit=SEED,
         detail=f"divergence: {rate.verdict} ({rate.detail}); loss: {loss.verdict} ({loss.detail})",
     )
