@@ -129,16 +129,28 @@ class Arm:
 def arms(c: Config) -> list[Arm]:
     """The map (LN, no warmup), the warmup arms (stress cell), the RMSNorm arms and the BatchNorm arm, no repeats.
 
-    Ordered so the stress cell (deepest depth, highest lr) and the shallow Post-LN comparison come first:
-    a run stopped early has the cells the instability claims need.
+    Ordered so that a run stopped early has what most claims need: the stress cell (deepest depth, highest
+    lr) and its warmup arms, the shallowest depth at every lr, the RMSNorm and BatchNorm arms; then the rest of
+    the map.
     """
     deep, shallow = max(c.depths), min(c.depths)
+    lrs = sorted(c.lrs, reverse=True)
     out = [Arm(p, "layernorm", deep, c.high_lr, 0) for p in c.placements]
     out += [Arm(p, "layernorm", deep, c.high_lr, c.warmup) for p in c.warmup_placements]
-    out += [Arm(p, "layernorm", d, lr, 0) for lr in sorted(c.lrs, reverse=True) for d in sorted(c.depths)
-            for p in c.placements]
+    out += [Arm(p, "layernorm", shallow, lr, 0) for lr in lrs for p in c.placements]
     if "rmsnorm" in c.norms:
         out += [Arm(p, "rmsnorm", shallow, c.low_lr, 0) for p in c.placements]
-    if c.bn_depth:
-        out.append(Arm(c.bn_placement, "batchnorm", c.bn_depth, c.low_lr, 0))
+    if c.bn_depth:  # the BatchNorm arm and its LayerNorm twin (a map cell when bn_depth is a map depth)
+        out += [Arm(c.bn_placement, "batchnorm", c.bn_depth, c.low_lr, 0),
+                Arm(c.bn_placement, "layernorm", c.bn_depth, c.low_lr, 0)]
+    out += [Arm(p, "layernorm", d, lr, 0) for lr in lrs for d in sorted(c.depths) for p in c.placements]
     return list(dict.fromkeys(out))
+
+
+def first_map_arm(c: Config) -> int:
+    """Index in :func:`arms` of the arm after the BatchNorm arm and its twin (where the timing cell goes)."""
+    a = arms(c)
+    extra = [i for i, x in enumerate(a) if x.norm != "layernorm"]
+    if not extra:
+        return len(a)
+    return max(extra) + (2 if a[max(extra)].norm == "batchnorm" else 1)

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 from normlab.data.corpus import find_plays
 from normlab.engine.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
 from normlab.studies.residual_placement import claims, figures
-from normlab.studies.residual_placement.config import NORM_COST_ARM, Arm, Config, arms, check_config
+from normlab.studies.residual_placement.config import NORM_COST_ARM, Arm, Config, arms, check_config, first_map_arm
 from normlab.studies.residual_placement.model import norm_cost, train_arm
 from normlab.studies.residual_placement.sentences import POST_TITLES, SENTENCES
 
@@ -35,7 +35,9 @@ class ResidualPlacement(Study):
         cells = [Cell(a.name, seeds, (("placement", a.placement), ("norm", a.norm), ("depth", a.depth),
                                       ("lr", a.lr), ("warmup", a.warmup)))
                  for a in arms(config)]
-        return [*cells, Cell(NORM_COST_ARM, tuple(range(config.timing_reps)))]
+        # The timing cell goes before the rest of the map (cells run in this order; see config.arms).
+        cells.insert(first_map_arm(config), Cell(NORM_COST_ARM, tuple(range(config.timing_reps))))
+        return cells
 
     def check_available(self, config: Config) -> None:
         find_plays()  # every training cell reads the corpus: CorpusMissingError says how to install it
