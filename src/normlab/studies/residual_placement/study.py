@@ -7,7 +7,14 @@ from typing import Any, ClassVar
 from normlab.data.corpus import find_plays
 from normlab.engine.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
 from normlab.studies.residual_placement import claims, figures
-from normlab.studies.residual_placement.config import NORM_COST_ARM, Arm, Config, arms, check_config, first_map_arm
+from normlab.studies.residual_placement.config import (
+    NORM_COST_ARM,
+    Arm,
+    Config,
+    arms,
+    check_config,
+    first_map_arm,
+)
 from normlab.studies.residual_placement.model import norm_cost, train_arm
 from normlab.studies.residual_placement.sentences import POST_TITLES, SENTENCES
 
