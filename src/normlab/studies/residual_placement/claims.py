@@ -415,6 +415,15 @@ def _deepnorm_update(c: Config, m: pd.DataFrame, metric: str) -> Claim:
             growth.append(f"{p} {10 ** float(np.mean(deep_v - shallow_v)):.3g}x")
     if growth and min(c.depths) != max(c.depths):
         cl.detail += f"; growth from depth {min(c.depths)} to {max(c.depths)} (geometric mean): " + ", ".join(growth)
+    steps = []
+    for step in sorted({1, c.track_updates}):
+        sel = training_rows(m)
+        sel = _select(sel[(sel["metric"] == metric) & (sel["step"] == step)], **s)
+        geo = {p: float(10 ** np.log10(sel[sel["placement"] == p]["value"].astype(float)).mean()) for p in ("deepnorm", "post")}
+        if all(math.isfinite(x) for x in geo.values()):
+            steps.append(f"step {step}: deepnorm {geo['deepnorm']:.3g} vs post {geo['post']:.3g}")
+    if steps:
+        cl.detail += "; geometric means at " + ", ".join(steps)
     return cl
 
 
