@@ -189,7 +189,7 @@ def test_every_study_float_field_rejects_nan_and_inf(name):
                     "ghost_sizes": "2,32", "control_ghost_sizes": "2"}),
     ("bn-running-stats", {"momenta": "1,none", "gap_momenta": "none"}),
     ("deep-bn", {"control_batches": "", "fit_skip": "0"}),
-    ("residual-placement", {"warmups": "0", "placements": "none,pre"}),
+    ("residual-placement", {"warmup_placements": "pre", "placements": "pre", "bn_depth": "0", "depths": "1"}),
 ])
 def test_values_at_the_edge_of_the_range_still_run(name, sets):
     study = STUDIES[name]
