@@ -95,7 +95,7 @@ def list_studies(json_out: bool = typer.Option(False, "--json", help="Machine-re
     else:
         width = max((len(n) for n in studies), default=0)
         for name, s in studies.items():
-            src = f"  [seed {', '.join(s.seeds_from)}]" if s.seeds_from else ""
+            src = f"  [post {', '.join(s.seeds_from)}]" if s.seeds_from else ""
             origin = f"  (from {describe_source(s.source)})" if s.source else ""  # built-ins say nothing
             typer.echo(f"{name:<{width}}  {s.description}{src}{origin}")
     for module, err in discovery_errors().items():

@@ -48,4 +48,18 @@ def test_quick_preset_produces_a_complete_run_directory(name, tmp_path):
     assert claims, "a study judges at least one claim"
     for c in claims:
         assert c["verdict"] in VERDICTS and c["claim"] and c["measurement"] and c["statistic"]
+        # Every claim says its unit of replication and how many independent units its statistic used.
+        assert isinstance(c["unit"], str) and c["unit"], f"{name} {c['id']}: no unit of replication"
+        if c["unit"] == "exact":
+            assert c["n"] is None, f"{name} {c['id']}: an exact check counts no units"
+        else:
+            assert isinstance(c["n"], int) and c["n"] >= 0, f"{name} {c['id']}: n={c['n']!r}"
     assert not list(d.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_every_study_names_its_posts_and_lists_their_claim_sentences(name):
+    study = registry()[name]
+    assert set(study.post_titles) == set(study.seeds_from), f"{name}: a title for each post it reproduces"
+    assert study.seed_sentences, f"{name}: every claim sentence of its posts, tested or marked why not"
+    assert {s.seed for s in study.seed_sentences} <= set(study.seeds_from)

@@ -1,4 +1,4 @@
-"""batch-size (seed 003's BN/LN/IN/GN section; Wu & He 2018): does BatchNorm degrade as its statistics batch
+"""batch-size (post 003's BN/LN/IN/GN section; Wu & He 2018): does BatchNorm degrade as its statistics batch
 shrinks, and do the per-sample norms not?
 
 A small CNN (:class:`normlab.models.cnn.SmallCNN`) trained on real images with BatchNorm, GroupNorm, LayerNorm

@@ -18,7 +18,7 @@ from normlab.engine.config import (
 )
 from normlab.models.cnn import CNN_NORMS
 
-SOURCE = "seed 003; Wu & He 2018"
+SOURCE = "post 003; Wu & He 2018"
 # Cited: Wu & He, "Group Normalization", ECCV 2018: ResNet-50 top-1 validation error (%) on ImageNet by
 # images per GPU. Reference data for the figure, not a measurement of this study.
 GN_PAPER_IMAGES_PER_GPU = (32, 16, 8, 4, 2)

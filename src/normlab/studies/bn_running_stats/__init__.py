@@ -1,4 +1,4 @@
-r"""bn-running-stats (seeds 002, 004): how BatchNorm's running statistics are updated, and what they cost.
+r"""bn-running-stats (posts 002, 004): how BatchNorm's running statistics are updated, and what they cost.
 
 In training BatchNorm normalizes with the batch's mean and *biased* variance; in evaluation with the
 running estimates, updated once per training step (torch's convention, ``m`` = ``momentum``)
@@ -11,9 +11,9 @@ from ``(0, 1)``. Keras writes the same update with the weight of the *old* value
 
 Arms:
 
-* ``walkthrough``: seed 004's ``BatchNorm1d(5, momentum=0.3)`` on a batch of 3 where feature ``i`` is the
+* ``walkthrough``: post 004's ``BatchNorm1d(5, momentum=0.3)`` on a batch of 3 where feature ``i`` is the
   constant ``i + 1``, for several iterations (the seed prints two).
-* ``layer-facts``: torch's default momentum and update rule measured by running the layer (seed 002 says
+* ``layer-facts``: torch's default momentum and update rule measured by running the layer (post 002 says
   "PyTorch's momentum is 0.9"); unbiased running variance vs biased normalizing variance.
 * ``conventions``: ``torch.nn.BatchNorm1d(momentum=m)``, ``normlab.nn.BatchNorm1d(momentum=m)`` and
   ``normlab.nn.BatchNorm1d(momentum=1-m, momentum_convention="keras")`` on the same random batches.

@@ -59,7 +59,7 @@ def _exact_facts(run: StoredRun, c: Config) -> list[Claim]:
         "running_in_state_dict", "mode_switch_diff_track_true", "mode_switch_diff_track_false")}
     formula = stats.exact_claim(
         "seed002-momentum-in-its-formula",
-        "In seed 002's formula (moving = moving*momentum + batch*(1-momentum)) PyTorch's value is 0.9",
+        "In post 002's formula (moving = moving*momentum + batch*(1-momentum)) PyTorch's value is 0.9",
         SEED_002, "decay of the old value in one step of a default torch.nn.BatchNorm1d, solved from "
         "running_mean = (1 - decay) * batch_mean", facts["seed002_formula_momentum"], 0.9, atol=1e-9)
     arg = stats.exact_claim(
@@ -67,7 +67,7 @@ def _exact_facts(run: StoredRun, c: Config) -> list[Claim]:
         "torch.nn.BatchNorm1d(...).momentum (the argument's default)", facts["default_momentum"], 0.9, atol=1e-9)
     arg.detail += (f"; torch's momentum weights the *new* batch: BatchNorm1d(momentum=0.9) sets running_mean "
                    f"to {facts['momentum0.9_mean_ratio']:.3g} x the batch mean after one step, the opposite of "
-                   "seed 002's formula; the statement holds only in Keras's convention (0.9 = 1 - 0.1)")
+                   "post 002's formula; the statement holds only in Keras's convention (0.9 = 1 - 0.1)")
     out += [formula, arg]
     init = stats.exact_claim(
         "initial-running-stats", "The running statistics start at mean 0, variance 1 (a standard normal)",
@@ -380,7 +380,7 @@ value is 0.9: in that (Keras) form the statement is right, but PyTorch's *argume
 reproduced by the layer itself, iteration by iteration. The convergence arms use a fixed (stationary)
 population whose exact statistics are known, so "closer to the truth" is measured, not inferred. The CNN arms
 are the moving case: the statistics a BatchNorm should hold change as the network trains, so an average that
-remembers everything (momentum=None) lags, and seed 002's batch-size advice becomes a trade-off between noise
+remembers everything (momentum=None) lags, and post 002's batch-size advice becomes a trade-off between noise
 (small batches) and lag (slow averages). Every momentum there is tracked in the same training run (training
 never reads the running statistics), so momenta are compared on identical networks; recalibration (exact
 statistics of the training data under the final weights) is the reference for "the truth" and the control that

@@ -17,7 +17,7 @@ from normlab.engine.config import (
     seeds_check,
 )
 
-SEED_002, SEED_004 = "seed 002", "seed 004"
+SEED_002, SEED_004 = "post 002", "post 004"
 
 # a BatchNorm momentum (torch's convention: the weight of the new batch); None: cumulative average
 _MOMENTUM = number(0, 1, lo_open=True)
@@ -26,7 +26,7 @@ _MOMENTUM = number(0, 1, lo_open=True)
 @dataclass
 class Config:
     seeds: int = 40  # convergence and conventions arms: seeds 0..seeds-1
-    # seed 004's walk-through: BatchNorm1d(5, momentum=0.3), batch of 3, feature i == i + 1
+    # post 004's walk-through: BatchNorm1d(5, momentum=0.3), batch of 3, feature i == i + 1
     walk_batch: int = 3
     walk_features: int = 5
     walk_momentum: float = 0.3
@@ -49,7 +49,7 @@ class Config:
     # every momentum's running statistics are tracked in the same training run (training never reads them)
     gap_momenta: tuple[float | None, ...] = (0.3, 0.1, 0.01, None)
     gap_steps: tuple[int, int] = (20, 600)  # short, long
-    # the middle batch size is the train/eval-gap claims'; smallest vs largest test seed 002's batch advice
+    # the middle batch size is the train/eval-gap claims'; smallest vs largest test post 002's batch advice
     # (8: at batch 2 this CNN does not learn at lr 0.05, see docs/studies/bn-running-stats.md)
     gap_batch_sizes: tuple[int, ...] = (8, 32, 128)
     gap_seeds: int = 6

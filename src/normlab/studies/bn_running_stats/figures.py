@@ -38,7 +38,7 @@ def _walkthrough_figure(run: StoredRun) -> Figure:
     return Figure(
         "walkthrough", f"Seed 004's BatchNorm1d(momentum={c.walk_momentum:g}) walk-through",
         "Markers: the running mean and running variance a BatchNorm1d layer stores after each iteration on "
-        "seed 004's constant batch; dotted lines: the seed's hand computation (1-m)*old + m*batch from "
+        "post 004's constant batch; dotted lines: the seed's hand computation (1-m)*old + m*batch from "
         "(0, 1). The mean climbs toward the feature's value, the variance decays toward the batch's 0.", fig)
 
 
@@ -111,7 +111,7 @@ def _gap_figure(run: StoredRun) -> Figure:
         "the training set's exact statistics (recalibrated). A bar below the green line is the cost of a stale "
         "running estimate. Right: the running statistics' RMS error against the recalibrated ones (mean in σ "
         "and log variance over all BatchNorm channels) at the end of training, per momentum, against the batch "
-        "size: seed 002's advice says a large Keras momentum (small torch m) should win at small batches, and "
+        "size: post 002's advice says a large Keras momentum (small torch m) should win at small batches, and "
         "the reverse at large ones.", fig)
 
 

@@ -56,7 +56,7 @@ def layer_facts() -> pd.DataFrame:
     # Seed 002's formula: running = momentum * running + (1 - momentum) * batch, from running_mean = 0,
     # so after one step running_mean = (1 - momentum) * batch_mean: solve for its "momentum".
     decay = float((1 - default.running_mean / mean_b).mean())
-    as_seed = torch.nn.BatchNorm1d(6, momentum=0.9, dtype=torch.float64)  # what a reader of seed 002 types
+    as_seed = torch.nn.BatchNorm1d(6, momentum=0.9, dtype=torch.float64)  # what a reader of post 002 types
     as_seed(x)
     full = torch.nn.BatchNorm1d(6, momentum=1.0, dtype=torch.float64)  # running = this batch's estimate
     full(x)

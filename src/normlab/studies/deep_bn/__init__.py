@@ -1,4 +1,4 @@
-"""deep-bn (seed 004): a 100-layer ReLU MLP at initialization, three inits, with and without BatchNorm.
+"""deep-bn (post 004): a 100-layer ReLU MLP at initialization, three inits, with and without BatchNorm.
 
 The seed runs a 100-layer network under several initializations with and without BN and concludes that
 "whatever the init, with BN the output std stays at a very stable value" (its code is omitted). normlab

@@ -17,7 +17,7 @@ from normlab.engine.config import (
     seeds_check,
 )
 
-SOURCE = "seed 004"
+SOURCE = "post 004"
 YANG = "Yang et al. 2019"
 YANG_RELU_RATE = math.sqrt(math.pi / (math.pi - 1))  # gradient-norm growth per layer, ReLU + BN, batch -> inf
 INITS = ("default", "normal", "kaiming")
@@ -34,7 +34,7 @@ class Config:
     fit_skip: int = 10  # layers left out at each end when fitting a per-layer growth factor
     stable_tol: float = 0.01  # a per-layer std factor within 1 ± tol counts as "stable"
     yang_margin: float = 0.02  # relative margin around Yang's 1.21 for "matches"
-    # The learning-rate sweep (seed 004: "BN lets you use a larger learning rate, speeds up convergence, and
+    # The learning-rate sweep (post 004: "BN lets you use a larger learning rate, speeds up convergence, and
     # makes a carefully designed init unnecessary"): an MLP trained on scikit-learn's 8x8 digits, with and
     # without BN, from the same weights and the same batches per seed, at every learning rate of ``lrs``.
     train_depth: int = 10  # hidden layers: Linear -> [BN] -> ReLU, then a Linear readout to the 10 classes

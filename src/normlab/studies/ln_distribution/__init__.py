@@ -1,4 +1,4 @@
-"""ln-distribution (seed 001): what LayerNorm does to a sample, and what it does not do to a batch.
+"""ln-distribution (post 001): what LayerNorm does to a sample, and what it does not do to a batch.
 
 The seed pushes one sample ``[2, 3, 5, 1, 4]`` through ``LayerNorm(5)`` and ``randn(100, 100)`` through
 ``Linear(100, 50) -> LayerNorm(50)`` (``torch.manual_seed(0)``), then draws a 2x3 figure. LayerNorm

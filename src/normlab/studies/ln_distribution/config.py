@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from normlab.engine.config import Check, integer, items, number, seeds_check
 
-SOURCE = "seed 001"
+SOURCE = "post 001"
 # The batch arms; "single-sample" runs once. Every arm of a seed starts from torch.manual_seed(seed).
 #   layernorm, batchnorm            the seed's Linear(100, 50) on randn(100, 100), then LN or BN
 #   layernorm/equal, batchnorm/equal        z = randn(batch, F): features of truly equal variance (the null)

@@ -1,4 +1,4 @@
-"""ln-gradients (seed 000): does LayerNorm lower the loss and "prevent overfitting", as gradients suggest?
+"""ln-gradients (post 000): does LayerNorm lower the loss and "prevent overfitting", as gradients suggest?
 
 The seed trains a 5-Linear network with no activation function on 20 points of ``y = 2*x1 - x2**2 + 1``
 (with ``x1 = x2 - 10``: the two inputs are collinear, so the target is a parabola in one variable) in

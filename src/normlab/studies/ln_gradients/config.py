@@ -22,7 +22,7 @@ SEED_ARMS: tuple[str, ...] = ("dropout", "dropout+ln", "ln", "none")
 CONTROL_ARMS: tuple[str, ...] = ("relu", "relu+ln", "relu+dropout", "relu+dropout+ln", "none/std", "ln/std",
                                  "none/adamw", "ln/adamw")
 
-SRC = "seed 000"  # the source of the seed's claims
+SRC = "post 000"  # the source of the seed's claims
 CTRL = "control (normlab)"  # the source of normlab's control claims
 
 

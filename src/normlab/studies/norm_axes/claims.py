@@ -1,4 +1,4 @@
-"""norm-axes' claims: each layer matches its loop, seed 002's loops are the layers they name, seed 004's reading of
+"""norm-axes' claims: each layer matches its loop, post 002's loops are the layers they name, post 004's reading of
 LayerNorm, which norms look at other samples or other positions, and what each norm stores."""
 
 from __future__ import annotations
@@ -86,12 +86,12 @@ def state_claims(state: pd.DataFrame) -> list[Claim]:
         ("gn-state", "GroupNorm has per-channel gamma and beta and no running statistics", SEED_004,
          {"GroupNorm(2, 4)": {"weight": "parameter (4,) saved learned", "bias": "parameter (4,) saved learned",
                               "running_mean": "absent", "running_var": "absent"}}),
-        ("in-state-default", "InstanceNorm2d(3, momentum=0.3) as in seed 004 stores nothing (affine=False and "
+        ("in-state-default", "InstanceNorm2d(3, momentum=0.3) as in post 004 stores nothing (affine=False and "
          "track_running_stats=False by default, so its momentum is unused)", SEED_004,
          {"InstanceNorm2d(3, momentum=0.3)": {"weight": "absent", "bias": "absent", "running_mean": "absent",
                                               "running_var": "absent"}}),
         ("in-state-options", "InstanceNorm2d with affine=True and track_running_stats=True stores per-channel gamma, "
-         "beta and running statistics, like BatchNorm (seed 004 lists these parameters)", SEED_004,
+         "beta and running statistics, like BatchNorm (post 004 lists these parameters)", SEED_004,
          {"InstanceNorm2d(3, affine=True, track_running_stats=True)": {
              "weight": "parameter (3,) saved learned", "bias": "parameter (3,) saved learned",
              "running_mean": "buffer (3,) saved", "running_var": "buffer (3,) saved"}}),
@@ -130,16 +130,16 @@ def claims(run: StoredRun) -> list[Claim]:
     out[-1].detail += f"; against one statistic per sample: {maxdiff(run, 'nchw', 'layernorm', 'layernorm').max():.2g}"
     out.append(bound_claim(
         "seed002-bn-loop", "Seed 002's BN loop (per seq position and hidden unit, over the batch) is a BatchNorm",
-        SEED_002, "per random tensor: max |BatchNorm1d(seq*hidden) on [batch, seq*hidden] - seed 002's loop|",
+        SEED_002, "per random tensor: max |BatchNorm1d(seq*hidden) on [batch, seq*hidden] - post 002's loop|",
         maxdiff(run, "sequence", "bn-seed002-verbatim", "bn-seed002"), tol, "below"))
     out.append(bound_claim(
         "seed002-ln-loop", "Seed 002's LN loop (per token, over hidden) is LayerNorm(hidden)", SEED_002,
-        "per random tensor: max |LayerNorm(hidden) - seed 002's loop|",
+        "per random tensor: max |LayerNorm(hidden) - post 002's loop|",
         maxdiff(run, "sequence", "ln-seed002-verbatim", "layernorm"), tol, "below"))
     usual = bound_claim(
         "seed002-bn-loop-is-batchnorm1d-hidden", "Seed 002's BN loop is what BatchNorm1d(hidden) computes on a "
         "[batch, hidden, seq] sequence", "control",
-        "per random tensor: max |BatchNorm1d(hidden) on the transposed sequence - seed 002's BN loop|",
+        "per random tensor: max |BatchNorm1d(hidden) on the transposed sequence - post 002's BN loop|",
         maxdiff(run, "sequence", "bn-seed002-verbatim", "bn-hidden"), tol, "below")
     pooled = maxdiff(run, "sequence", "bn-hidden", "bn-hidden")
     usual.detail += ("; BatchNorm1d(hidden) shares one statistic per hidden unit over batch *and* seq: "
@@ -149,7 +149,7 @@ def claims(run: StoredRun) -> list[Claim]:
     # Who looks at the other samples of the batch, and at the other positions of a sequence.
     bn_dep = bound_claim(
         "bn-depends-on-batch", "Control: BatchNorm's output for a sample changes when the other samples change",
-        "control", "per random tensor: smallest over BN layers (BatchNorm2d; seed 002's BN; BatchNorm1d(hidden)) "
+        "control", "per random tensor: smallest over BN layers (BatchNorm2d; post 002's BN; BatchNorm1d(hidden)) "
         "of max |sample 0's output - its output when the other samples are redrawn|",
         np.minimum(per_seed(run, "nchw", libs("batch_dependence/batchnorm")),
                    np.minimum(per_seed(run, "sequence", libs("batch_dependence/bn-seed002")),

@@ -7,10 +7,10 @@ from typing import ClassVar
 
 from normlab.engine.config import Check, integer, items, number, seeds_check
 
-SEED_002, SEED_003, SEED_004 = "seed 002", "seed 003", "seed 004"
+SEED_002, SEED_003, SEED_004 = "post 002", "post 003", "post 004"
 NORMS = ("batchnorm", "layernorm", "instancenorm", "groupnorm")
 LABELS = {"batchnorm": "BatchNorm", "layernorm": "LayerNorm", "instancenorm": "InstanceNorm",
-          "groupnorm": "GroupNorm", "bn-seed002": "BatchNorm (seed 002's loop)",
+          "groupnorm": "GroupNorm", "bn-seed002": "BatchNorm (post 002's loop)",
           "bn-hidden": "BatchNorm1d(hidden)"}
 
 

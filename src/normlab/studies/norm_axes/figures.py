@@ -53,7 +53,7 @@ def axes_figure(run: StoredRun, arm: str) -> Figure:
     fig.tight_layout()
     what = (f"(N, C, H, W) = {c.nchw}, H and W flattened into one axis" if arm == "nchw"
             else f"[batch, seq, hidden] = {c.sequence}")
-    extra = ("" if arm == "nchw" else " 'BatchNorm (seed 002's loop)' is seed 002's BN loop: one statistic per "
+    extra = ("" if arm == "nchw" else " 'BatchNorm (post 002's loop)' is post 002's BN loop: one statistic per "
              "(seq, hidden) over the batch; 'BatchNorm1d(hidden)' is how BN is applied to sequences in torch "
              "(over batch and seq).")
     return Figure(
@@ -78,7 +78,7 @@ def state_figure(run: StoredRun) -> Figure:
     return Figure(
         "state", "What each norm stores: parameters and buffers",
         "One row per parameter (learned, gamma = weight, beta = bias) or buffer (saved with the model, not "
-        "learned) of seed 004's example layers, read from the layers themselves, with whether it is saved in the "
+        "learned) of post 004's example layers, read from the layers themselves, with whether it is saved in the "
         "state_dict (the model file) and learned (requires_grad). BatchNorm stores per-channel "
         "running statistics; LayerNorm's affine has the shape of normalized_shape; GroupNorm's is per channel; "
         "InstanceNorm stores nothing unless affine / track_running_stats are switched on.", fig)

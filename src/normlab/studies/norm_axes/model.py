@@ -1,5 +1,5 @@
 """What a norm-axes cell computes: every norm written as explicit loops (the reference), the layers checked
-against them, and the parameters and buffers of seed 004's example layers."""
+against them, and the parameters and buffers of post 004's example layers."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def nchw_keys(channels: int, groups: int) -> dict[str, Callable]:
         "layernorm": lambda i: (i[0],),  # one per sample
         "instancenorm": lambda i: (i[0], i[1]),  # one per (sample, channel)
         "groupnorm": lambda i: (i[0], i[1] // per_group),  # one per (sample, group of channels)
-        # seed 004's reading of LayerNorm((C, H, W)): "more like computing mean and variance element-wise",
+        # post 004's reading of LayerNorm((C, H, W)): "more like computing mean and variance element-wise",
         # i.e. one statistic per (c, h, w) element, over the batch (the claims check LayerNorm against it)
         "ln-elementwise": lambda i: (i[1], i[2], i[3]),
     }
@@ -109,7 +109,7 @@ def sequence_outputs(t: torch.Tensor, groups: int, eps: float, lib) -> dict[str,
     kw = {"eps": eps, "dtype": torch.float64}
     channels_first = t.transpose(1, 2)  # (B, hidden, seq): the layout BatchNorm1d/InstanceNorm1d/GN expect
     return {
-        # seed 002's BN loop = one BatchNorm feature per (seq, hidden) position
+        # post 002's BN loop = one BatchNorm feature per (seq, hidden) position
         "bn-seed002": lib.BatchNorm1d(s * h, affine=False, **kw)(t.reshape(b, s * h)).view(b, s, h),
         "bn-hidden": lib.BatchNorm1d(h, affine=False, **kw)(channels_first).transpose(1, 2),
         "layernorm": lib.LayerNorm(h, elementwise_affine=False, **kw)(t),
@@ -119,7 +119,7 @@ def sequence_outputs(t: torch.Tensor, groups: int, eps: float, lib) -> dict[str,
 
 
 def state_examples() -> dict[str, torch.nn.Module]:
-    """Seed 004's example layers (and seed 002's "what does each norm store")."""
+    """Seed 004's example layers (and post 002's "what does each norm store")."""
     return {
         "BatchNorm1d(5, momentum=0.3)": nlnn.BatchNorm1d(5, momentum=0.3),
         "BatchNorm2d(3)": nlnn.BatchNorm2d(3),
@@ -199,7 +199,7 @@ def tensors_cell(config: Config, arm: str, seeds: Sequence[int], progress: Calla
         x = torch.randn(shape, generator=g, dtype=torch.float64) * 2 + torch.randn(
             shape[1:], generator=g, dtype=torch.float64)  # position-dependent offsets: sets matter
         loops = {name: loop_normalize(x, key, config.eps) for name, key in keys.items()}
-        if arm == "sequence":  # seed 002's own loop structure, checked against the generic loop too
+        if arm == "sequence":  # post 002's own loop structure, checked against the generic loop too
             loops["bn-seed002-verbatim"] = (seed002_bn_loop(x, config.eps), None)
             loops["ln-seed002-verbatim"] = (seed002_ln_loop(x, config.eps), None)
         for lib_name, lib in (("normlab", nlnn), ("torch", torch.nn)):

@@ -60,12 +60,12 @@ SEED_SENTENCES: tuple[SeedSentence, ...] = (
                 "LN uses are tested by seed002-ln-loop and ln-independent-of-length"),
     SeedSentence(
         "002", "BN 是在 batch_size 维做 Norm,则:",
-        "BN normalizes over the batch_size dimension, i.e. (seed 002's loop) for each (seq, hidden) position, "
+        "BN normalizes over the batch_size dimension, i.e. (post 002's loop) for each (seq, hidden) position, "
         "over the batch.",
         tested_by=("seed002-bn-loop", "seed002-bn-loop-is-batchnorm1d-hidden")),
     SeedSentence(
         "002", "LN是在 hidden_size 维做 Norm,则:",
-        "LN normalizes over the hidden_size dimension, i.e. (seed 002's loop) for each (batch, seq) token, over "
+        "LN normalizes over the hidden_size dimension, i.e. (post 002's loop) for each (batch, seq) token, over "
         "hidden.",
         tested_by=("seed002-ln-loop",)),
     SeedSentence(

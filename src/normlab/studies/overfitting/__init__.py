@@ -1,4 +1,4 @@
-"""overfitting (seed 004): weight decay and dropout on a 10-point regression, and inverted dropout.
+"""overfitting (post 004): weight decay and dropout on a 10-point regression, and inverted dropout.
 
 The seed fits ``y = 1.5x + noise`` with a wide MLP ``1→200→200→200→1`` (ReLU) on 10 points, full batch,
 SGD(lr=0.01, momentum=0.9), 2000 steps, with ``weight_decay=1e-2`` vs none, and then the same MLP with

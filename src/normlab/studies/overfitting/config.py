@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from normlab.engine.config import Check, integer, items, number, one_of, seeds_check
 
-SOURCE = "seed 004"
+SOURCE = "post 004"
 PAPER = "Srivastava et al. 2014"
 
 # arm -> (dropout p, use weight decay); p None: the config's ``dropout``

@@ -1,7 +1,7 @@
-"""residual-placement (seeds 003, 002): Post-LN, Pre-LN, Sandwich-LN and DeepNorm in a char-level transformer.
+"""residual-placement (posts 003, 002): Post-LN, Pre-LN, Sandwich-LN and DeepNorm in a char-level transformer.
 
 Seed 003 describes where LayerNorm goes around a transformer's residual and what each choice does at
-depth; seeds 002 and 003 say LayerNorm, not BatchNorm, is what NLP uses. normlab trains a small
+depth; posts 002 and 003 say LayerNorm, not BatchNorm, is what NLP uses. normlab trains a small
 decoder-only transformer (:mod:`normlab.models.transformer`) as a character language model on Shakespeare
 (:mod:`normlab.data.corpus`): a depth x learning-rate stability map of every placement (LayerNorm, no
 warmup), warmup arms in the stress cell (deepest depth, highest rate), RMSNorm arms and a BatchNorm arm.

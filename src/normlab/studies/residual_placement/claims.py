@@ -546,7 +546,7 @@ def _rms_cheaper(m: pd.DataFrame) -> Claim:
 
 def _ln_beats_bn(c: Config, m: pd.DataFrame) -> Claim:
     where = dict(placement=c.bn_placement, depth=c.bn_depth, lr=c.low_lr, warmup=0)
-    args = ("ln-beats-bn", "LayerNorm works better than BatchNorm in a transformer language model", "seeds 002, 003",
+    args = ("ln-beats-bn", "LayerNorm works better than BatchNorm in a transformer language model", "posts 002, 003",
             f"{c.bn_placement} placement, depth {c.bn_depth}, lr {c.low_lr:g}, no warmup: held-out validation loss "
             "(BatchNorm in eval mode, running statistics) LayerNorm lower than BatchNorm over the B*T positions, "
             "paired by seed; a non-finite loss counts as the untrained model's")

@@ -17,7 +17,7 @@ from normlab.engine.config import (
     seeds_check,
 )
 
-SOURCE = "seed 003"
+SOURCE = "post 003"
 XIONG = "Xiong et al. 2020"
 DEEPNET = "Wang et al. 2022 (DeepNet)"
 COGVIEW = "Ding et al. 2021 (CogView)"

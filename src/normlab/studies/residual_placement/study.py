@@ -22,7 +22,7 @@ from normlab.studies.residual_placement.sentences import POST_TITLES, SENTENCES
 class ResidualPlacement(Study):
     name = "residual-placement"
     description = ("Post-LN vs Pre-LN vs Sandwich-LN vs DeepNorm in a char-level transformer on Shakespeare: "
-                   "depth x learning-rate stability map, warmup, RMSNorm and BatchNorm arms (seeds 003, 002)")
+                   "depth x learning-rate stability map, warmup, RMSNorm and BatchNorm arms (posts 003, 002)")
     seeds_from = ("003", "002")
     post_titles: ClassVar[dict[str, str]] = POST_TITLES
     seed_sentences = SENTENCES
