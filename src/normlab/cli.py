@@ -90,7 +90,7 @@ def list_studies(json_out: bool = typer.Option(False, "--json", help="Machine-re
 
     studies = registry()
     if json_out:
-        typer.echo(json.dumps([{"name": s.name, "description": s.description, "seeds": list(s.seeds_from),
+        typer.echo(json.dumps([{"name": s.name, "description": s.description, "posts": list(s.seeds_from),
                                 "origin": describe_source(s.source)} for s in studies.values()], indent=2))
     else:
         width = max((len(n) for n in studies), default=0)

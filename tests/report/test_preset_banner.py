@@ -27,6 +27,9 @@ def test_the_preset_is_read_from_the_config_itself():
     assert "steps=10" in quick.banner("toy") and "steps=30" in quick.banner("toy")
     custom = preset_of(study, ToyConfig(steps=12, seeds=5))
     assert custom.kind == "custom" and not custom.smoke_test and custom.banner("toy") == ""
+    assert custom.sizes == (("seeds", 5, 4), ("steps", 12, 30))  # what differs from the default, named
+    smaller = preset_of(study, ToyConfig(steps=8, seeds=5))  # below the quick preset's steps: still a smoke test
+    assert smaller.kind == "quick" and smaller.smoke_test
 
 
 def test_a_quick_report_marks_every_verdict_not_judged(tmp_path):
@@ -41,7 +44,7 @@ def test_a_quick_report_marks_every_verdict_not_judged(tmp_path):
     assert "id='smoke-test'" in page and "smoke test: verdicts not judged" in page
     assert page.index("Bottom line") < page.index("id='claims'")
     shown = CliRunner().invoke(app, ["show", str(out.run_dir)])
-    assert "quick preset, a smoke test" in shown.output and SMOKE_TEST_VERDICT in shown.output
+    assert "a smoke test" in shown.output and SMOKE_TEST_VERDICT in shown.output
 
 
 def test_a_default_like_report_shows_verdicts_and_no_smoke_banner(tmp_path):

@@ -89,7 +89,9 @@ def run_study(
     :class:`~normlab.engine.store.RunDirBusyError` before anything is written; a full disk or read-only
     directory raises :class:`~normlab.atomic.WriteError` naming the file. ``jobs > 1`` runs that many cells at
     once in worker processes (``0``: one per CPU core; see :mod:`normlab.engine.parallel`); every cell is
-    seeded from its key and runs with the same thread count, so its numbers do not depend on ``jobs``.
+    seeded from its key, and a study that sets ``threads`` (every built-in does) runs each cell with that many
+    torch threads, so its numbers do not depend on ``jobs``; without it a cell gets the process's threads
+    divided by ``jobs``, and reductions over threads may round differently.
     ``executor="dask"`` computes the cells on Dask distributed workers (a local cluster of ``jobs`` worker
     processes, or the scheduler at ``address``) and stores each one here as it returns
     (:mod:`normlab.engine.executors`); an unknown or uninstalled executor raises

@@ -197,10 +197,11 @@ def relative_effect(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.nda
     return float(a.mean() - mb) / abs(mb)
 
 
-def _diff_ci(a: np.ndarray, b: np.ndarray, paired: bool) -> tuple[float, float, float]:
-    """Mean difference ``a - b`` and its 95% interval (Welch or paired)."""
+def _diff_ci(a: np.ndarray, b: np.ndarray, paired: bool, alpha: float = ALPHA) -> tuple[float, float, float]:
+    """Mean difference ``a - b`` and its two-sided ``1 - 2 alpha`` interval (95% at the lab's rule; Welch or
+    paired), so a verdict and the interval shown beside it use the same level."""
     if paired:
-        iv = mean_ci(a - b)
+        iv = mean_ci(a - b, 1.0 - 2.0 * alpha)
         return iv.mean, iv.lo, iv.hi
     va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
     diff = float(a.mean() - b.mean())
@@ -208,7 +209,7 @@ def _diff_ci(a: np.ndarray, b: np.ndarray, paired: bool) -> tuple[float, float, 
     if se == 0.0:
         return diff, diff, diff
     df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
-    half = float(sps.t.ppf(0.975, df)) * se
+    half = float(sps.t.ppf(1.0 - alpha, df)) * se
     return diff, diff - half, diff + half
 
 
@@ -276,7 +277,7 @@ def compare_claim(
             detail=f"fewer than 2 finite values per group ({a_t.size} {labels[0]}, {b_t.size} {labels[1]})",
         )
     test = paired_t(a_t, b_t) if paired else welch_t(a_t, b_t)
-    diff, lo, hi = _diff_ci(a_t, b_t, paired)
+    diff, lo, hi = _diff_ci(a_t, b_t, paired, alpha)
 
     # Effect size and its interval, in the same units.
     if effect == "cohen_d":
@@ -385,7 +386,10 @@ def equivalence_claim(
     else:
         b_arr = _as_array(b, "b")  # type: ignore[arg-type]
         if paired:
-            d = _finite(_as_array(a, "a") - b_arr)
+            a_all = _as_array(a, "a")
+            if a_all.shape != b_arr.shape:
+                raise ValueError(f"paired: a and b need equal lengths, got {a_all.size} and {b_arr.size}")
+            d = _finite(a_all - b_arr)
         label = "vs b"
     if paired:
         if d.size < 2:
@@ -448,7 +452,7 @@ def exact_claim(
 
 
 def bound_claim(id: str, claim: str, source: str, measurement: str, values: Sequence[float] | np.ndarray,
-                bound: float, side: Literal["below", "above"], *, unit: str = "seed", what: str = "seeds",
+                bound: float, side: Literal["below", "above"], *, unit: str, what: str = "seeds",
                 extra: str = "") -> Claim:
     """A property that must hold for *every* unit (a worst case, not a mean): ``side="below"`` is supported
     iff the largest value is <= ``bound``, ``"above"`` iff the smallest is > ``bound``; refuted otherwise (one

@@ -39,7 +39,7 @@ class Preset:
         if self.kind == "default":
             return f"default preset ({self.sizes_text()})" if self.sizes else "default preset"
         if self.kind == "quick":
-            return (f"quick preset, a smoke test ({self.sizes_text()}); the default preset uses "
+            return (f"quick preset or smaller, a smoke test ({self.sizes_text()}); the default preset uses "
                     f"{self.sizes_text('default')}")
         return f"custom settings ({self.sizes_text()}; the default preset uses {self.sizes_text('default')})"
 
@@ -47,7 +47,7 @@ class Preset:
         """What a reader must know before reading a verdict of a quick run ("" otherwise)."""
         if not self.smoke_test:
             return ""
-        return (f"Smoke test: this run used the quick preset ({self.sizes_text()}), which only checks that the "
+        return (f"Smoke test: this run used the quick preset's sizes or smaller ({self.sizes_text()}), which only checks that the "
                 f"study runs. Its verdicts are {SMOKE_TEST_VERDICT}: the default preset uses "
                 f"{self.sizes_text('default')} (normlab run {study}).")
 
@@ -59,17 +59,28 @@ def _short(v: Any) -> str:
 
 
 def preset_of(study: Study, config: Any) -> Preset:
-    """The preset ``config`` is, for ``study``: its default, its quick preset, or custom settings."""
+    """The preset ``config`` is, for ``study``: its default, its quick preset, or custom settings.
+
+    A run is a smoke test (``"quick"``) when it is the quick preset, or when any size the quick preset
+    shrinks (seeds, steps, epochs...) is at or below its quick value: ``--quick --seeds 2`` is no more
+    judgeable than ``--quick``. ``sizes`` lists the quick preset's fields and every other field that differs
+    from the default.
+    """
     default = study.Config()
     quick = apply_overrides(default, dict(study.quick_overrides), source="quick preset")
-    here, base = config_to_dict(config), config_to_dict(default)
+    here, base, small = config_to_dict(config), config_to_dict(default), config_to_dict(quick)
     fields = [f.name for f in dataclasses.fields(default)]
-    shown = [k for k in fields if k in study.quick_overrides] or [k for k in fields if here[k] != base[k]]
+    shown = [k for k in fields if k in study.quick_overrides or here[k] != base[k]]
     sizes = tuple((k, here[k], base[k]) for k in shown)
+    shrunk = [k for k in study.quick_overrides if _number(small[k]) and _number(base[k]) and small[k] < base[k]]
     if here == base:
         kind = "default"
-    elif here == config_to_dict(quick):
+    elif here == small or any(_number(here[k]) and here[k] <= small[k] for k in shrunk):
         kind = "quick"
     else:
         kind = "custom"
     return Preset(kind, sizes)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)

@@ -86,12 +86,18 @@ def posts_line(seeds_from: Sequence[str], post_titles: dict[str, str]) -> str:
     return "; ".join(f"post {p}" + (f" «{post_titles[p]}»" if p in post_titles else "") for p in seeds_from)
 
 
+def cell(text: object) -> str:
+    """Text for a markdown table cell: a ``|`` would end the cell, a newline the row."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
 def seed_sentences_markdown(sentences: Sequence[SeedSentence], claims: list[Claim],
                             shown: Callable[[Claim], str] = lambda c: c.verdict) -> str:
     if not sentences:
         return ""
     head = "| post | the post says | in English | tested by (verdict) |\n|---|---|---|---|\n"
-    body = "\n".join(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in seed_sentence_rows(sentences, claims, shown))
+    body = "\n".join(f"| {cell(a)} | {cell(b)} | {cell(c)} | {cell(d)} |"
+                     for a, b, c, d in seed_sentence_rows(sentences, claims, shown))
     return head + body + "\n"
 
 
@@ -109,9 +115,9 @@ def claims_markdown(claims: list[Claim], shown: Callable[[Claim], str] = lambda 
     for c in claims:
         ci = f" {fmt_interval(c.ci[0], c.ci[1], c.n)}" if c.ci else ""
         lines.append(
-            f"| {c.id} | {c.claim} | **{shown(c)}** | {c.statistic}={fmt_num(c.value)} | {fmt_num(c.p_value)} "
-            f"| {fmt_num(c.p_adjusted)} | {survival(c)} | {fmt_num(c.effect_size)}{ci} | {c.unit or '–'} "
-            f"| {fmt_num(c.n)} |"
+            f"| {cell(c.id)} | {cell(c.claim)} | **{shown(c)}** | {cell(c.statistic)}={fmt_num(c.value)} "
+            f"| {fmt_num(c.p_value)} | {fmt_num(c.p_adjusted)} | {survival(c)} | {fmt_num(c.effect_size)}{ci} "
+            f"| {cell(c.unit or '–')} | {fmt_num(c.n)} |"
         )
     return head + "\n".join(lines) + "\n\n" + correction_line(claims) + "\n\n" + EFFECT_NOTE + "\n"
 
@@ -123,7 +129,7 @@ def key_numbers_markdown(table: pd.DataFrame, max_rows: int = 200) -> str:
     head = "| " + " | ".join([*cols, "mean [95% CI]"]) + " |\n|" + "---|" * (len(cols) + 1) + "\n"
     body = []
     for _, r in table.head(max_rows).iterrows():
-        cells = [fmt_num(r[c]) for c in cols]
+        cells = [cell(fmt_num(r[c])) for c in cols]
         body.append("| " + " | ".join([*cells, f"{fmt_num(r['mean'])} {fmt_interval(r['lo'], r['hi'], r['n'])}"]) + " |")
     more = f"\n({len(table) - max_rows} more rows in key_numbers.json)\n" if len(table) > max_rows else "\n"
     return head + "\n".join(body) + more

@@ -4,7 +4,7 @@ shrinks, and do the per-sample norms not?
 A small CNN (:class:`normlab.models.cnn.SmallCNN`) trained on real images with BatchNorm, GroupNorm, LayerNorm
 (GN with one group), InstanceNorm (GN with one channel per group) or no norm, in two designs:
 
-* **ghost batches** (judges the seed's attribution): one optimiser batch, lr, step count and data order for
+* **ghost batches** (judges the post's attribution): one optimiser batch, lr, step count and data order for
   every cell; BatchNorm computes its statistics over sub-batches of ``g`` images (:mod:`.ghost`), as per-GPU
   BatchNorm does. The other norms run at the smallest and the largest ``g`` as controls. Trained long enough
   that the reference cell's test accuracy has stopped improving (checked by a claim, drawn as curves).

@@ -1,6 +1,6 @@
 """batch-size's verdicts.
 
-The ghost design (fixed optimisation, BatchNorm's statistics batch varied) judges the seed's attribution:
+The ghost design (fixed optimisation, BatchNorm's statistics batch varied) judges the post's attribution:
 BN degrades as its statistics batch shrinks, GN (and the other per-sample norms) do not. The plain sweep
 (the batch itself varied, equal examples, linear lr scaling) keeps its claims, judged with its confounds
 named. Every comparison between cells is paired by seed: seed ``s`` fixes the initial weights and the data
@@ -52,7 +52,7 @@ def _drop_is_significant(drop: np.ndarray) -> bool:
 
 
 def _downgrade(claim: Claim, culprits: list[str], why: str) -> Claim:
-    """The effect is there, but a control shows it too: the seed's attribution is not supported."""
+    """The effect is there, but a control shows it too: the post's attribution is not supported."""
     if claim.verdict == "supported" and culprits:
         claim.verdict = "inconclusive"
         claim.detail += f"; NOT attributed: control {', '.join(culprits)} {why}"
@@ -240,7 +240,7 @@ def notes(run: StoredRun) -> str:
              f"{info['image_size'].iloc[0]}x{info['image_size'].iloc[0]} pixels" if len(info) else "")
     text = (
         f"Data: {name} ({sizes}, a fixed random subset).\n\n"
-        f"**Ghost design** (judges the seed's attribution): every cell trains with optimiser batch "
+        f"**Ghost design** (judges the post's attribution): every cell trains with optimiser batch "
         f"{c.optimiser_batch}, lr {c.lr:g} (SGD, momentum 0.9, constant), {c.epochs:g} epochs, and seed s's "
         f"initial weights and data order; BatchNorm computes its statistics over consecutive sub-batches of g "
         f"images (g in {sorted(c.ghost_sizes)}), as per-GPU BatchNorm does over the images of one GPU. GN, LN, IN "

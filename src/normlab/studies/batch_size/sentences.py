@@ -1,4 +1,4 @@
-"""Seed 003's claim sentences that batch-size owns (its BN/LN/IN/GN section: batch size, small batches, which
+"""Post 003's claim sentences that batch-size owns (its BN/LN/IN/GN section: batch size, small batches, which
 norm suits where; what each norm averages over is norm-axes' part), each tested by claims or marked why not."""
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ def values(run: StoredRun, arm: str, metric: str, step: int | None = None, **par
 
 
 def hand_walkthrough(momentum: float, value: float, iterations: int) -> list[tuple[float, float]]:
-    """Seed 004's hand computation: constant feature ``value`` -> batch mean ``value``, batch var 0."""
+    """Post 004's hand computation: constant feature ``value`` -> batch mean ``value``, batch var 0."""
     mean, var, out = 0.0, 1.0, []
     for _ in range(iterations):
         mean = (1 - momentum) * mean + momentum * value
@@ -37,7 +37,7 @@ SEED = "seed"  # the unit of replication of every seeded claim: one seed = one b
 
 def _exact_facts(run: StoredRun, c: Config) -> list[Claim]:
     out: list[Claim] = []
-    # Seed 004's printed numbers after iteration 0, then its rule for every later iteration.
+    # Post 004's printed numbers after iteration 0, then its rule for every later iteration.
     for j, value in ((0, 1.0), (1, 2.0)):
         hand = hand_walkthrough(c.walk_momentum, value, c.walk_iterations)
         observed = [(values(run, "walkthrough", f"running_mean/f{j}", step=k)[0],
@@ -307,7 +307,7 @@ def _gap_claims(run: StoredRun, c: Config) -> list[Claim]:
     why = untrained(bm) or ("" if emas else f"gap_momenta {list(c.gap_momenta)} has no exponential average")
     if why:
         return [_skip(cid, _GAP, "test accuracy / running-statistics error of the CNN", why) for cid in _GAP]
-    # Keras's default 0.99 is torch 0.01: the seed's "large momentum".
+    # Keras's default 0.99 is torch 0.01: the post's "large momentum".
     large = 0.01 if 0.01 in emas else min(emas)
     run_s, recal_s, batch_s = v("acc_running", short, bm, large), v("acc_recalibrated", short, bm), \
         v("acc_batch_stats", short, bm)
@@ -374,9 +374,9 @@ def _gap_claims(run: StoredRun, c: Config) -> list[Claim]:
 
 
 NOTES = """\
-Seed 002 writes the moving average as `moving = moving*momentum + batch*(1-momentum)` and says PyTorch's
+Post 002 writes the moving average as `moving = moving*momentum + batch*(1-momentum)` and says PyTorch's
 value is 0.9: in that (Keras) form the statement is right, but PyTorch's *argument* means the opposite weight
-(default 0.1); the two claims above separate the formula from the argument. Seed 004's walk-through is
+(default 0.1); the two claims above separate the formula from the argument. Post 004's walk-through is
 reproduced by the layer itself, iteration by iteration. The convergence arms use a fixed (stationary)
 population whose exact statistics are known, so "closer to the truth" is measured, not inferred. The CNN arms
 are the moving case: the statistics a BatchNorm should hold change as the network trains, so an average that

@@ -36,9 +36,9 @@ def _walkthrough_figure(run: StoredRun) -> Figure:
         ax.legend(fontsize=8)
     fig.tight_layout()
     return Figure(
-        "walkthrough", f"Seed 004's BatchNorm1d(momentum={c.walk_momentum:g}) walk-through",
+        "walkthrough", f"Post 004's BatchNorm1d(momentum={c.walk_momentum:g}) walk-through",
         "Markers: the running mean and running variance a BatchNorm1d layer stores after each iteration on "
-        "post 004's constant batch; dotted lines: the seed's hand computation (1-m)*old + m*batch from "
+        "post 004's constant batch; dotted lines: the post's hand computation (1-m)*old + m*batch from "
         "(0, 1). The mean climbs toward the feature's value, the variance decays toward the batch's 0.", fig)
 
 

@@ -32,7 +32,7 @@ def population(config: Config) -> torch.Tensor:
 
 
 def walkthrough(config: Config) -> pd.DataFrame:
-    """Seed 004's loop: the same constant batch fed repeatedly; running stats recorded after each step."""
+    """Post 004's loop: the same constant batch fed repeatedly; running stats recorded after each step."""
     feature = torch.arange(1, config.walk_features + 1, dtype=torch.float32).view(1, -1, 1)  # (1, F, 1)
     batch = feature.expand(config.walk_batch, -1, -1).contiguous()  # (B, F, 1): feature i is i + 1
     bn = BatchNorm1d(config.walk_features, momentum=config.walk_momentum)
@@ -53,7 +53,7 @@ def layer_facts() -> pd.DataFrame:
     var_biased, var_unbiased = x.var(0, correction=0), x.var(0, correction=1)
     default = torch.nn.BatchNorm1d(6, dtype=torch.float64)
     out = default(x).detach()
-    # Seed 002's formula: running = momentum * running + (1 - momentum) * batch, from running_mean = 0,
+    # Post 002's formula: running = momentum * running + (1 - momentum) * batch, from running_mean = 0,
     # so after one step running_mean = (1 - momentum) * batch_mean: solve for its "momentum".
     decay = float((1 - default.running_mean / mean_b).mean())
     as_seed = torch.nn.BatchNorm1d(6, momentum=0.9, dtype=torch.float64)  # what a reader of post 002 types
@@ -61,9 +61,9 @@ def layer_facts() -> pd.DataFrame:
     full = torch.nn.BatchNorm1d(6, momentum=1.0, dtype=torch.float64)  # running = this batch's estimate
     full(x)
     eps = default.eps
-    # Seed 002: the initial running statistics are (0, 1), "a standard normal".
+    # Post 002: the initial running statistics are (0, 1), "a standard normal".
     fresh = torch.nn.BatchNorm1d(6, dtype=torch.float64)
-    # Seed 002: eval normalizes with the running statistics (kept in the state dict with the weights);
+    # Post 002: eval normalizes with the running statistics (kept in the state dict with the weights);
     # training uses the batch's, whatever the running statistics hold. Two layers whose running
     # statistics differ (different momenta, one extra step on another batch) give the same training
     # output and different eval outputs.
@@ -78,7 +78,7 @@ def layer_facts() -> pd.DataFrame:
     saved = a.state_dict()
     in_state = float(torch.equal(saved["running_mean"], a.running_mean)
                      and torch.equal(saved["running_var"], a.running_var))
-    # Seed 004: "track_running_stats: training or test state". With the flag fixed, train()/eval() still
+    # Post 004: "track_running_stats: training or test state". With the flag fixed, train()/eval() still
     # switches the statistics (when it is True); with it False the layer uses batch statistics in both.
     tracked = torch.nn.BatchNorm1d(6, dtype=torch.float64)
     tracked(x)

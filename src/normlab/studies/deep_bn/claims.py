@@ -63,7 +63,9 @@ def _all_of(id: str, claim: str, source: str, measurement: str, parts: list[Clai
     """One claim that must hold for every arm: combined verdict, the weakest arm's numbers."""
     verdict = stats.combine_verdicts([p.verdict for p in parts])
     rank = {"refuted": 0, "inconclusive": 1, "supported": 2}
-    worst = min(parts, key=lambda p: rank[p.verdict])
+    # The weakest part decides: the first refuted/inconclusive one, or, when all are supported, the one
+    # with the largest p (a claim on every arm is as strong as its weakest arm, also for Holm).
+    worst = min(parts, key=lambda p: (rank[p.verdict], -(p.p_value if p.p_value is not None else 1.0)))
     detail = "; ".join(f"{n}: {p.verdict} ({p.detail})" for n, p in zip(names, parts, strict=True))
     return Claim(id=id, claim=claim, source=source, measurement=measurement, verdict=verdict,
                  statistic=worst.statistic, value=worst.value, p_value=worst.p_value,

@@ -43,7 +43,7 @@ class Config:
     train_steps: int = 200  # SGD steps per run (200 x 64 images = 9.5 passes over the 1,348 training images)
     train_seeds: int = 12
     lrs: tuple[float, ...] = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
-    momentum: float = 0.9  # SGD momentum, as in the seed's own training code
+    momentum: float = 0.9  # SGD momentum, as in the post's own training code
     train_inits: tuple[str, ...] = ("kaiming", "default")  # of the hidden layers; the readout keeps torch's
     # A run "trains" when its final loss (mean minibatch loss over the last ``tail`` steps) is finite and at
     # most ``trains_below`` x the chance loss ln(10). Fixed before any run was judged.

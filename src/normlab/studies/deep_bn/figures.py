@@ -118,7 +118,7 @@ def _per_layer_figure(run: StoredRun, metric: str) -> Figure:
         "act_std": "Each line is the std of a layer's output (what the seed prints), geometric mean over seeds "
                    "with a 95% band; log scale. Left, without BN; right, with BN. A line that falls (rises) "
                    "steadily means the std vanishes (explodes) with depth; a dotted vertical line marks the layer "
-                   "where an arm overflowed to inf, with how many seeds did. The seed's claim holds if the three "
+                   "where an arm overflowed to inf, with how many seeds did. The post's claim holds if the three "
                    "right-hand lines are flat and lie on top of each other.",
         "grad_w": "Each line is a layer's weight-gradient norm divided by the last layer's, geometric mean over "
                   "seeds with a 95% band; log scale; the backward pass runs from the right (output) to the left. "

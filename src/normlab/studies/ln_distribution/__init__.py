@@ -10,15 +10,15 @@ standardizes each *row* (sample) over its features:
 so each row gets mean 0 and *biased* variance ``σ²/(σ²+ε) ≈ 1``. The seed checks with ``Tensor.var()``,
 which is unbiased (divides by ``F - 1``) and reads ``F/(F-1)`` (1.25 for ``F = 5``), not 1.
 
-Arms (every seed ``s`` runs ``torch.manual_seed(s)`` then builds the model and data in the seed's order,
-so seed 0 is the seed's own run and all arms of a seed see the same pre-norm activations):
+Arms (every seed ``s`` runs ``torch.manual_seed(s)`` then builds the model and data in the post's order,
+so seed 0 is the post's own run and all arms of a seed see the same pre-norm activations):
 
-* ``single-sample``: the seed's 5-value sample (deterministic).
-* ``layernorm``: ``Linear(100, 50) -> LayerNorm(50)``, the seed's model.
+* ``single-sample``: the post's 5-value sample (deterministic).
+* ``layernorm``: ``Linear(100, 50) -> LayerNorm(50)``, the post's model.
 * ``batchnorm`` (control): the same Linear and data, ``BatchNorm1d(50)`` instead: it standardizes each
   *column* (feature) over the batch, so it shows what "equalizing per-feature variance" looks like.
 * ``layernorm/lognormal`` (control): ``LayerNorm(50)`` on strongly skewed rows (``exp(randn)``): LN is an
-  affine map of each row, so it cannot change a row's shape; this tests the seed's remark that after LN
+  affine map of each row, so it cannot change a row's shape; this tests the post's remark that after LN
   "a single sample is pulled into a normal distribution".
 """
 

@@ -63,7 +63,7 @@ def claims(run: StoredRun) -> list[Claim]:
             SOURCE, f"biased variance of the normalized sample (F={n})", single["var_biased"], 1.0,
             rtol=c.var_margin, atol=0.0),
         stats.exact_claim(
-            "seed-check-var-1", "The seed's check `sample_norm.var()` reads 1", SOURCE,
+            "seed-check-var-1", "The post's check `sample_norm.var()` reads 1", SOURCE,
             "Tensor.var() (unbiased, divides by F-1) of the normalized sample", single["var_unbiased"], 1.0,
             rtol=c.var_margin, atol=0.0),
         stats.exact_claim(
@@ -80,11 +80,11 @@ def claims(run: StoredRun) -> list[Claim]:
             m.values("layernorm", "sample_var_mean_after"), 1.0, c.var_margin, unit=UNIT),
         stats.threshold_claim(
             "bn-feature-mean-0", "BN gives each feature (dimension) mean 0 over the batch", SOURCE,
-            "per seed: max over the 50 features of |mean over the batch| after BatchNorm1d(50), the seed's data",
+            "per seed: max over the 50 features of |mean over the batch| after BatchNorm1d(50), the post's data",
             m.values("batchnorm", "feature_mean_absmax_after"), "less", c.mean_tol, unit=UNIT),
         stats.equivalence_claim(
             "bn-feature-var-1", "BN gives each feature (dimension) variance 1 over the batch (biased)", SOURCE,
-            "per seed: mean over features of the biased per-feature variance after BatchNorm1d(50), the seed's data",
+            "per seed: mean over features of the biased per-feature variance after BatchNorm1d(50), the post's data",
             m.values("batchnorm", "feature_var_mean_after"), 1.0, c.var_margin, unit=UNIT),
     ]
 
@@ -115,28 +115,28 @@ def claims(run: StoredRun) -> list[Claim]:
     keep = bound_claim(
         "ln-keeps-sample-relations", "LN keeps each sample's feature relations (order and correlation)", SOURCE,
         "per seed: largest of (fraction of a sample's feature pairs LN reverses, 1 - min Pearson correlation of a "
-        "sample before/after), on the seed's data and on unequal-scale features",
+        "sample before/after), on the post's data and on unequal-scale features",
         np.maximum(ln_flip, 1.0 - ln_corr), c.corr_tol, "below")
     distort = stats.compare_claim(
         "bn-distorts-sample-relations", "BN distorts the magnitude relations between a sample's features",
-        SOURCE, "per seed: fraction of a sample's feature pairs whose order BN reverses, on the seed's data "
+        SOURCE, "per seed: fraction of a sample's feature pairs whose order BN reverses, on the post's data "
         "(Linear(100,50) outputs) vs the null: BN on features of truly equal distribution (sampling noise only)",
         m.values("batchnorm", "order_flip_frac"), m.values("batchnorm/equal", "order_flip_frac"), "greater",
         paired=True, labels=("seed's data", "equal-feature null"), unit=UNIT)
-    distort.detail += (f"; LN on the seed's data reverses {stats.mean_ci(m.values('layernorm', 'order_flip_frac')).fmt()}"
+    distort.detail += (f"; LN on the post's data reverses {stats.mean_ci(m.values('layernorm', 'order_flip_frac')).fmt()}"
                        f"; BN on unequal-scale features {stats.mean_ci(m.values('batchnorm/unequal', 'order_flip_frac')).fmt()}"
-                       f"; mean within-sample correlation before/after BN on the seed's data "
+                       f"; mean within-sample correlation before/after BN on the post's data "
                        f"{stats.mean_ci(m.values('batchnorm', 'sample_corr_mean')).fmt()}")
     out += [keep, distort]
 
     # Batch independence: LN normalizes each sample on its own, BN with the batch.
     indep = bound_claim(
         "ln-independent-of-batch", "LN normalizes each sample on its own: its output does not depend on the "
-        "rest of the batch", SOURCE, "per seed: max |LN(batch)[:half] - LN(batch[:half])| on the seed's data",
+        "rest of the batch", SOURCE, "per seed: max |LN(batch)[:half] - LN(batch[:half])| on the post's data",
         m.values("layernorm", "batch_dependence_maxdiff"), c.exact_tol, "below")
     dep = bound_claim(
         "bn-depends-on-batch", "Control: BN's output for a sample changes with the rest of the batch",
-        "control arm", "per seed: max |BN(batch)[:half] - BN(batch[:half])| on the seed's data",
+        "control arm", "per seed: max |BN(batch)[:half] - BN(batch[:half])| on the post's data",
         m.values("batchnorm", "batch_dependence_maxdiff"), c.exact_tol, "above")
     if dep.verdict != "supported":
         indep.verdict = "inconclusive"
@@ -169,18 +169,18 @@ def notes(run: StoredRun) -> str:
     ratio = m.values("layernorm", "feature_var_cv_after") / m.values("layernorm", "feature_var_cv_before")
     keep = stats.mean_ci(ratio[np.isfinite(ratio)]) if np.isfinite(ratio).sum() else None
     return (
-        f"Seed 001 reproduced at its settings: seed 0 of the `layernorm` arm is the seed's "
+        f"Post 001 reproduced at its settings: seed 0 of the `layernorm` arm is the post's "
         f"`torch.manual_seed(0)` run; {c.seeds} seeds in all, one unit each (every arm of a seed is compared "
         f"paired). The seed checks the variance with `Tensor.var()`, which divides by F-1: for F={n} it reads "
         "F/(F-1)·σ²/(σ²+ε), not 1.\n\n"
         "Per-feature variance is judged on features of *unequal* scale (z·s_j, s_j log-spaced "
         f"{c.scale_range[0]:g}..{c.scale_range[1]:g}) against a null of the same z at equal scale, which shows "
-        "what sampling noise alone gives. On the seed's own data the per-feature variances are nearly equal "
+        "what sampling noise alone gives. On the post's own data the per-feature variances are nearly equal "
         f"to begin with: after LN their cv is {seed_cv.fmt()} against {null_cv.fmt()} for features of truly "
-        "equal variance, so the seed's figure cannot tell a norm that equalizes from one that does not"
+        "equal variance, so the post's figure cannot tell a norm that equalizes from one that does not"
         + (f" (LN keeps {keep.fmt()} of the seed data's cv)" if keep is not None and math.isfinite(keep.mean) else "")
         + ". "
-        "Whether the seed's rows look normal after LN says little: before LN their mean skewness is already "
+        "Whether the post's rows look normal after LN says little: before LN their mean skewness is already "
         f"{skew_before.fmt()} (a Gaussian row: 0), as a Linear map of Gaussian input gives; the log-normal "
         "controls test whether LN (per row) or BN (per feature) changes a distribution's shape."
     )

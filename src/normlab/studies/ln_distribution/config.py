@@ -1,4 +1,4 @@
-"""ln-distribution's settings: the seed's sample and model sizes, the unequal-scale design, and the margins the
+"""ln-distribution's settings: the post's sample and model sizes, the unequal-scale design, and the margins the
 claims judge with."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from normlab.engine.config import Check, integer, items, number, seeds_check
 
 SOURCE = "post 001"
 # The batch arms; "single-sample" runs once. Every arm of a seed starts from torch.manual_seed(seed).
-#   layernorm, batchnorm            the seed's Linear(100, 50) on randn(100, 100), then LN or BN
+#   layernorm, batchnorm            the post's Linear(100, 50) on randn(100, 100), then LN or BN
 #   layernorm/equal, batchnorm/equal        z = randn(batch, F): features of truly equal variance (the null)
 #   layernorm/unequal, batchnorm/unequal    the same z times fixed per-feature scales (unequal variances)
 #   layernorm/lognormal, batchnorm/lognormal  exp(randn): skewed rows and columns (the shape controls)
@@ -20,12 +20,12 @@ ARMS = ("layernorm", "batchnorm", "layernorm/equal", "batchnorm/equal", "layerno
 
 @dataclass
 class Config:
-    sample: tuple[float, ...] = (2.0, 3.0, 5.0, 1.0, 4.0)  # the seed's single sample
+    sample: tuple[float, ...] = (2.0, 3.0, 5.0, 1.0, 4.0)  # the post's single sample
     in_features: int = 100  # Linear(100, 50) on randn(100, 100), as in the seed
     out_features: int = 50
     batch: int = 100
     eps: float = 1e-5  # torch's LayerNorm/BatchNorm default
-    seeds: int = 100  # seeds 0..seeds-1; seed 0 is the seed's torch.manual_seed(0)
+    seeds: int = 100  # seeds 0..seeds-1; seed 0 is the post's torch.manual_seed(0)
     # The unequal-scale arms multiply feature j of z by a scale log-spaced from scale_range[0] to [1]: feature
     # variances from 1/16 to 16 (a 256x range), so a norm that equalizes per-feature variance cannot hide.
     scale_range: tuple[float, float] = (0.25, 4.0)

@@ -1,4 +1,4 @@
-"""ln-distribution's figures: the seed's 2x3 figure, per-sample vs per-feature spread, the single sample, the
+"""ln-distribution's figures: the post's 2x3 figure, per-sample vs per-feature spread, the single sample, the
 shape control."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def seed_figure(run: StoredRun) -> Figure:
     ax[0, 2].legend()
     feats = np.arange(before.shape[1])
     for a, data, color, stage in ((ax[1, 0], before, "tab:blue", "Before"), (ax[1, 1], after, "tab:green", "After")):
-        var = data.var(axis=0, ddof=1)  # the seed's Tensor.var(dim=0): unbiased, over the batch
+        var = data.var(axis=0, ddof=1)  # the post's Tensor.var(dim=0): unbiased, over the batch
         a.bar(feats, var, color=color, alpha=0.75)
         a.axhline(var.mean(), color="black", ls="--", lw=1, label=f"mean {var.mean():.3g}, cv {var.std(ddof=1) / var.mean():.2f}")
         a.set_title(f"{stage} LN: variance of each feature over the batch")
@@ -59,14 +59,14 @@ def seed_figure(run: StoredRun) -> Figure:
     fig.suptitle(f"Linear(100,50) → LayerNorm(50) on randn(100,100), torch.manual_seed({seed})")
     fig.tight_layout()
     return Figure(
-        "seed_figure", "The seed's 2×3 figure, drawn from seed 0",
+        "seed_figure", "The post's 2×3 figure, drawn from seed 0",
         "Top: histograms of every value of the batch before/after LN, and of one sample's 50 values (red: "
         "before, black outline: after; same shape, rescaled). Bottom left/middle: each feature's variance over "
-        "the 100 samples, with their mean and coefficient of variation (cv) in the legend. The seed's features "
+        "the 100 samples, with their mean and coefficient of variation (cv) in the legend. The post's features "
         "have nearly equal variances to begin with (cv close to the ~0.14 that sampling noise alone gives for "
         "100 samples), so these two panels cannot show whether LN equalizes them: the unequal_scales figure can. "
         "Bottom right: one sample's variance after LN, biased (1 up to ε) and "
-        "unbiased (F/(F-1) = 50/49, what `Tensor.var()` prints). The seed's own bottom-right panel shows only "
+        "unbiased (F/(F-1) = 50/49, what `Tensor.var()` prints). The post's own bottom-right panel shows only "
         "the unbiased bar.", fig)
 
 
@@ -106,8 +106,8 @@ def single_sample_figure(run: StoredRun) -> Figure:
                  f"{m.values('single-sample', 'var_biased')[0]:.6f}, var() {m.values('single-sample', 'var_unbiased')[0]:.6f}")
     fig.tight_layout()
     return Figure(
-        "single_sample", "The seed's single sample through LayerNorm(5)",
-        "Grey: the seed's sample; green: after LayerNorm(5). The title prints the output's mean, its biased "
+        "single_sample", "The post's single sample through LayerNorm(5)",
+        "Grey: the post's sample; green: after LayerNorm(5). The title prints the output's mean, its biased "
         "variance (what LN sets to 1, up to ε) and `var()` (unbiased, what the seed printed: 5/4 of it).", fig)
 
 
@@ -202,5 +202,5 @@ def relations_figure(run: StoredRun) -> Figure:
         "Left and middle: one sample's 50 features before vs after the norm. LN maps each sample by one increasing "
         "straight line, so the points lie on a line; BN shifts and scales each feature by its own batch statistics, "
         "so they scatter. Right: the share of a sample's feature pairs whose order the norm reverses, for LN and BN "
-        "on the seed's data, BN on features of truly equal distribution (the null: sampling noise alone) and BN on "
+        "on the post's data, BN on features of truly equal distribution (the null: sampling noise alone) and BN on "
         "unequal-scale features.", fig)

@@ -37,7 +37,7 @@ def feature_scales(config: Config) -> torch.Tensor:
 
 def pre_and_post(config: Config, arm: str, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For one seed: the pre-norm activations ``h``, the normalized ``y``, and ``norm(h[:half])`` (the first
-    half of the batch normalized on its own, for the batch-dependence check), built in the seed's order."""
+    half of the batch normalized on its own, for the batch-dependence check), built in the post's order."""
     kind = "batchnorm" if arm.startswith("batchnorm") else "layernorm"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -117,7 +117,7 @@ def batch_cell(config: Config, arm: str, seeds: Sequence[int], progress: Callabl
     for i, seed in enumerate(seeds):
         h, y, y_half = pre_and_post(config, arm, seed)
         rows += [(seed, 0, m, v) for m, v in batch_metrics(h, y, y_half).items()]
-        if i == 0:  # the first seed (seed 0: the seed's own run) keeps its tensors for the 2x3 figure
+        if i == 0:  # the first seed (seed 0: the post's own run) keeps its tensors for the 2x3 figure
             extra["first_seed_batch"] = pd.concat(
                 [tensor_table(seed, "before", h), tensor_table(seed, "after", y)], ignore_index=True
             )
@@ -126,7 +126,7 @@ def batch_cell(config: Config, arm: str, seeds: Sequence[int], progress: Callabl
 
 
 def single_sample_cell(config: Config) -> CellResult:
-    """The seed's one sample through ``LayerNorm(F)``: its mean and both variances."""
+    """The post's one sample through ``LayerNorm(F)``: its mean and both variances."""
     sample = torch.tensor(config.sample, dtype=torch.float32)
     norm = create_norm("layernorm", sample.numel(), eps=config.eps)
     with torch.no_grad():

@@ -11,12 +11,12 @@ set of the same function, and control arms:
 * ``relu`` / ``relu+ln``: the network is linear except for LN, so "LN lowers the loss" may only mean
   "a nonlinearity lowers the loss". With ReLUs, does LN still help? And since a linear network cannot
   overfit 20 points of a parabola, the ReLU arms are where "LN prevents overfitting" can be tested.
-* ``relu+dropout`` / ``relu+dropout+ln``: the seed's dropout arms with ReLUs: does dropout (with or
+* ``relu+dropout`` / ``relu+dropout+ln``: the post's dropout arms with ReLUs: does dropout (with or
   without LN) regularise a network that can overfit?
-* ``none/std`` / ``ln/std``: inputs and targets standardized (the seed's are unscaled: |y| up to 340).
+* ``none/std`` / ``ln/std``: inputs and targets standardized (the post's are unscaled: |y| up to 340).
 * ``none/adamw`` / ``ln/adamw``: decoupled weight decay (AdamW) instead of Adam's L2 term.
 
-``config`` holds the settings, the arms and the seed's data; ``model`` the network and the training loop;
+``config`` holds the settings, the arms and the post's data; ``model`` the network and the training loop;
 ``claims`` the measures, claims and notes; ``figures`` the figures; ``study`` the :class:`LnGradients` study.
 """
 

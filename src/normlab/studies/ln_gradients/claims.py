@@ -2,7 +2,7 @@
 
 Measures, one number per (arm, seed):
 
-``final_loss``      mean training loss over the last 5% of steps (the seed's logged loss, dropout active)
+``final_loss``      mean training loss over the last 5% of steps (the post's logged loss, dropout active)
 ``fluctuation``     std of the step-to-step change of ``log10(train_loss)`` over the second half
 ``settle_step``     first step after which the *smoothed* gradient norm (centered rolling median over 5% of
                     the steps) stays within 2x of its final level (median over the last 10% of steps):
@@ -286,7 +286,7 @@ def claims(run: StoredRun) -> list[Claim]:
     k3 = cmp("K3", "LN still lowers the loss when the network has ReLUs (relu+ln vs relu)", CTRL, LOSS_M,
              "final_loss", "relu+ln", "relu", "less", transform="log", min_effect=0.1)
     c1 = _all_of("C1", "LayerNorm (as a normalization) gives clearly lower loss", SRC,
-                 "C1a and C1b (the seed's arms) and K3 (the same comparison in a ReLU network: in the seed's "
+                 "C1a and C1b (the post's arms) and K3 (the same comparison in a ReLU network: in the post's "
                  "arms LN is the network's only nonlinearity); all must hold",
                  [_Part("C1a", c1a), _Part("C1b", c1b), _Part("K3 (nonlinearity control)", k3)])
 
@@ -296,7 +296,7 @@ def claims(run: StoredRun) -> list[Claim]:
     c8b = _regularises(A, "C8b", "LN regularises a network that can overfit: smaller held-out/train gap and lower "
                        "held-out loss (relu+ln vs relu)", "relu+ln", "relu")
     c8 = _all_of("C8", "LN alone prevents overfitting", SRC,
-                 "C8a (held-out loss in the seed's arms) and C8b (gap and held-out loss where overfitting is "
+                 "C8a (held-out loss in the post's arms) and C8b (gap and held-out loss where overfitting is "
                  "possible: ReLU arms); both must hold",
                  [_Part("C8a", c8a), _Part("C8b (overfitting control, ReLU arms)", c8b)])
 
@@ -323,7 +323,7 @@ def claims(run: StoredRun) -> list[Claim]:
     c11b = _regularises(A, "C11b", "with dropout, LN regularises a network that can overfit: smaller gap and "
                         "lower held-out loss (relu+dropout+ln vs relu+dropout)", "relu+dropout+ln", "relu+dropout")
     c11 = _all_of("C11", "dropout + LN regularises better than dropout alone", SRC,
-                  "C11a (held-out loss in the seed's arms) and C11b (gap and held-out loss in the ReLU arms); both "
+                  "C11a (held-out loss in the post's arms) and C11b (gap and held-out loss in the ReLU arms); both "
                   "must hold",
                   [_Part("C11a", c11a), _Part("C11b (overfitting control, ReLU arms)", c11b)])
     c12a = cmp("C12a", "raw comparison: held-out loss of `dropout` < `none` (no control)", SRC, HELD_M,
@@ -331,7 +331,7 @@ def claims(run: StoredRun) -> list[Claim]:
     c12b = _regularises(A, "C12b", "dropout regularises a network that can overfit: smaller gap and lower "
                         "held-out loss (relu+dropout vs relu)", "relu+dropout", "relu")
     c12 = _all_of("C12", "dropout is an effective regulariser", SRC,
-                  "C12a (held-out loss in the seed's arms) and C12b (gap and held-out loss in the ReLU arms); both "
+                  "C12a (held-out loss in the post's arms) and C12b (gap and held-out loss in the ReLU arms); both "
                   "must hold",
                   [_Part("C12a", c12a), _Part("C12b (overfitting control, ReLU arms)", c12b)])
 
@@ -431,7 +431,7 @@ def notes(run: StoredRun) -> str:
         f"whose train MSE is {linear_floor():.4g}. LayerNorm divides by a data-dependent norm: it is the only "
         "nonlinearity of the `ln` arms.",
         "",
-        "### Verdicts on the seed's attributions",
+        "### Verdicts on the post's attributions",
         "A seed claim is judged as the seed attributes it: where a control explains the raw effect, the claim "
         "is not supported, and its detail names the control.",
         f"- **C1** (LN lowers the loss): raw comparisons C1a **{v.get('C1a')}**, C1b **{v.get('C1b')}**; the "
@@ -476,7 +476,7 @@ def notes(run: StoredRun) -> str:
         "K5": ("`ln/adamw` vs `none/adamw`", "if supported, LN's gain does not depend on Adam's L2-style "
                "weight decay (which Adam rescales per parameter) vs decoupled AdamW decay"),
         "C8b, C11b, C12b": ("ReLU arms with and without LN / dropout", "a linear network cannot overfit 20 points "
-                            "of a parabola, so the seed's regularization claims are tested where overfitting "
+                            "of a parabola, so the post's regularization claims are tested where overfitting "
                             "is possible; a smaller held-out/train gap counts only with a lower held-out loss "
                             "(a gap can also shrink because the network underfits, as `none`'s does)"),
     }

@@ -1,4 +1,4 @@
-"""ln-gradients: the settings, the arms, and the seed's data (which the model, claims and figures all use)."""
+"""ln-gradients: the settings, the arms, and the post's data (which the model, claims and figures all use)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ SEED_ARMS: tuple[str, ...] = ("dropout", "dropout+ln", "ln", "none")
 CONTROL_ARMS: tuple[str, ...] = ("relu", "relu+ln", "relu+dropout", "relu+dropout+ln", "none/std", "ln/std",
                                  "none/adamw", "ln/adamw")
 
-SRC = "post 000"  # the source of the seed's claims
+SRC = "post 000"  # the source of the post's claims
 CTRL = "control (normlab)"  # the source of normlab's control claims
 
 
@@ -56,7 +56,7 @@ ARMS: dict[str, ArmSpec] = {
 @dataclass
 class Config:
     seeds: int = 32
-    steps: int = 1000  # the seed's `iteration`
+    steps: int = 1000  # the post's `iteration`
     lr: float = 0.01
     weight_decay: float = 0.01
     dropout_p: float = 0.1
@@ -81,7 +81,7 @@ class Config:
 
 
 def target(t: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-    """The seed's function on its line ``x1 = t - 10, x2 = t``: ``y = 2*x1 - x2**2 + 1``."""
+    """The post's function on its line ``x1 = t - 10, x2 = t``: ``y = 2*x1 - x2**2 + 1``."""
     return 2 * (t - 10) - t**2 + 1
 
 
@@ -91,7 +91,7 @@ def inputs(t: torch.Tensor) -> torch.Tensor:
 
 
 def datasets() -> dict[str, torch.Tensor]:
-    """Train: the seed's 20 points ``t = 0..19``. Held-out (same function, same line ``x1 = x2 - 10``):
+    """Train: the post's 20 points ``t = 0..19``. Held-out (same function, same line ``x1 = x2 - 10``):
     ``interp`` = the 19 midpoints ``t = 0.5..18.5`` (can the fit be trusted *between* training points? the
     honest test of overfitting 20 points), ``extrap`` = ``t = -3..-1`` and ``20..22`` (outside the range)."""
     return {

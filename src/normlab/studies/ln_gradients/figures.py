@@ -26,7 +26,7 @@ def loss_curves(run: StoredRun) -> Figure:
     colors = arm_colors(arms)
     fig, axes = new_figure(1, 2, width=6.5, height=4.2, sharey=True)
     m = run.metrics[run.metrics["metric"] == "train_loss"]
-    for ax, group, title in ((axes[0, 0], [a for a in arms if a in SEED_ARMS], "the seed's four arms"),
+    for ax, group, title in ((axes[0, 0], [a for a in arms if a in SEED_ARMS], "the post's four arms"),
                              (axes[0, 1], [a for a in arms if a not in SEED_ARMS], "control arms")):
         for arm in group:
             plot_band(ax, m[m["arm"] == arm], label=arm, color=colors[arm], log=True)
@@ -75,7 +75,7 @@ _HEATMAP_TEXT = {
              "gradient value (symlog)",
              "x: training step; y: gradient value on a symmetric log scale (bins of `normlab.probe`: each decade "
              "split in 3, the middle band holds |g| < 1e-7); color: fraction of all gradient entries (every "
-             "parameter of every seed) in that bin at that step. This is the seed's TensorBoard histogram view, "
+             "parameter of every seed) in that bin at that step. This is the post's TensorBoard histogram view, "
              "pooled over seeds. A band that narrows and stops moving early means 'settled and concentrated' "
              "(C3); a band that stays wide and shifting means 'messy' (C5). The band's height is mostly the "
              "gradient *scale*, which follows the loss."),

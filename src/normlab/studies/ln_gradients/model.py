@@ -1,4 +1,4 @@
-"""ln-gradients: what a cell trains. The seed's network per arm, and one arm's seeds trained as one ensemble."""
+"""ln-gradients: what a cell trains. The post's network per arm, and one arm's seeds trained as one ensemble."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from normlab.studies.ln_gradients.config import ARMS, ArmSpec, Config, datasets,
 
 
 class SeedModel(nn.Module):
-    """The seed's ``Model``: ``linears = Sequential(...)``, built per arm (``relu``: a control, not the seed).
+    """The post's ``Model``: ``linears = Sequential(...)``, built per arm (``relu``: a control, not the seed).
 
     Seed layout: ``Linear(2,20) → Linear(20,20) → [Dropout] → Linear(20,20) → [LN] → Linear(20,20) → [LN]
     → Linear(20,1)``. ReLU (controls only) follows each hidden Linear, after its LN.
@@ -59,7 +59,7 @@ def train_arm(config: Config, ctx: CellContext) -> CellResult:
     else:
         y_fit, loss_scale = y, 1.0
     opt_cls = torch.optim.AdamW if arm.optimizer == "adamw" else torch.optim.Adam
-    # fused: one kernel for the whole update of all parameters (the same elementwise Adam math as the seed's
+    # fused: one kernel for the whole update of all parameters (the same elementwise Adam math as the post's
     # per-tensor loop, to float rounding): these tensors are tiny, so per-kernel overhead is the cost.
     # All parameters in one (N, P) matrix and all gradients in another (kit/flat_params.py): one tensor for
     # the optimizer, gradients accumulated in place, the per-member gradient without a concatenation.

@@ -43,7 +43,7 @@ SEED_SENTENCES: tuple[SeedSentence, ...] = (
        why_not="a statement of common practice"),
     _s("这不仅能够使得模型使用更大的学习率",
        "Normalization lets the model use a larger learning rate.",
-       why_not="the study runs the seed's one learning rate (0.01); no learning-rate sweep"),
+       why_not="the study runs the post's one learning rate (0.01); no learning-rate sweep"),
     _s("加速模型收敛,同时也有助于防止过拟合,使训练过程更加平稳。",
        "... speeds up convergence, helps prevent overfitting, and makes training smoother.", ("C9", "C8", "C10")),
     _s("简而言之,Normalization的主要作用是在特征输入激活函数之前进行标准化处理,将数据转换为均值为0、方差为1的分布。",

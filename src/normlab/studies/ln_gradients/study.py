@@ -12,7 +12,7 @@ from normlab.studies.ln_gradients.sentences import POST_TITLES, SEED_SENTENCES
 
 class LnGradients(Study):
     name = "ln-gradients"
-    description = "Seed 000: LayerNorm vs dropout on a 5-Linear net; loss, fluctuation, gradient distributions."
+    description = "Post 000: LayerNorm vs dropout on a 5-Linear net; loss, fluctuation, gradient distributions."
     seeds_from = ("000",)
     Config = Config
     quick_overrides = {"seeds": 4, "steps": 100, "eval_every": 10, "probe_every": 10, "hist_every": 25}  # noqa: RUF012

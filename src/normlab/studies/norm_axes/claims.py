@@ -11,12 +11,12 @@ from normlab.kit import stats
 from normlab.studies.norm_axes.config import LABELS, NORMS, SEED_002, SEED_003, SEED_004, Config
 
 NOTES = """\
-Seed 002 explains BN and LN on BERT's [batch, seq, hidden] with two loops; they are run here verbatim (on float64
+Post 002 explains BN and LN on BERT's [batch, seq, hidden] with two loops; they are run here verbatim (on float64
 tensors) and compared with the layers. Its BN loop keeps one statistic per (position, hidden unit), which is
 BatchNorm1d over the flattened seq*hidden features; the way BatchNorm is normally applied to sequences in PyTorch
 (BatchNorm1d(hidden) on [batch, hidden, seq]) pools the positions too, and the control claim shows the two differ.
 Seeds 003 and 004 describe IN and GN in words; the image figure shows the four sets side by side as in the
-GroupNorm paper's Figure 2, drawn from the loops that were checked. Seed 004 reads LayerNorm((3, 2, 2))'s
+GroupNorm paper's Figure 2, drawn from the loops that were checked. Post 004 reads LayerNorm((3, 2, 2))'s
 weight of shape (3, 2, 2) as "LayerNorm computes mean and variance more or less element-wise": the claim
 `seed004-ln-elementwise-stats` checks that reading against the layer (the affine is element-wise; the statistics
 are one per sample).
@@ -129,15 +129,15 @@ def claims(run: StoredRun) -> list[Claim]:
         maxdiff(run, "nchw", "ln-elementwise", "layernorm"), tol, "below"))
     out[-1].detail += f"; against one statistic per sample: {maxdiff(run, 'nchw', 'layernorm', 'layernorm').max():.2g}"
     out.append(bound_claim(
-        "seed002-bn-loop", "Seed 002's BN loop (per seq position and hidden unit, over the batch) is a BatchNorm",
+        "seed002-bn-loop", "Post 002's BN loop (per seq position and hidden unit, over the batch) is a BatchNorm",
         SEED_002, "per random tensor: max |BatchNorm1d(seq*hidden) on [batch, seq*hidden] - post 002's loop|",
         maxdiff(run, "sequence", "bn-seed002-verbatim", "bn-seed002"), tol, "below"))
     out.append(bound_claim(
-        "seed002-ln-loop", "Seed 002's LN loop (per token, over hidden) is LayerNorm(hidden)", SEED_002,
+        "seed002-ln-loop", "Post 002's LN loop (per token, over hidden) is LayerNorm(hidden)", SEED_002,
         "per random tensor: max |LayerNorm(hidden) - post 002's loop|",
         maxdiff(run, "sequence", "ln-seed002-verbatim", "layernorm"), tol, "below"))
     usual = bound_claim(
-        "seed002-bn-loop-is-batchnorm1d-hidden", "Seed 002's BN loop is what BatchNorm1d(hidden) computes on a "
+        "seed002-bn-loop-is-batchnorm1d-hidden", "Post 002's BN loop is what BatchNorm1d(hidden) computes on a "
         "[batch, hidden, seq] sequence", "control",
         "per random tensor: max |BatchNorm1d(hidden) on the transposed sequence - post 002's BN loop|",
         maxdiff(run, "sequence", "bn-seed002-verbatim", "bn-hidden"), tol, "below")

@@ -20,7 +20,7 @@ from normlab.studies.norm_axes.config import Config
 
 
 def standardize(values: list[float], eps: float) -> list[float]:
-    """Seed 002's ``Norm(...)``: standardize a list with its own mean and biased variance."""
+    """Post 002's ``Norm(...)``: standardize a list with its own mean and biased variance."""
     mean = sum(values) / len(values)
     var = sum((v - mean) ** 2 for v in values) / len(values)
     return [(v - mean) / math.sqrt(var + eps) for v in values]
@@ -56,7 +56,7 @@ def nchw_keys(channels: int, groups: int) -> dict[str, Callable]:
 
 
 def seed002_bn_loop(t: torch.Tensor, eps: float) -> torch.Tensor:
-    """Seed 002, verbatim structure: ``for i in seq: for j in hidden: Norm([t[k][i][j] for k in batch])``."""
+    """Post 002, verbatim structure: ``for i in seq: for j in hidden: Norm([t[k][i][j] for k in batch])``."""
     batch_size, seq_len, hidden_size = t.shape
     out = torch.empty_like(t)
     for i in range(seq_len):
@@ -68,7 +68,7 @@ def seed002_bn_loop(t: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def seed002_ln_loop(t: torch.Tensor, eps: float) -> torch.Tensor:
-    """Seed 002, verbatim structure: ``for i in batch: for j in seq: Norm([t[i][j][k] for k in hidden])``."""
+    """Post 002, verbatim structure: ``for i in batch: for j in seq: Norm([t[i][j][k] for k in hidden])``."""
     batch_size, seq_len, hidden_size = t.shape
     out = torch.empty_like(t)
     for i in range(batch_size):
@@ -119,7 +119,7 @@ def sequence_outputs(t: torch.Tensor, groups: int, eps: float, lib) -> dict[str,
 
 
 def state_examples() -> dict[str, torch.nn.Module]:
-    """Seed 004's example layers (and post 002's "what does each norm store")."""
+    """Post 004's example layers (and post 002's "what does each norm store")."""
     return {
         "BatchNorm1d(5, momentum=0.3)": nlnn.BatchNorm1d(5, momentum=0.3),
         "BatchNorm2d(3)": nlnn.BatchNorm2d(3),

@@ -223,7 +223,7 @@ def _demo_claims(run: StoredRun) -> list[Claim]:
     q = float(np.mean(train <= c.demo_seed_output))
     inside = 0.025 <= q <= 0.975
     plausible = Claim(
-        id="seed-draw-typical", claim=f"The seed's printed {c.demo_seed_output:g} is an ordinary draw", source=SOURCE,
+        id="seed-draw-typical", claim=f"The post's printed {c.demo_seed_output:g} is an ordinary draw", source=SOURCE,
         measurement=f"fraction of {len(train)} draws <= {c.demo_seed_output:g} (typical: within the central 95%)",
         verdict="supported" if inside else "refuted", statistic="empirical_quantile", value=q, n=len(train),
         unit="draw", ci=(float(np.quantile(train, 0.025)), float(np.quantile(train, 0.975))),
@@ -287,13 +287,13 @@ def _sweep_claims(run: StoredRun) -> list[Claim]:
 def notes(run: StoredRun) -> str:
     c = run.config
     return (
-        f"Settings of this run (the seed's setting: MLP 1→{c.n_hidden}→{c.n_hidden}→{c.n_hidden}→1, {c.n_train} train "
+        f"Settings of this run (the post's setting: MLP 1→{c.n_hidden}→{c.n_hidden}→{c.n_hidden}→1, {c.n_train} train "
         f"points, SGD lr={c.lr:g} momentum={c.momentum:g}, {c.steps} full-batch steps, weight_decay={c.weight_decay:g}), "
-        f"{c.seeds} seeds per arm trained as one stacked ensemble. The seed's dropout code is omitted: normlab uses "
+        f"{c.seeds} seeds per arm trained as one stacked ensemble. The post's dropout code is omitted: normlab uses "
         f"Dropout({c.dropout:g}) after each hidden ReLU. All arms of a seed share the data and the initial weights, "
-        "so comparisons are paired (unit: seed). The seed's test set has the same x as its training set and only "
+        "so comparisons are paired (unit: seed). The post's test set has the same x as its training set and only "
         f"10 points; normlab adds {c.n_heldout} held-out points (same noise) and reports both. 'Overfits' means: "
-        "fits the training points better than the true line does and the held-out points worse. The seed's plot "
+        "fits the training points better than the true line does and the held-out points worse. The post's plot "
         "put the test points at (test_y, test_y); normlab draws them at (test_x, test_y). Control: a smaller gap "
         "can come from fitting the training set worse, so each gap claim has a held-out error claim beside it. "
         f"The size sweep ({', '.join(map(str, sorted(c.size_sweep)))} points) trains none and dropout with "

@@ -28,13 +28,13 @@ class Config:
     w: float = 1.5  # y = w x + noise
     train_noise: float = 0.5
     test_noise: float = 0.3
-    n_test: int = 10  # the seed's own test set
+    n_test: int = 10  # the post's own test set
     n_heldout: int = 1000  # normlab's held-out set
-    eval_every: int = 200  # the seed's disp_interval
+    eval_every: int = 200  # the post's disp_interval
     seeds: int = 32
     # The size sweep (dropout vs none by training-set size; the paper's "no gain on tiny data" as a contrast).
     # Its own training regime, the same at every size (the tiny one included): Adam, which fits a 1-d noise
-    # pattern far faster than the seed's SGD(0.01), for 1.5x the seed's steps. The notes report how much
+    # pattern far faster than the post's SGD(0.01), for 1.5x the post's steps. The notes report how much
     # each arm's train MSE still moved over the last quarter (at 160 points none is still fitting noise).
     size_sweep: tuple[int, ...] = (10, 40, 160)  # the smallest is the "tiny" set; the largest the contrast
     sweep_optimizer: str = "adam"

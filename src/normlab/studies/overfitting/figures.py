@@ -42,13 +42,13 @@ def _seed_plot(run: StoredRun) -> Figure:
         ax.set_xlabel("x")
     axes[2].scatter(train["x"], train["y"], c="blue", s=50, alpha=0.3, label="train")
     axes[2].scatter(test["y"], test["y"], c="red", s=50, alpha=0.3, label="test as the seed drew it: (test_y, test_y)")
-    axes[2].set_title("the seed's bug: test points on the diagonal")
+    axes[2].set_title("the post's bug: test points on the diagonal")
     axes[2].legend(loc="upper left", fontsize=8)
     axes[0].set_ylim(-2.5, 2.5)
     fig.tight_layout()
     return Figure(
-        "seed_plot", "The seed's weight-decay and dropout plots, drawn right (one seed)",
-        "Blue: the 10 training points; red: the seed's 10 test points at their own x (the seed plotted them at "
+        "seed_plot", "The post's weight-decay and dropout plots, drawn right (one seed)",
+        "Blue: the 10 training points; red: the post's 10 test points at their own x (the seed plotted them at "
         "(test_y, test_y), which lines them up on the diagonal: right panel). Solid red: the unregularized fit; "
         "dashed: weight decay (left) or dropout (middle); dotted: the true line. One seed only: the other "
         "figures give the spread over seeds.", fig)
@@ -94,7 +94,7 @@ def _summary(run: StoredRun) -> Figure:
     return Figure(
         "summary", "Final errors and the train/test gap per arm",
         "Each dot is a mean over seeds with its 95% CI. A smaller gap alone is not better generalization: "
-        "check that the held-out MSE also falls. The seed's own 10-point test set sits at the training x "
+        "check that the held-out MSE also falls. The post's own 10-point test set sits at the training x "
         "positions and has only 10 points, so its error is noisier than the held-out one.", fig)
 
 
@@ -175,7 +175,7 @@ def _demo_figure(run: StoredRun) -> Figure:
             lw=1, label="theory: Binomial(n, 1-p)/(1-p), normal approx.")
     for i, v in enumerate(np.unique(ev)[:3]):  # one line if eval is exact, as it should be
         ax.axvline(v, color="tab:blue", lw=2, label=f"eval mode: {v:g} ({np.mean(ev == v):.0%} of draws)" if i < 3 else None)
-    ax.axvline(c.demo_seed_output, color="tab:red", ls="--", label=f"the seed's draw {c.demo_seed_output:g}")
+    ax.axvline(c.demo_seed_output, color="tab:red", ls="--", label=f"the post's draw {c.demo_seed_output:g}")
     ax.set_xlabel("output")
     ax.legend(fontsize=8)
     ax.set_title(f"Dropout({c.dropout:g}) → Linear(weight 1) on ones({c.demo_units}); naive expectation "

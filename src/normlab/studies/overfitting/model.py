@@ -1,4 +1,4 @@
-"""What an ``overfitting`` cell trains: the seed's MLP and data, the stacked training loop, the dropout demo."""
+"""What an ``overfitting`` cell trains: the post's MLP and data, the stacked training loop, the dropout demo."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from normlab.studies.overfitting.config import ARMS, Config
 
 
 def mlp(n_hidden: int, dropout: float) -> tnn.Sequential:
-    """The seed's MLP; with ``dropout > 0`` a Dropout after each hidden ReLU (no parameters, same init)."""
+    """The post's MLP; with ``dropout > 0`` a Dropout after each hidden ReLU (no parameters, same init)."""
     layers: list[tnn.Module] = [tnn.Linear(1, n_hidden), tnn.ReLU()]
     for _ in range(2):
         layers += [tnn.Dropout(dropout)] if dropout > 0 else []
@@ -28,7 +28,7 @@ def mlp(n_hidden: int, dropout: float) -> tnn.Sequential:
 
 
 def make_data(c: Config, seed: int, n_train: int) -> dict[str, torch.Tensor]:
-    """The seed's ``gen_data`` (train, then its test set) plus a held-out set, from a generator seeded ``seed``."""
+    """The post's ``gen_data`` (train, then its test set) plus a held-out set, from a generator seeded ``seed``."""
     g = torch.Generator().manual_seed(seed)
     train_x = torch.linspace(-1, 1, n_train).unsqueeze(1)
     train_y = c.w * train_x + torch.normal(0, c.train_noise, size=train_x.size(), generator=g)
@@ -113,16 +113,16 @@ def train_arm(c: Config, arm: str, seeds: tuple[int, ...], n_train: int, progres
 
 
 def dropout_demo(c: Config, seeds: tuple[int, ...]) -> pd.DataFrame:
-    """The seed's ``Net``: Dropout(0.5) → Linear(units, 1, bias=False) with weight 1, on ones(units).
+    """The post's ``Net``: Dropout(0.5) → Linear(units, 1, bias=False) with weight 1, on ones(units).
 
-    A forward hook reads the dropout layer's output inside the seed's own forward (it draws nothing): the
+    A forward hook reads the dropout layer's output inside the post's own forward (it draws nothing): the
     fraction of units set to 0 and the largest distance of a kept unit from ``1/(1-p)``.
     """
     rows = []
     x = torch.ones(c.demo_units)
     seen: dict[str, torch.Tensor] = {}
     for s in seeds:
-        torch.manual_seed(s)  # then the seed's order: build (Linear init draws), fill weight, forward
+        torch.manual_seed(s)  # then the post's order: build (Linear init draws), fill weight, forward
         net = tnn.Sequential(tnn.Dropout(c.dropout), tnn.Linear(c.demo_units, 1, bias=False), tnn.ReLU())
         hook = net[0].register_forward_hook(lambda mod, inp, out: seen.__setitem__("out", out.detach().clone()))
         with torch.no_grad():
@@ -145,7 +145,7 @@ WD_CHECK_G = (0.1, -0.3, 0.2, 0.0, 0.7)  # a known data gradient (the L2 compari
 
 
 def weight_decay_step(c: Config) -> pd.DataFrame:
-    """One step of the seed's optimizer (SGD, ``lr``, ``momentum``, ``weight_decay``) on known weights, float64.
+    """One step of the post's optimizer (SGD, ``lr``, ``momentum``, ``weight_decay``) on known weights, float64.
 
     ``wd_factor``: ``w_after / w_before`` with a zero data gradient, per entry (the post says ``1 - λ``;
     torch.optim.SGD does ``w - lr·(g + λ·w)``, i.e. ``1 - lr·λ``). ``l2_vs_wd_absdiff``: the step with

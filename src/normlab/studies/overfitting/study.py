@@ -15,7 +15,7 @@ from normlab.studies.overfitting.sentences import POST_TITLES, SEED_SENTENCES
 
 class Overfitting(Study):
     name = "overfitting"
-    description = ("Weight decay and dropout on the seed's 10-point regression, held-out data; dropout by "
+    description = ("Weight decay and dropout on the post's 10-point regression, held-out data; dropout by "
                    "training-set size; inverted dropout; one SGD weight-decay step")
     seeds_from = ("004",)
     post_titles: ClassVar[dict[str, str]] = POST_TITLES
@@ -29,7 +29,7 @@ class Overfitting(Study):
     def cells(self, c: Config) -> list[Cell]:
         seeds = tuple(range(c.seeds))
         # The size sweep in its own regime (every size, the smallest included, trained the same way; the
-        # largest first: they take most of the time, so parallel workers finish together), then the seed's
+        # largest first: they take most of the time, so parallel workers finish together), then the post's
         # setting (its optimizer and step count), the demo draws and the one-step weight-decay check.
         sweep = tuple(range(c.sweep_seeds))
         cells = [Cell(arm, sweep, (("n_train", n), ("regime", "sweep"))) for n in sorted(c.size_sweep, reverse=True)

@@ -1,6 +1,6 @@
 """residual-placement (posts 003, 002): Post-LN, Pre-LN, Sandwich-LN and DeepNorm in a char-level transformer.
 
-Seed 003 describes where LayerNorm goes around a transformer's residual and what each choice does at
+Post 003 describes where LayerNorm goes around a transformer's residual and what each choice does at
 depth; posts 002 and 003 say LayerNorm, not BatchNorm, is what NLP uses. normlab trains a small
 decoder-only transformer (:mod:`normlab.models.transformer`) as a character language model on Shakespeare
 (:mod:`normlab.data.corpus`): a depth x learning-rate stability map of every placement (LayerNorm, no

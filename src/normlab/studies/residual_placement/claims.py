@@ -115,7 +115,7 @@ def _layer_ratio(m: pd.DataFrame, metric: str, placement: str, depth: int, first
 
 
 def _early(m: pd.DataFrame, metric: str, k: int | None = None, **where) -> pd.Series:
-    """Per seed: mean over steps 1..k (all tracked steps if None) of log10(metric), averaged over the seed's
+    """Per seed: mean over steps 1..k (all tracked steps if None) of log10(metric), averaged over the post's
     selected runs."""
     sel = _select(training_rows(m)[lambda d: d["metric"] == metric], **where)
     if k is not None:
@@ -338,7 +338,7 @@ def _pre_worse(c: Config, m: pd.DataFrame) -> Claim:
 def _pre_regularization(c: Config, m: pd.DataFrame) -> Claim:
     q = _quality_cell(c)
     args = ("pre-weaker-regularization",
-            "Pre-LN regularizes less than Post-LN (the seed's reason for Pre-LN's lower quality)", SOURCE,
+            "Pre-LN regularizes less than Post-LN (the post's reason for Pre-LN's lower quality)", SOURCE,
             f"generalization gap = validation loss - final training loss (last logging window), depth {q['depth']}, "
             f"lr {q['lr']:g}, warmup {q['warmup']}: Pre-LN's larger than Post-LN's, paired by seed")
     va, vb, note = _trained_pairs(c, m, "val_loss")
@@ -446,7 +446,7 @@ def _deepnorm_alpha(c: Config) -> Claim:
 
 
 def _stream_top(m: pd.DataFrame, placement: str, depth: int) -> pd.Series:
-    """Per seed: mean over the seed's no-warmup runs of log10 max|x| after the last block."""
+    """Per seed: mean over the post's no-warmup runs of log10 max|x| after the last block."""
     sel = training_rows(m)
     sel = sel[(sel["metric"] == "stream_maxabs") & (sel["placement"] == placement) & (sel["depth"] == depth)
               & (sel["step"] == depth) & (sel["warmup"] == 0)]
@@ -458,7 +458,7 @@ def _sandwich_claim(c: Config, m: pd.DataFrame) -> Claim:
     args = ("sandwich-stops-value-explosion", "Sandwich-LN stops value explosion: its residual stream peaks lower than "
             "Pre-LN's", f"{SOURCE}; {COGVIEW}",
             f"per seed: max |activation| of the residual stream after the last block, after training, depth {d}, no "
-            "warmup (geometric mean over the seed's lrs and norms); Sandwich-LN lower than Pre-LN (paired t on log10)")
+            "warmup (geometric mean over the post's lrs and norms); Sandwich-LN lower than Pre-LN (paired t on log10)")
     a, b = _aligned(_stream_top(m, "sandwich", d), _stream_top(m, "pre", d))
     if not _enough(a, b):
         return not_judged(*args, f"fewer than 2 paired seeds ({len(a)})", unit=SEED)
