@@ -60,3 +60,11 @@ def test_numbers_never_read_nan_or_inf():
     assert fmt_interval(-math.inf, math.inf, 1) == "(n=1: no interval)"
     assert fmt_interval(math.nan, math.nan, 5) == "(no interval)"
     assert fmt_interval(0.5, 1.25, 5) == "[0.5, 1.25]"
+
+
+def test_the_bottom_line_keeps_what_decided_a_verdict_and_the_table_keeps_the_rest():
+    from normlab.report.summary import decided
+
+    assert decided("refuted by C8b (control); C8a: supported (t=3)") == "refuted by C8b (control)"
+    assert decided("a" * 300, limit=10) == "a" * 9 + "…"
+    assert decided("") == ""

@@ -16,6 +16,7 @@ from normlab.report.summary import (
     EFFECT_NOTE,
     bottom_line,
     correction_line,
+    decided,
     fmt_interval,
     fmt_num,
     seed_sentence_rows,
@@ -132,7 +133,8 @@ def bottom_line_html(page: Page) -> str:
                 else _inline_md(english))
         verdicts = "".join(
             f"<div><span class='{c.verdict if v == c.verdict else 'notjudged'}'>{html.escape(c.id)}: "
-            f"{html.escape(v)}</span> <span class='detail'>{html.escape(c.detail)}</span></div>" for c, v in judged)
+            f"{html.escape(v)}</span> <span class='detail'>{html.escape(decided(c.detail))}</span></div>"
+            for c, v in judged)
         items.append(f"<li>{said}{verdicts}</li>")
     return "<ul class='bottom'>" + "".join(items) + "</ul>" if items else "<p>(no claims)</p>"
 

@@ -135,6 +135,13 @@ def key_numbers_markdown(table: pd.DataFrame, max_rows: int = 200) -> str:
     return head + "\n".join(body) + more
 
 
+def decided(detail: str, limit: int = 240) -> str:
+    """The head of a claim's detail (up to its first "; "): what decided the verdict, for the bottom line.
+    The whole detail stays in the claims table."""
+    head = detail.split("; ", 1)[0].strip()
+    return head if len(head) <= limit else head[: limit - 1].rstrip() + "…"
+
+
 def bottom_line(page: Page) -> list[tuple[str, str, list[tuple[Claim, str]]]]:
     """What the posts claim and what came out: ``(quote, english, [(claim, verdict shown)])`` for each tested
     seed sentence; a study without seed sentences gets one entry per claim."""
@@ -151,7 +158,7 @@ def summary_markdown(page: Page) -> str:
     lines = []
     for quote, english, judged in bottom_line(page):
         said = f"«{quote}» ({english})" if quote else english
-        lines.append(f"- {said}: " + "; ".join(f"**{c.id} {v}**: {c.detail}" if c.detail else f"**{c.id} {v}**"
+        lines.append(f"- {said}: " + "; ".join(f"**{c.id} {v}**: {decided(c.detail)}" if c.detail else f"**{c.id} {v}**"
                                               for c, v in judged))
     banner = page.preset.banner(page.study)
     parts = [
