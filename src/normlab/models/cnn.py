@@ -36,7 +36,7 @@ overhead, which dominates at batch size 2.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -196,12 +196,16 @@ def train_members(
     examples: int,
     lr: float,
     momentum: float = 0.9,
+    checkpoints: Sequence[int] = (),
+    on_checkpoint: Callable[[int], None] = lambda step: None,
 ) -> int:
     """SGD with momentum on ``examples`` training examples per member; returns the number of steps.
 
     Member s shuffles ``(x, y)`` with its own generator (seeded by ``seeds[s]``) each pass, so members see
     different batches. Each pass drops its last partial batch (a batch of one has no BatchNorm variance).
     The loss is the sum over members of each member's mean cross-entropy: member s's gradient is its own.
+    ``on_checkpoint(step)`` is called after each step in ``checkpoints`` (to evaluate mid-training); the
+    model is put back in training mode afterwards, so checkpoints do not change the training.
     """
     if len(seeds) != model.members:
         raise ValueError(f"train_members: {model.members} members but {len(seeds)} seeds")
@@ -211,6 +215,7 @@ def train_members(
     steps = examples // batch_size
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    marks = set(checkpoints)
     model.train()
     orders = None
     for step in range(steps):
@@ -225,6 +230,9 @@ def train_members(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if step + 1 in marks:
+            on_checkpoint(step + 1)
+            model.train()
     return steps
 
 

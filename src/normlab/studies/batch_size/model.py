@@ -15,12 +15,18 @@ from collections.abc import Callable, Sequence
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from normlab.data.images import load_images
 from normlab.engine.spec import CellResult
 from normlab.kit.tables import metric_rows
-from normlab.models.cnn import SmallCNN, build_members, member_accuracy, member_input, recalibrate
+from normlab.models.cnn import (
+    SmallCNN,
+    build_members,
+    member_accuracy,
+    member_input,
+    recalibrate,
+    train_members,
+)
 from normlab.studies.batch_size.config import Config
 from normlab.studies.batch_size.ghost import GhostBatchNorm2d, use_ghost_batches
 
@@ -38,35 +44,10 @@ def train_checkpointed(
     on_checkpoint: Callable[[int], None] = lambda step: None,
     momentum: float = 0.9,
 ) -> int:
-    """:func:`normlab.models.cnn.train_members` for ``steps`` steps, calling ``on_checkpoint(step)`` after each
-    step in ``checkpoints`` (with the model back in training mode afterwards). Same shuffling rule (member
-    ``s`` draws a permutation per pass from a generator seeded ``seeds[s]``, the last partial batch dropped),
-    same loss and optimiser, so without checkpoints it is the same computation (tested)."""
-    if len(seeds) != model.members:
-        raise ValueError(f"train_checkpointed: {model.members} members but {len(seeds)} seeds")
-    if not 2 <= batch_size <= len(x):
-        raise ValueError(f"train_checkpointed: batch_size must be in [2, {len(x)}], got {batch_size}")
-    per_pass = len(x) // batch_size
-    gens = [torch.Generator().manual_seed(s) for s in seeds]
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
-    marks = set(checkpoints)
-    model.train()
-    orders = None
-    for step in range(steps):
-        if step % per_pass == 0:
-            orders = torch.stack([torch.randperm(len(x), generator=g) for g in gens])  # (S, len(x))
-        k = step % per_pass
-        idx = orders[:, k * batch_size:(k + 1) * batch_size]  # (S, B)
-        xb = x[idx].transpose(0, 1).flatten(1, 2)  # (B, S*C, H, W): member s reads its own images
-        logits = model(xb).view(batch_size, model.members, -1)
-        loss = F.cross_entropy(logits.permute(0, 2, 1), y[idx].T, reduction="none").mean(0).sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step + 1 in marks:
-            on_checkpoint(step + 1)
-            model.train()
-    return steps
+    """:func:`normlab.models.cnn.train_members` counted in ``steps`` (the ghost design fixes the optimiser
+    batch and the number of steps), with ``on_checkpoint(step)`` after each step in ``checkpoints``."""
+    return train_members(model, x, y, seeds, batch_size=batch_size, examples=steps * batch_size, lr=lr,
+                         momentum=momentum, checkpoints=checkpoints, on_checkpoint=on_checkpoint)
 
 
 @torch.no_grad()
