@@ -47,25 +47,29 @@ class Scratch:
         return buffer[:size].view(x.shape)
 
 
-def _rows_moments(rows: torch.Tensor, zeros: bool = True, scratch: Scratch | None = None) -> torch.Tensor:
+def _rows_moments(rows: torch.Tensor, zeros: bool = True, scratch: Scratch | None = None,
+                  absmax: bool = True) -> torch.Tensor:
     """Moments ``(R, 4)`` of each row of ``rows`` ``(R, n)``, with kernels that stream through memory.
 
     Kernel choice is for speed, not aesthetic: on CPU, ``var_mean``, ``vector_norm(inf)``, ``aminmax(dim=)``
     and ``count_nonzero(dim=)`` are slower than the plain streaming reductions used here
     (``benchmarks/probe.py`` times the probe). Without
     ``zeros`` the zero fraction is left at 0 (parameters and updates do not report it). ``scratch``: where
-    the centered values go (else a temporary).
+    the centered values go (else a temporary). Without ``absmax`` it is NaN (an update's is never read).
     """
     mean = rows.mean(dim=1)
     centered = torch.sub(rows, mean[:, None], out=scratch.like(rows)) if scratch is not None else rows - mean[:, None]
     var = torch.linalg.vector_norm(centered, dim=1).square_().div_(rows.shape[1])
-    absmax = torch.maximum(rows.amax(dim=1), rows.amin(dim=1).neg_())
+    if absmax:
+        extreme = torch.maximum(rows.amax(dim=1), rows.amin(dim=1).neg_())
+    else:
+        extreme = torch.full_like(mean, float("nan"))
     if not zeros:
         zero_frac = torch.zeros_like(mean)
     else:  # 0/1 floats summed: a streaming sum, faster than count_nonzero on CPU (exact below 2^24 per row)
         nonzero = torch.ne(rows, 0, out=centered) if scratch is not None else torch.ne(rows, 0).to(rows.dtype)
         zero_frac = 1 - nonzero.mean(dim=1)
-    return torch.stack((mean, var, absmax, zero_frac), dim=1)
+    return torch.stack((mean, var, extreme, zero_frac), dim=1)
 
 
 class SegmentLayout:
@@ -131,6 +135,7 @@ class ReductionPlan:
         ``policy.small_tensor_elements``: which tensors are small."""
         self.members = members
         self.steps: list[tuple] = []
+        self.tensors: list[range] = []  # which tensors (indices into ``lengths``) each step covers
         self.scratch = Scratch()
         start, run = 0, []
 
@@ -140,6 +145,7 @@ class ReductionPlan:
                 layout = SegmentLayout([(n,) for n in run], members, device)
                 counts = torch.as_tensor(layout.counts, device=device, dtype=dtype)
                 self.steps.append(("run", start, start + layout.total, layout.segment, counts))
+                self.tensors.append(range(index - len(run), index))
                 start += layout.total
                 run = []
 
@@ -152,9 +158,12 @@ class ReductionPlan:
             last = self.steps[-1] if self.steps else None
             if last is not None and last[0] == "block" and last[3] == length and last[4] == zeros:
                 self.steps[-1] = ("block", last[1], last[2] + length, length, zeros)
+                self.tensors[-1] = range(self.tensors[-1].start, index + 1)
             else:
                 self.steps.append(("block", start, start + length, length, zeros))
+                self.tensors.append(range(index, index + 1))
             start += length
+        index = len(lengths)
         close_run()
 
     def moments(self, x: torch.Tensor) -> torch.Tensor:
@@ -170,4 +179,4 @@ class ReductionPlan:
                 chunk = max(1, BLOCK_ELEMENTS // rows.shape[1])  # the centered copy is one chunk, not the block
                 pieces += [_rows_moments(rows[first : first + chunk], zeros, self.scratch).t()
                            for first in range(0, rows.shape[0], chunk)]
-        return torch.cat(pieces, dim=1)
+        return torch.cat(pieces, dim=1) if pieces else x.new_empty((4, 0))

@@ -19,7 +19,8 @@ launch and how much memory they hold, and which one is cheapest depends on the m
     with streaming kernels (the per-element cost of the segment kernels would dominate). A vector
     too large for the ring is also *lean*: it has no update region, the update's moments are taken
     tensor by tensor right after the optimizer step, so the probe holds one flat copy of the
-    parameters fewer.
+    parameters fewer, and the weights' and gradients' moments are taken tensor by tensor where they
+    are captured (``tensorwise.py``).
 ``hooks``
     Module outputs are reduced inside their forward hooks rather than kept by reference until the
     step. Always used for an output changed in place after its hook; ``reduce_in_hooks=True`` does it

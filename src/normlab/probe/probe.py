@@ -21,7 +21,7 @@ kernels costs as much as a training step, so when ``flush_every`` step vectors f
 and the ring is reduced every ``flush_every`` steps for all of them at once (``step_ring.StepRing``;
 same tables, tested). ``policy.ReductionPolicy`` is the one place that chooses among these paths. Memory: three flat copies of the trainable parameters
 (gradients, weights before the step, update) for models small enough for the ring, plus the ring; two
-for larger ones (the update is reduced tensor by tensor, ``StepVector(lean=True)``), plus temporaries
+for larger ones (the update, weights and gradients are reduced tensor by tensor, ``StepVector(lean=True)``), plus temporaries
 the size of the largest tensor; the small outputs of the current step and the buffer.
 """
 
@@ -388,8 +388,12 @@ class Probe:
     def _capture_gradients(self) -> None:
         if self._params:
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self._params]
-            self._flatten_grads(grads, self._vector.region("grad"))
-            self._flatten_grads.forget()
+            if self._vector.lean:
+                binned = self._histogram_buffer is not None and self.schedule.records_histograms(self._step)
+                self._vector.capture_grads(grads, binned=binned)
+            else:
+                self._flatten_grads(grads, self._vector.region("grad"))
+                self._flatten_grads.forget()
         self._missing_grads = frozenset(("grad", i) for i, p in enumerate(self._params) if p.grad is None)
 
     def _stage(self) -> None:
@@ -402,7 +406,9 @@ class Probe:
 
     def _capture_weights(self) -> None:
         self._stage()  # the first capture of a step (in both the hooked and the manual cycle)
-        if self._params:
+        if self._params and self._vector.lean:
+            self._vector.capture_weights(self._params)
+        elif self._params:
             self._flatten_params(self._params, self._vector.region("weight"))
 
     def _optimizer_pre(self, index: int) -> None:

@@ -9,7 +9,9 @@ number of parameters and modules.
 A *lean* layout (for models whose step vectors are too large to be deferred in a ring, which are then
 reduced at every recorded step anyway) stores no update: right after the step the update's moments are
 computed tensor by tensor from the parameters and the weights captured before the step
-(``capture_update``), so the probe holds two flat copies of the parameters, not three. Large vectors
+(``capture_update``), so the probe holds two flat copies of the parameters, not three; the weights'
+and gradients' moments are taken where they are captured (``capture_weights``/``capture_grads``,
+``tensorwise.py``), and a gradient is copied into the vector only on a histogram step. Large vectors
 are reduced with a ``ReductionPlan`` and binned with a ``SegmentBinning``, which keep no per-element
 segment ids: memory beyond the vector is bounded by the largest tensor. ``ReductionPolicy`` decides
 which vectors are large.
@@ -26,6 +28,7 @@ from normlab.probe.histograms import SegmentBinning, SymLogBins
 from normlab.probe.layout import N_MOMENTS, OutputsLayout, StepLayout
 from normlab.probe.moments import ReductionPlan, Scratch, SegmentLayout, _rows_moments, segment_moments
 from normlab.probe.policy import DEFAULT_POLICY, ReductionPolicy
+from normlab.probe.tensorwise import TensorwiseMoments
 
 
 class _OutputsReduction:
@@ -40,9 +43,13 @@ class _OutputsReduction:
         self.rows = torch.as_tensor(outputs.rows, device=vector.device)
         step = vector.layout
         self.plan = None
-        if step.lean or vector.policy.splits(outputs.length):
+        if step.lean:  # the parameter regions are reduced at capture (tensorwise.py): the plan is the outputs'
+            self.plan = ReductionPlan(outputs.lengths, vector.members, vector.device, vector.dtype,
+                                      policy=vector.policy)
+        elif vector.policy.splits(outputs.length):
             self.plan = ReductionPlan(step.stored_lengths + outputs.lengths, vector.members, vector.device,
                                       vector.dtype, zeros_from=len(step.stored_lengths), policy=vector.policy)
+        if self.plan is not None:
             self.plan.scratch = vector._centered  # one buffer for the centered values of every large tensor
         self._segment = self._counts = self._offsets = self._binning = None
 
@@ -107,6 +114,13 @@ class StepVector:
         self._regions: dict[str, torch.Tensor] = {}
         self._centered = Scratch()
         if self.lean:
+            params = list(layout.regions["weight"].tensor_lengths)
+            self._grads = TensorwiseMoments(params, self.members, device, dtype, policy)
+            self._weights = TensorwiseMoments(params, self.members, device, dtype, policy)
+            running = [n for name in ("running_value", "running_delta") for n in layout.regions[name].tensor_lengths]
+            self._running_plan = ReductionPlan(running, self.members, device, dtype, zeros_from=len(running),
+                                               policy=policy)
+            self._running_plan.scratch = self._centered
             update = layout.regions["update"]
             lengths = list(update.tensor_lengths)
             self._update_plan = ReductionPlan(lengths, self.members, device, dtype, zeros_from=len(lengths),
@@ -132,6 +146,16 @@ class StepVector:
             view = self._regions[name] = self.fixed()[self.layout.regions[name].elements]
         return view
 
+    def capture_weights(self, params: Sequence[torch.Tensor]) -> None:
+        """Lean vector: copy ``params`` into the weight region (the update is computed from it) and take
+        their moments, tensor by tensor (``tensorwise.py``)."""
+        self._weights.capture(params, self.region("weight"), copy=True)
+
+    def capture_grads(self, grads: Sequence[torch.Tensor], *, binned: bool) -> None:
+        """Lean vector: the moments of ``grads``, tensor by tensor; copied into the grad region only if
+        the step is ``binned`` (a histogram step: the binning reads the region)."""
+        self._grads.capture(grads, self.region("grad"), copy=binned)
+
     def capture_update(self, params: Sequence[torch.Tensor]) -> None:
         """Lean vector: the update's moments (mean, var, absmax; zero fraction 0), now, from ``params``
         after the step minus the weight region, a run of short tensors or one large tensor at a time."""
@@ -146,7 +170,8 @@ class StepVector:
             _, begin, end, length, _ = step
             for start in range(begin, end, length):
                 delta = self._delta(params, weight, start, start + length)
-                pieces.append(_rows_moments(delta.view(self.members, -1), zeros=False, scratch=self._centered).t())
+                pieces.append(_rows_moments(delta.view(self.members, -1), zeros=False, scratch=self._centered,
+                                            absmax=False).t())
         if pieces:
             torch.cat(pieces, dim=1, out=self._update_moments)
 
@@ -224,10 +249,13 @@ class StepVector:
         vector = self._vector[:live]
         if tensors:
             torch.cat([t.reshape(-1) for t in tensors], out=vector[self.fixed_total :])
-        if layout.plan is not None:
-            moments = layout.plan.moments(vector)  # (4, S), without the update's segments if lean
-            if self.lean:
-                moments = torch.cat([self._update_moments, moments], dim=1)
+        if self.lean:  # (4, S): the parameter regions were reduced at capture
+            grad = self.layout.regions["grad"]
+            moments = torch.cat([self._update_moments, self._running_plan.moments(vector[: grad.start]),
+                                 self._grads.moments, self._weights.moments,
+                                 layout.plan.moments(vector[self.fixed_total :])], dim=1)
+        elif layout.plan is not None:
+            moments = layout.plan.moments(vector)
         else:
             moments = segment_moments(vector, layout.segment, layout.counts)
         fixed = moments[:, : self.fixed_segments]
