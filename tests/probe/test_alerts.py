@@ -7,6 +7,7 @@ import math
 import warnings
 from collections import OrderedDict
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -111,6 +112,16 @@ def test_update_ratio_out_of_band(lr, side):
     assert "embed.weight" in set(ratio["name"]) and not any(n.endswith("bias") for n in ratio["name"])
     low, high = AlertRules().ratio_band
     assert (ratio["value"] < low).all() if side == "low" else (ratio["value"] > high).all()
+    assert _only(alerts, "non_finite").empty  # an update that rounds to 0 (ratio -inf) is not a non-finite value
+
+
+def test_a_tensor_that_stops_moving_is_below_the_band_not_non_finite():
+    assert AlertRules().patience <= 4
+    table = pd.DataFrame({"step": range(6), "member": 0, "name": "w", "kind": "update", "stat": "ratio",
+                          "value": [-3.0, -3.0, -np.inf, -np.inf, -np.inf, -np.inf]})
+    found = find_alerts(table)
+    assert list(found["alert"]) == ["update_ratio"] and found["step"].iloc[0] == 1 + AlertRules().patience
+    assert "did not move" in found["message"].iloc[0]
 
 
 def test_running_stats_that_do_not_follow_the_batches():
