@@ -166,6 +166,15 @@ def test_an_unreachable_address_is_one_line_within_the_timeout(tmp_path, toy_cli
     line = one_error_line(r)
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in line
     assert time.perf_counter() - t < 15
+    assert not (tmp_path / "run").exists()  # checked before the run directory is made
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "tcp://127.0.0.1:port", "http://127.0.0.1:8786", "tcp://:8786"])
+def test_a_malformed_address_is_one_line_and_makes_no_run_directory(tmp_path, toy_cli, address):  # noqa: F811
+    r = toy_cli("run", "toy", "--quick", "--out", tmp_path / "run", "--executor", "dask", "--address", address,
+                "--progress", "none")
+    assert "--address: expected tcp://HOST:PORT" in one_error_line(r)
+    assert not (tmp_path / "run").exists()
 
 
 def test_run_study_raises_executor_error_for_an_unreachable_address(tmp_path, monkeypatch):

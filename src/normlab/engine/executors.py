@@ -21,12 +21,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import pickle
+import socket
 import sys
 import uuid
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import CancelledError
 from typing import Any
+from urllib.parse import urlsplit
 
 from normlab.engine.cell import ComputedCell, compute_cell_away
 from normlab.engine.spec import Cell, Study
@@ -49,6 +51,25 @@ def check_executor(executor: str, address: str | None) -> None:
         raise ExecutorError(f"address: only the dask executor connects to a cluster (got executor {executor!r})")
     if executor == "dask":
         _import_distributed()
+        if address is not None:
+            _check_reachable(address)
+
+
+def _check_reachable(address: str) -> None:
+    """Open and close one TCP connection to the scheduler at ``address`` (``tcp://host:port``), so that a
+    typo or a stopped scheduler is reported before the run directory exists."""
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:  # a port that is not a number
+        host = port = None
+    if parts.scheme not in ("tcp", "tls") or not host or port is None:
+        raise ExecutorError(f"address: expected tcp://HOST:PORT (a Dask scheduler), got {address!r}")
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as e:
+        raise ExecutorError(f"executor dask: cannot reach the Dask scheduler at {address} within "
+                            f"{CONNECT_TIMEOUT_S:g} s ({_first_line(e)})") from None
 
 
 def _import_distributed() -> Any:
