@@ -375,3 +375,12 @@ def test_claims_on_a_partial_run_never_crash(keep: float) -> None:
     figures = STUDY.figures(partial)
     for f in figures:
         matplotlib.pyplot.close(f.figure)
+
+
+def test_the_regularization_gap_pairs_each_seeds_val_and_train_loss_by_seed_id() -> None:
+    run = _synthetic()
+    m = run.metrics
+    lost = (m["placement"] == "pre") & (m["metric"] == "train_loss") & (m["seed"] == 3)
+    run = dataclasses.replace(run, metrics=m[~lost].sample(frac=1.0, random_state=0))  # one seed short, rows shuffled
+    claim = next(cl for cl in STUDY.claims(run) if cl.id == "pre-weaker-regularization")
+    assert claim.verdict == "supported" and claim.n == run.config.seeds - 1

@@ -298,15 +298,26 @@ def _quality_cell(c: Config) -> dict:
     return dict(depth=min(c.depths), lr=c.low_lr, warmup=0, norm="layernorm")
 
 
-def _trained_pairs(c: Config, m: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray, str]:
+def _trained_seeds(c: Config, m: pd.DataFrame) -> tuple[pd.Index, str]:
+    """The seeds where neither Pre-LN nor Post-LN diverged in the quality cell, and a note on the rest."""
     q = _quality_cell(c)
     div = pd.concat([_flags(m, placement="pre", **q).rename("pre"), _flags(m, placement="post", **q).rename("post")],
                     axis=1, join="inner")
     ok = div.index[(div == 0).all(axis=1)]
-    a, b = _aligned(per_seed(m, metric, placement="pre", **q).reindex(ok),
-                    per_seed(m, metric, placement="post", **q).reindex(ok))
-    note = f"{len(div) - len(ok)} of {len(div)} seeds left out (Pre-LN or Post-LN diverged)"
-    return a, b, note
+    return ok, f"{len(div) - len(ok)} of {len(div)} seeds left out (Pre-LN or Post-LN diverged)"
+
+
+def _trained_per_seed(c: Config, m: pd.DataFrame, metric: str, placement: str) -> tuple[pd.Series, str]:
+    """``metric`` of ``placement`` per seed id, over the seeds where both placements trained."""
+    ok, note = _trained_seeds(c, m)
+    return per_seed(m, metric, placement=placement, **_quality_cell(c)).reindex(ok), note
+
+
+def _trained_pairs(c: Config, m: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray, str]:
+    a, note = _trained_per_seed(c, m, metric, "pre")
+    b, _ = _trained_per_seed(c, m, metric, "post")
+    x, y = _aligned(a, b)
+    return x, y, note
 
 
 def _still_falling(m: pd.DataFrame, q: dict, placement: str) -> float:
@@ -341,11 +352,15 @@ def _pre_regularization(c: Config, m: pd.DataFrame) -> Claim:
             "Pre-LN regularizes less than Post-LN (the post's reason for Pre-LN's lower quality)", SOURCE,
             f"generalization gap = validation loss - final training loss (last logging window), depth {q['depth']}, "
             f"lr {q['lr']:g}, warmup {q['warmup']}: Pre-LN's larger than Post-LN's, paired by seed")
-    va, vb, note = _trained_pairs(c, m, "val_loss")
-    ta, tb, _ = _trained_pairs(c, m, "train_loss")
-    if not _enough(va, vb) or len(ta) != len(va):
+    gaps, note = {}, ""
+    for placement in ("pre", "post"):  # a gap is one seed's val minus that same seed's train loss
+        val, note = _trained_per_seed(c, m, "val_loss", placement)
+        train, _ = _trained_per_seed(c, m, "train_loss", placement)
+        gaps[placement] = val - train  # aligned by seed id; a seed missing either is NaN
+    pre_gap, post_gap = _aligned(gaps["pre"].dropna(), gaps["post"].dropna())
+    if not _enough(pre_gap, post_gap):
         return not_judged(*args, f"fewer than 2 seeds where both trained ({note})", unit=SEED)
-    cl = stats.compare_claim(*args, va - ta, vb - tb, "greater", paired=True, effect="cohen_d",
+    cl = stats.compare_claim(*args, pre_gap, post_gap, "greater", paired=True, effect="cohen_d",
                              labels=("pre gap", "post gap"), unit=SEED)
     cl.detail += f"; {note}"
     return cl
