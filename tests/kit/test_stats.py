@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as sps
 
+from normlab.engine.spec import Claim
 from normlab.kit import stats
 
 finite = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False)
@@ -226,3 +227,37 @@ def test_claims_on_values_that_are_all_non_finite_are_inconclusive_not_errors():
     assert stats.threshold_claim("T", "c", "s", "m", dead, "less", 1.0, unit="seed").verdict == "inconclusive"
     assert stats.compare_claim("C", "c", "s", "m", dead, [1.0, 2.0], "less", unit="seed").verdict == "inconclusive"
     assert stats.equivalence_claim("E", "c", "s", "m", dead, 0.0, margin=0.1, unit="seed").verdict == "inconclusive"
+
+
+def _part(verdict: str, p: float | None, n: int = 8, value: float = 0.0) -> Claim:
+    return Claim(id="", claim="", source="", measurement="", verdict=verdict, statistic="t", value=value,
+                 p_value=p, n=n, detail=f"{verdict} at p={p}", unit="seed")
+
+
+@pytest.mark.parametrize(("verdicts", "expected", "top"), [
+    (("supported", "supported", "supported"), "supported", 1),  # every part decides: the largest p (0.02)
+    (("supported", "refuted", "refuted"), "refuted", 1),  # the refuted parts decide: the larger p of theirs
+    (("supported", "inconclusive", "refuted"), "refuted", 2),
+    (("supported", "inconclusive", "supported"), "inconclusive", 1),
+])
+def test_all_of_claim_takes_the_deciding_part_with_the_largest_p(verdicts, expected, top):
+    ps = (0.001, 0.02, 0.01)
+    parts = [(f"part{i}", _part(v, p, n=5 + i, value=float(i))) for i, (v, p) in enumerate(zip(verdicts, ps, strict=True))]
+    combined = stats.all_of_claim("x", "claim", "src", "m", parts, unit="seed", note="a note")
+    assert combined.verdict == expected
+    assert (combined.p_value, combined.n, combined.value) == (ps[top], 5 + top, float(top))
+    assert combined.unit == "seed" and "a note" in combined.detail
+    for label, part in parts:  # every part is listed with its own verdict
+        assert f"{label}: {part.verdict} ({part.detail})" in combined.detail
+    if expected == "supported":
+        assert not combined.detail.startswith(("refuted by", "not shown by"))
+    else:
+        deciding = [label for label, part in parts
+                    if (part.verdict == "refuted" if expected == "refuted" else part.verdict != "supported")]
+        verb = "refuted" if expected == "refuted" else "not shown"
+        assert combined.detail.startswith(f"{verb} by {', '.join(deciding)}; ")
+
+
+def test_all_of_claim_needs_a_part():
+    with pytest.raises(ValueError, match="at least one part"):
+        stats.all_of_claim("x", "claim", "src", "m", [], unit="seed")

@@ -484,6 +484,38 @@ def combine_verdicts(verdicts: Sequence[str]) -> str:
     return "inconclusive"
 
 
+def all_of_claim(id: str, claim: str, source: str, measurement: str, parts: Sequence[tuple[str, Claim]], *,
+                 unit: str, note: str = "") -> Claim:
+    """A claim that holds only if every part does (``parts``: ``(label, claim)``), reported with the numbers
+    of the part that decided it.
+
+    Verdict: :func:`combine_verdicts` (supported if all parts are, refuted if any is, else inconclusive).
+    The deciding parts are all of them for ``supported`` -- the intersection-union test, whose p is the
+    largest of the parts' one-sided p and needs no correction -- the refuted parts for ``refuted``, the
+    parts not supported for ``inconclusive``. Among the deciding parts the one with the largest p gives the
+    statistic, value, effect, interval, p and n: a claim on every part is as strong as its weakest part,
+    which is also what Holm's correction then sees. The detail names the deciding parts (unless all
+    decide), then ``note``, then every part with its own verdict and detail.
+    """
+    if not parts:
+        raise ValueError(f"{id}: all_of_claim needs at least one part")
+    verdict = combine_verdicts([c.verdict for _, c in parts])
+    if verdict == "supported":
+        deciding = list(parts)
+    elif verdict == "refuted":
+        deciding = [(label, c) for label, c in parts if c.verdict == "refuted"]
+    else:
+        deciding = [(label, c) for label, c in parts if c.verdict != "supported"]
+    top = max(deciding, key=lambda part: part[1].p_value if part[1].p_value is not None else 1.0)[1]
+    decided = "" if verdict == "supported" else (
+        f"{'refuted' if verdict == 'refuted' else 'not shown'} by {', '.join(label for label, _ in deciding)}; ")
+    detail = decided + (note + "; " if note else "") + " | ".join(
+        f"{label}: {c.verdict} ({c.detail})" for label, c in parts)
+    return Claim(id=id, claim=claim, source=source, measurement=measurement, verdict=verdict,  # type: ignore[arg-type]
+                 statistic=top.statistic, value=top.value, p_value=top.p_value, effect_size=top.effect_size,
+                 ci=top.ci, n=top.n, detail=detail, unit=unit)
+
+
 def not_judged(id: str, claim: str, source: str, measurement: str, why: str, *, unit: str | None = None) -> Claim:
     """A claim this run cannot judge (its arms were not run, too few finite values): ``inconclusive``,
     with ``why`` as the detail the report shows."""

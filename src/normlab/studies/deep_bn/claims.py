@@ -59,20 +59,6 @@ def _judged(values: np.ndarray, id: str, claim: str, source: str, measurement: s
     return cl
 
 
-def _all_of(id: str, claim: str, source: str, measurement: str, parts: list[Claim], names: list[str]) -> Claim:
-    """One claim that must hold for every arm: combined verdict, the weakest arm's numbers."""
-    verdict = stats.combine_verdicts([p.verdict for p in parts])
-    rank = {"refuted": 0, "inconclusive": 1, "supported": 2}
-    # The weakest part decides: the first refuted/inconclusive one, or, when all are supported, the one
-    # with the largest p (a claim on every arm is as strong as its weakest arm, also for Holm).
-    worst = min(parts, key=lambda p: (rank[p.verdict], -(p.p_value if p.p_value is not None else 1.0)))
-    detail = "; ".join(f"{n}: {p.verdict} ({p.detail})" for n, p in zip(names, parts, strict=True))
-    return Claim(id=id, claim=claim, source=source, measurement=measurement, verdict=verdict,
-                 statistic=worst.statistic, value=worst.value, p_value=worst.p_value,
-                 effect_size=worst.effect_size, ci=worst.ci, n=min(p.n or 0 for p in parts), detail=detail,
-                 unit=SEED)
-
-
 def _overflow_note(metrics: pd.DataFrame, arm: str) -> str:
     notes = []
     for metric, what in (("overflow_layer", "inf/NaN"), ("zero_layer", "exact zeros")):
@@ -93,10 +79,11 @@ def init_claims(run: StoredRun) -> list[Claim]:
     bn_arms = [f"bn/{i}" for i in c.inits]
     stable = lambda v: stats.equivalence_claim("", "", "", "", v, 1.0, c.stable_tol, unit=SEED)  # noqa: E731
     out = [
-        _all_of("bn-std-stable", "With BN the output std stays stable whatever the init", SOURCE,
-                f"per seed: per-layer growth factor of the activation std (fit over layers {c.fit_skip + 1}.."
-                f"{c.depth - c.fit_skip}); stable = within 1 ± {c.stable_tol:g}, for every init",
-                [_judged(fwd[a], a, "", "", "", stable) for a in bn_arms], bn_arms),
+        stats.all_of_claim(
+            "bn-std-stable", "With BN the output std stays stable whatever the init", SOURCE,
+            f"per seed: per-layer growth factor of the activation std (fit over layers {c.fit_skip + 1}.."
+            f"{c.depth - c.fit_skip}); stable = within 1 ± {c.stable_tol:g}, for every init",
+            [(a, _judged(fwd[a], a, "", "", "", stable)) for a in bn_arms], unit=SEED),
     ]
     plain = {
         "default": ("vanishes", "less", "Without BN, torch's default init makes the output std vanish"),
@@ -126,10 +113,10 @@ def init_claims(run: StoredRun) -> list[Claim]:
     parts = [_judged(bwd[a], a, "", "", "", grows) for a in bn_arms]
     for a, part in zip(bn_arms, parts, strict=True):
         part.detail += _overflow_note(run.metrics, a)
-    out.append(_all_of(
+    out.append(stats.all_of_claim(
         "bn-grad-grows", "BN makes gradients grow with depth at init (toward the input)", YANG,
         "per seed: per-layer growth factor of ||dL/dW_l|| going from the output toward the input, > 1, every init",
-        parts, bn_arms))
+        list(zip(bn_arms, parts, strict=True)), unit=SEED))
     margin = c.yang_margin * YANG_RELU_RATE
     for arm in [*bn_arms, *(a for a, *_ in arms(c) if "batch=" in a)]:
         cl = _judged(

@@ -34,7 +34,7 @@ import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
 from normlab.engine.spec import Claim, StoredRun
-from normlab.kit.stats import combine_verdicts, compare_claim, mean_ci, not_judged, threshold_claim
+from normlab.kit.stats import all_of_claim, compare_claim, mean_ci, not_judged, threshold_claim
 from normlab.studies.ln_gradients.config import CTRL, SRC, linear_floor
 
 UNIT = "seed"  # one seed = one unit: every arm of a seed starts from the same Linear weights on the same data
@@ -197,26 +197,8 @@ class _Part:
 
 
 def _all_of(id_: str, claim: str, source: str, measurement: str, parts: list[_Part], note: str = "") -> Claim:
-    """A claim that holds only if every part does (``combine_verdicts``: supported if all are, refuted if any
-    is, else inconclusive). Its numbers are those of the deciding part with the largest one-sided p: for a
-    ``supported`` verdict every part decides (the intersection-union test: its p is the largest of the parts'),
-    for ``refuted`` the refuted parts, for ``inconclusive`` the parts not supported. The detail names the
-    deciding parts and lists every part with its own verdict."""
-    verdict = combine_verdicts([p.claim.verdict for p in parts])
-    if verdict == "supported":
-        deciding = parts
-    elif verdict == "refuted":
-        deciding = [p for p in parts if p.claim.verdict == "refuted"]
-    else:
-        deciding = [p for p in parts if p.claim.verdict != "supported"]
-    top = max(deciding, key=lambda p: p.claim.p_value if p.claim.p_value is not None else 1.0).claim
-    decided = ("" if verdict == "supported" else
-               f"{'refuted' if verdict == 'refuted' else 'not shown'} by {', '.join(p.label for p in deciding)}; ")
-    detail = decided + (note + "; " if note else "") + " | ".join(
-        f"{p.label}: {p.claim.verdict} ({p.claim.detail})" for p in parts)
-    return Claim(id=id_, claim=claim, source=source, measurement=measurement, verdict=verdict,  # type: ignore[arg-type]
-                 statistic=top.statistic, value=top.value, p_value=top.p_value, effect_size=top.effect_size,
-                 ci=top.ci, n=top.n, detail=detail, unit=UNIT)
+    """``kit.stats.all_of_claim`` over labelled parts (the numbers are the deciding part's)."""
+    return all_of_claim(id_, claim, source, measurement, [(p.label, p.claim) for p in parts], unit=UNIT, note=note)
 
 
 def _reach_cmp(series: dict, A: _Arms, id_: str, claim: str, source: str, measurement: str,

@@ -92,22 +92,6 @@ def pair_variance(run: StoredRun, arm: str, n_train: int) -> np.ndarray:
     return ((f[0:2 * k:2] - f[1:2 * k:2]) ** 2).mean(axis=1) / 2
 
 
-def all_of(id: str, claim: str, source: str, measurement: str, parts: list[tuple[str, Claim]],
-           unit: str) -> Claim:
-    """A claim that needs every part: ``supported`` if all are, ``refuted`` if any is, else inconclusive.
-
-    The p-value is the largest of the parts' (the intersection-union test: valid, conservative); the detail
-    names each part with its verdict, so the reader sees which one decided."""
-    verdict = stats.combine_verdicts([c.verdict for _, c in parts])
-    ps = [c.p_value for _, c in parts]
-    p = max(ps) if all(q is not None and math.isfinite(q) for q in ps) else None
-    ns = [c.n for _, c in parts if c.n is not None]
-    return Claim(id=id, claim=claim, source=source, measurement=measurement, verdict=verdict,
-                 statistic="all_of", value=p if p is not None else math.nan, p_value=p,
-                 n=min(ns) if ns else 0, unit=unit,
-                 detail=" | ".join(f"{name}: {c.verdict} ({c.detail})" for name, c in parts))
-
-
 def overfits(run: StoredRun, arm: str, n_train: int, regime: str, id: str, claim: str, source: str) -> Claim:
     """The arm fits its training set better than the true line does, and the held-out set worse."""
     tr = stats.compare_claim(
@@ -118,10 +102,11 @@ def overfits(run: StoredRun, arm: str, n_train: int, regime: str, id: str, claim
         "", "", source, "", final(run, arm, n_train, "heldout_mse", regime),
         final(run, arm, n_train, "truth_heldout_mse", regime), "greater", paired=True, transform="log",
         labels=(f"{arm} held-out", "true line"), unit=UNIT)
-    return all_of(id, claim, source,
-                  "per seed, eval mode: train MSE below the true line's on the same points (it fits the noise) "
-                  "and held-out MSE above the true line's (it generalizes worse); paired, log scale; both needed",
-                  [("train below truth", tr), ("held-out above truth", he)], UNIT)
+    return stats.all_of_claim(
+        id, claim, source,
+        "per seed, eval mode: train MSE below the true line's on the same points (it fits the noise) "
+        "and held-out MSE above the true line's (it generalizes worse); paired, log scale; both needed",
+        [("train below truth", tr), ("held-out above truth", he)], unit=UNIT)
 
 
 def claims(run: StoredRun) -> list[Claim]:
@@ -154,12 +139,12 @@ def _seed_setup_claims(run: StoredRun) -> list[Claim]:
             paired=True, transform="log", labels=(arm, "none"), unit=UNIT)
         # The post reads a smaller gap as less overfitting. A gap also shrinks when the training error rises
         # and the held-out error does not fall: then the control explains it, and the claim is not supported.
-        out.append(all_of(
+        out.append(stats.all_of_claim(
             f"{arm}-reduces-gap", f"{text} reduces the train/test gap (mitigates overfitting)", SOURCE,
             f"per seed {at}: held-out MSE ({c.n_heldout} points) - train MSE (eval mode), paired by seed; needs "
             f"the control {arm}-lowers-heldout too (a gap that shrinks only because the training error rose is "
             "no mitigation)", [("gap smaller", shrink), (f"held-out lower (control {arm}-lowers-heldout)", held)],
-            UNIT))
+            unit=UNIT))
         out.append(held)
         k = c.seeds // 2
         out.append(stats.compare_claim(
@@ -275,12 +260,12 @@ def _sweep_claims(run: StoredRun) -> list[Claim]:
                      f"a gain of {c.min_gain:.0%} or more is {'ruled out' if absent.verdict == 'supported' else 'not ruled out'}; "
                      + absent.detail)
     gain_large = next(cl for cl in out if cl.id == f"dropout-gain/n={large}")
-    tiny_claim = all_of(
+    tiny_claim = stats.all_of_claim(
         ids[2], f"Dropout gives no gain on tiny data ({tiny} points), unlike on more data ({large} points)", PAPER,
         f"{regime}; paired by seed. Needs all three: (1) at {tiny} points a gain of {c.min_gain:.0%} or more is "
         f"ruled out; (2) at {large} points dropout lowers held-out MSE by >= {c.min_gain:.0%} (the control: "
         "without it 'no gain' is not a tiny-data effect); (3) the benefit is larger at the larger size",
-        [(f"no gain at {tiny}", absent), (f"gain at {large} (control)", gain_large), ("benefit grows", grows)], UNIT)
+        [(f"no gain at {tiny}", absent), (f"gain at {large} (control)", gain_large), ("benefit grows", grows)], unit=UNIT)
     return [*out, grows, tiny_claim]
 
 
