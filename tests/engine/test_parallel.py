@@ -50,6 +50,25 @@ def test_a_failing_cell_raises_and_the_others_stay_done(tmp_path, monkeypatch):
     assert {cell.arm for cell in RunStore(tmp_path / "run").done_cells()} == set(CONFIG.arms)
 
 
+def test_plain_progress_says_the_run_is_alive_while_a_long_cell_runs_in_a_worker(tmp_path, monkeypatch):
+    import io
+
+    from normlab.engine import parallel
+    from normlab.engine.progress import PlainProgress
+
+    monkeypatch.setattr(parallel, "HEARTBEAT_S", 0.5)
+    monkeypatch.setenv("TOY_SLEEP_ARM", "slow")
+    monkeypatch.setenv("TOY_SLEEP_S", "4")
+    stream = io.StringIO()
+    run_study(ToyStudy(), CONFIG, tmp_path / "run", jobs=2, progress=PlainProgress(stream))
+    lines = stream.getvalue().splitlines()
+    alive = [line for line in lines if "running in worker processes" in line]
+    assert alive, lines
+    last = alive[-1]  # while only the slow cell is left: 1 running, the 2 fast ones stored
+    assert last.startswith("... 1 cell(s) running in worker processes, 2/3 done, "), last
+    assert lines.index(last) < next(i for i, line in enumerate(lines) if "slow: done in" in line)
+
+
 @pytest.mark.parametrize("jobs", [-1, 1.5, True, "2"])
 def test_bad_jobs_are_rejected(jobs, tmp_path):
     with pytest.raises(ValueError, match="jobs"):

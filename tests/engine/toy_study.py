@@ -51,6 +51,8 @@ class ToyStudy(Study):
             ctx.progress(step + 1, config.steps)
         if os.environ.get("TOY_FAIL_ARM") == ctx.cell.arm:  # lets the parallel test see a failing cell
             raise ValueError(f"toy: arm {ctx.cell.arm} fails on request")
+        if os.environ.get("TOY_SLEEP_ARM") == ctx.cell.arm:  # a long cell, for the progress heartbeat
+            time.sleep(float(os.environ["TOY_SLEEP_S"]))
         if os.environ.get("TOY_HANG_ARM") == ctx.cell.arm:  # lets the kill -9 test interrupt mid-study
             open(os.path.join(os.environ["TOY_MARK_DIR"], f"{ctx.cell.arm}.started"), "w").close()
             time.sleep(600)

@@ -30,7 +30,7 @@ import os
 import pickle
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -40,6 +40,7 @@ from normlab.engine.cell import run_cell
 from normlab.engine.spec import Cell, Study
 from normlab.engine.store import RunStore
 
+HEARTBEAT_S = 60.0  # with no cell finished for this long, the caller hears that the run is alive
 ORPHAN_EXIT_CODE = 70  # a worker whose parent died exits with this (EX_SOFTWARE) without cleanup
 
 
@@ -120,9 +121,11 @@ def _run_in_worker(study: Study, config: Any, run_dir: str, cell: Cell, device: 
 
 
 def run_cells_in_workers(study: Study, config: Any, run_dir: Path, pending: list[tuple[int, Cell]], jobs: int,
-                         threads: int, device: str, tensorboard: bool) -> Iterator[tuple[int, Cell, float]]:
+                         threads: int, device: str, tensorboard: bool,
+                         on_wait: Callable[[int], None] | None = None) -> Iterator[tuple[int, Cell, float]]:
     """Run ``pending`` ``(index, cell)`` pairs in ``jobs`` processes; yield ``(index, cell, seconds)`` as
-    each cell is stored."""
+    each cell is stored. ``on_wait(running)`` is called every ``HEARTBEAT_S`` seconds in which no cell
+    finished (a long cell in a worker reports no steps: this says the run is alive)."""
     try:
         pickle.dumps((study, config))
     except Exception as e:  # any pickling failure means the same thing here
@@ -135,14 +138,15 @@ def run_cells_in_workers(study: Study, config: Any, run_dir: Path, pending: list
     parent_alive, keep_open = context.Pipe(duplex=False)
     try:
         yield from _run_pool(study, config, run_dir, pending, jobs, device, tensorboard, context,
-                             (threads, os.getpid(), parent_alive, _study_module_file(study)))
+                             (threads, os.getpid(), parent_alive, _study_module_file(study)), on_wait)
     finally:
         keep_open.close()
         parent_alive.close()
 
 
 def _run_pool(study: Study, config: Any, run_dir: Path, pending: list[tuple[int, Cell]], jobs: int, device: str,
-              tensorboard: bool, context: Any, initargs: tuple[Any, ...]) -> Iterator[tuple[int, Cell, float]]:
+              tensorboard: bool, context: Any, initargs: tuple[Any, ...],
+              on_wait: Callable[[int], None] | None) -> Iterator[tuple[int, Cell, float]]:
     with ProcessPoolExecutor(max_workers=min(jobs, len(pending)), mp_context=context,
                              initializer=_init_worker, initargs=initargs) as pool:
         futures = {pool.submit(_run_in_worker, study, config, str(run_dir), cell, device, tensorboard): (i, cell)
@@ -150,7 +154,9 @@ def _run_pool(study: Study, config: Any, run_dir: Path, pending: list[tuple[int,
         waiting = set(futures)
         try:
             while waiting:
-                done, waiting = wait(waiting, return_when=FIRST_EXCEPTION)
+                done, waiting = wait(waiting, timeout=HEARTBEAT_S, return_when=FIRST_EXCEPTION)
+                if not done and on_wait is not None:
+                    on_wait(sum(1 for future in waiting if future.running()))
                 for future in done:
                     i, cell = futures[future]
                     try:

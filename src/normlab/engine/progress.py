@@ -20,6 +20,10 @@ class Progress:
 
     def message(self, text: str) -> None: ...
 
+    def waiting(self, running: int, done: int, total: int, seconds: float) -> None:
+        """Cells run in worker processes, none finished for a while: ``running`` of them are still going,
+        ``done`` of ``total`` are stored, ``seconds`` since the run began."""
+
     def close(self) -> None: ...
 
 
@@ -56,6 +60,10 @@ class PlainProgress(Progress):
 
     def message(self, text: str) -> None:
         self._print(text)
+
+    def waiting(self, running: int, done: int, total: int, seconds: float) -> None:
+        minutes, secs = divmod(int(seconds), 60)
+        self._print(f"... {running} cell(s) running in worker processes, {done}/{total} done, {minutes}m{secs:02d}s elapsed")
 
 
 class RichProgress(Progress):

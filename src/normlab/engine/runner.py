@@ -159,8 +159,13 @@ def _run_locked(study: Study, config: Any, store: RunStore, cells: list[Cell], d
         elif jobs > 1 and len(pending) > 1:
             progress.message(f"{len(pending)} cells in {min(jobs, len(pending))} worker processes, "
                              f"{threads} torch thread(s) each")
+            def alive(running: int) -> None:
+                done = len(outcome.cells_skipped) + len(outcome.cells_run)
+                progress.waiting(running, done, len(cells), time.perf_counter() - started)
+
+            started = time.perf_counter()
             for _, cell, seconds in run_cells_in_workers(study, config, store.run_dir, pending, jobs, threads,
-                                                         str(device), tensorboard):
+                                                         str(device), tensorboard, alive):
                 # cells finish out of order: number them by completion
                 progress.start_cell(len(outcome.cells_skipped) + len(outcome.cells_run), cell_label(cell))
                 progress.end_cell(seconds)
