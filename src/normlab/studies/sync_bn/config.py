@@ -28,10 +28,10 @@ class Config:
     widths: tuple[int, int, int] = (8, 16, 16)  # batch-size's CNN
     num_groups: int = 4
     ranks: int = 2  # data-parallel processes per cell (gloo, loopback)
-    per_rank_batches: tuple[int, ...] = (2, 4, 8, 16)  # b: images per rank ("images per GPU"); global batch ranks*b
+    per_rank_batches: tuple[int, ...] = (2, 4, 8, 16, 32)  # b: images per rank ("images per GPU"); global batch ranks*b
     lr: float = 0.05  # SGD, momentum 0.9, constant, at a global batch of lr_batch ...
     lr_batch: int = 32  # ... scaled linearly with the global batch (Wu & He's rule: lr 0.1 x N/32)
-    epochs: float = 4.0  # passes over train_size, the same for every b (small b takes more, smaller steps)
+    epochs: float = 3.0  # passes over train_size, the same for every b (small b takes more, smaller steps)
     # Verdict thresholds, fixed before the runs (batch-size's).
     degrade_min_effect: float = 0.01  # relative accuracy change counted as "degrades" / "is better" (1%)
     equivalence_margin: float = 0.015  # |accuracy change| counted as "does not degrade" (1.5 points)
