@@ -31,7 +31,7 @@ class Config:
     per_rank_batches: tuple[int, ...] = (2, 4, 8, 16, 32)  # b: images per rank ("images per GPU"); global batch ranks*b
     lr: float = 0.05  # SGD, momentum 0.9, constant, at a global batch of lr_batch ...
     lr_batch: int = 32  # ... scaled linearly with the global batch (Wu & He's rule: lr 0.1 x N/32)
-    epochs: float = 3.0  # passes over train_size, the same for every b (small b takes more, smaller steps)
+    epochs: float = 8.0  # passes over train_size, the same for every b (small b takes more, smaller steps)
     # Verdict thresholds, fixed before the runs (batch-size's).
     degrade_min_effect: float = 0.01  # relative accuracy change counted as "degrades" / "is better" (1%)
     equivalence_margin: float = 0.015  # |accuracy change| counted as "does not degrade" (1.5 points)
