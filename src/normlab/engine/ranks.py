@@ -74,7 +74,7 @@ def _rank_main(rank: int, world_size: int, port: int, collective_timeout: float,
                                 timeout=datetime.timedelta(seconds=collective_timeout))
         in_group = True
         _send(results, ("ok", fn(rank, world_size, *args)))
-    except BaseException as e:  # noqa: BLE001 - every failure goes back to the caller as one message
+    except BaseException as e:  # every failure goes back to the caller as one message
         # Sent before leaving the group: the other ranks fail only once this rank's connections close, so
         # the cause is always stamped earlier than its consequences (the caller reports the earliest).
         _send(results, ("error", time.time(), f"{type(e).__name__}: {e}".strip(), traceback.format_exc()))

@@ -190,6 +190,8 @@ def batch_order(seeds: Sequence[int], n: int, batch_size: int) -> Iterator[torch
     """The training batches of :func:`train_members`, step after step: ``(S, batch_size)`` image indices, row s
     member s's. Member s shuffles the ``n`` images with its own generator (seeded by ``seeds[s]``) each pass
     and takes consecutive batches, dropping the pass's last partial batch."""
+    if not 1 <= batch_size <= n:
+        raise ValueError(f"batch_order: batch_size must be in [1, {n}] (the images), got {batch_size}")
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     per_pass = n // batch_size
     while True:
@@ -241,7 +243,7 @@ def train_members(
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     marks = set(checkpoints)
     model.train()
-    for step, idx in zip(range(steps), batch_order(seeds, len(x), batch_size)):
+    for step, idx in zip(range(steps), batch_order(seeds, len(x), batch_size), strict=False):  # endless order
         idx = idx[:, rank * local:(rank + 1) * local]  # (S, local): this rank's block of the global batch
         xb = x[idx].transpose(0, 1).flatten(1, 2)  # (local, S*C, H, W): member s reads its own images
         logits = forward(xb)  # (local, S, classes) or (local, classes)

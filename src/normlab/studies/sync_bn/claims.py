@@ -12,6 +12,8 @@ cells are paired by seed.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from normlab.engine.spec import Claim, StoredRun
@@ -140,7 +142,8 @@ def exact_claims(run: StoredRun) -> list[Claim]:
                f"loss and parameter gradients (after DistributedDataParallel's average) from {twin}; float32, "
                f"equal within {c.exact_tolerance:g}")
         if arm not in c.arms:
-            out.append(stats.not_judged(cid, text, "mechanism", how, f"needs the {arm} arm", unit="exact"))
+            unjudged = stats.not_judged(cid, text, "mechanism", how, f"needs the {arm} arm", unit="exact")
+            out.append(dataclasses.replace(unjudged, n=None))  # an exact check counts no units
             continue
         out.append(stats.exact_claim(cid, text, "mechanism", how, _worst_difference(run, arm), 0.0, rtol=0.0,
                                      atol=c.exact_tolerance))

@@ -30,7 +30,14 @@ from normlab.data.images import load_images
 from normlab.engine.ranks import run_ranks
 from normlab.engine.spec import CellResult
 from normlab.kit.tables import metric_rows
-from normlab.models.cnn import SmallCNN, batch_order, build_members, member_accuracy, recalibrate, train_members
+from normlab.models.cnn import (
+    SmallCNN,
+    batch_order,
+    build_members,
+    member_accuracy,
+    recalibrate,
+    train_members,
+)
 from normlab.nn import SyncBatchNorm
 from normlab.studies.batch_size.ghost import use_ghost_batches
 from normlab.studies.sync_bn.config import ARM_NORMS, Config
