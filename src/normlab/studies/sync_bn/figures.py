@@ -12,6 +12,7 @@ from normlab.studies.sync_bn.claims import has, values
 from normlab.studies.sync_bn.config import ARM_LABELS, Config
 
 CITED_LABELS = {"batchnorm": "BN", "groupnorm": "GN"}
+COLORS = {"batchnorm": "tab:blue", "syncbn": "tab:orange", "groupnorm": "tab:green"}  # the cited lines match
 
 
 def figures(run: StoredRun) -> list[Figure]:
@@ -37,12 +38,14 @@ def _error_figure(run: StoredRun) -> Figure:
     for arm in c.arms:
         xs = [b for b in sorted(c.per_rank_batches) if has(run, arm, b)]
         if xs:
-            _plot(ax, xs, [stats.mean_ci(100 * (1 - values(run, arm, b))) for b in xs], ARM_LABELS[arm])
+            _plot(ax, xs, [stats.mean_ci(100 * (1 - values(run, arm, b))) for b in xs], ARM_LABELS[arm],
+                  color=COLORS[arm])
     _size_axis(ax, c.per_rank_batches, "images per rank (b)")
     ax.set(ylabel="test error (%)", title=f"measured: {c.ranks} ranks, global batch {c.ranks}b, lr x {c.ranks}b")
     ax.legend(fontsize=8)
     for norm, errs in GN_PAPER_ERROR.items():
-        ref.plot(GN_PAPER_IMAGES_PER_GPU, errs, marker="s", mfc="none", label=f"{CITED_LABELS[norm]} (cited)")
+        ref.plot(GN_PAPER_IMAGES_PER_GPU, errs, marker="s", mfc="none", color=COLORS[norm],
+                 label=f"{CITED_LABELS[norm]} (cited)")
     _size_axis(ref, GN_PAPER_IMAGES_PER_GPU, "images per GPU")
     ref.set(ylabel="ImageNet val error (%)", title="cited reference: Wu & He 2018, ResNet-50, 8 GPUs")
     ref.legend(fontsize=8)
