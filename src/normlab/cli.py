@@ -125,6 +125,7 @@ def run(
     from normlab.atomic import WriteError
     from normlab.engine.executors import ExecutorError, check_executor
     from normlab.engine.progress import make_progress
+    from normlab.engine.ranks import RanksError
     from normlab.engine.store import RunDirError
     from normlab.report import run_and_report
 
@@ -150,7 +151,7 @@ def run(
     try:
         outcome = run_and_report(s, config, out, progress=make_progress("none" if json_out else progress),
                                  report=not no_report, jobs=jobs, executor=executor, address=address)
-    except (RunDirError, WriteError, ExecutorError) as e:
+    except (RunDirError, WriteError, ExecutorError, RanksError) as e:  # RanksError: a cell's rank failed or hung
         _fail(str(e))
     if json_out:
         typer.echo(json.dumps({

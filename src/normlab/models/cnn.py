@@ -36,7 +36,7 @@ overhead, which dominates at batch size 2.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -186,6 +186,20 @@ def member_input(x: torch.Tensor, members: int) -> torch.Tensor:
     return x.repeat(1, members, 1, 1)
 
 
+def batch_order(seeds: Sequence[int], n: int, batch_size: int) -> Iterator[torch.Tensor]:
+    """The training batches of :func:`train_members`, step after step: ``(S, batch_size)`` image indices, row s
+    member s's. Member s shuffles the ``n`` images with its own generator (seeded by ``seeds[s]``) each pass
+    and takes consecutive batches, dropping the pass's last partial batch."""
+    if not 1 <= batch_size <= n:
+        raise ValueError(f"batch_order: batch_size must be in [1, {n}] (the images), got {batch_size}")
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    per_pass = n // batch_size
+    while True:
+        orders = torch.stack([torch.randperm(n, generator=g) for g in gens])  # (S, n)
+        for k in range(per_pass):
+            yield orders[:, k * batch_size:(k + 1) * batch_size]
+
+
 def train_members(
     model: SmallCNN,
     x: torch.Tensor,
@@ -198,34 +212,42 @@ def train_members(
     momentum: float = 0.9,
     checkpoints: Sequence[int] = (),
     on_checkpoint: Callable[[int], None] = lambda step: None,
+    shard: tuple[int, int] = (0, 1),
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> int:
     """SGD with momentum on ``examples`` training examples per member; returns the number of steps.
 
     Member s shuffles ``(x, y)`` with its own generator (seeded by ``seeds[s]``) each pass, so members see
-    different batches. Each pass drops its last partial batch (a batch of one has no BatchNorm variance).
-    The loss is the sum over members of each member's mean cross-entropy: member s's gradient is its own.
-    ``on_checkpoint(step)`` is called after each step in ``checkpoints`` (to evaluate mid-training); the
-    model is put back in training mode afterwards, so checkpoints do not change the training.
+    different batches (:func:`batch_order`). Each pass drops its last partial batch (a batch of one has no
+    BatchNorm variance). The loss is the sum over members of each member's mean cross-entropy: member s's
+    gradient is its own. ``on_checkpoint(step)`` is called after each step in ``checkpoints`` (to evaluate
+    mid-training); the model is put back in training mode afterwards, so checkpoints do not change the training.
+
+    Data-parallel training: ``shard=(rank, ranks)`` makes ``batch_size`` the global batch (a multiple of
+    ``ranks``); every rank draws the same batches and trains on block ``rank`` of each (``batch_size //
+    ranks`` consecutive images), calling ``forward`` (e.g. the ``DistributedDataParallel`` wrapper of
+    ``model``, which averages the gradients over ranks, so the ranks take the step of the mean loss over the
+    global batch). ``forward`` defaults to ``model``.
     """
+    rank, ranks = shard
     if len(seeds) != model.members:
         raise ValueError(f"train_members: {model.members} members but {len(seeds)} seeds")
     if not 2 <= batch_size <= len(x):
         raise ValueError(f"train_members: batch_size must be in [2, {len(x)}], got {batch_size}")
-    per_pass = len(x) // batch_size
+    if not (0 <= rank < ranks and batch_size % ranks == 0):
+        raise ValueError(f"train_members: shard must be (rank, ranks) with 0 <= rank < ranks dividing batch_size "
+                         f"{batch_size}, got {shard}")
+    local = batch_size // ranks
+    forward = forward or model
     steps = examples // batch_size
-    gens = [torch.Generator().manual_seed(s) for s in seeds]
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     marks = set(checkpoints)
     model.train()
-    orders = None
-    for step in range(steps):
-        if step % per_pass == 0:
-            orders = torch.stack([torch.randperm(len(x), generator=g) for g in gens])  # (S, len(x))
-        k = step % per_pass
-        idx = orders[:, k * batch_size:(k + 1) * batch_size]  # (S, B)
-        xb = x[idx].transpose(0, 1).flatten(1, 2)  # (B, S*C, H, W): member s reads its own images
-        logits = model(xb)  # (B, S, classes) or (B, classes)
-        logits = logits.view(batch_size, model.members, -1)
+    for step, idx in zip(range(steps), batch_order(seeds, len(x), batch_size), strict=False):  # endless order
+        idx = idx[:, rank * local:(rank + 1) * local]  # (S, local): this rank's block of the global batch
+        xb = x[idx].transpose(0, 1).flatten(1, 2)  # (local, S*C, H, W): member s reads its own images
+        logits = forward(xb)  # (local, S, classes) or (local, classes)
+        logits = logits.view(local, model.members, -1)
         loss = F.cross_entropy(logits.permute(0, 2, 1), y[idx].T, reduction="none").mean(0).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
