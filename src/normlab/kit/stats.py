@@ -1,7 +1,8 @@
 """Statistics over seeds: intervals, tests, effect sizes, and claims with computed verdicts.
 
-Every number a report shows is a mean over seeds with its 95% Student-t interval
-(``mean ± t_{0.975, n-1} · s / sqrt(n)``). Claims compare two groups of per-seed values (one value per
+Every number a report shows is a summary over seeds with its 95% interval on the quantity's scale
+(:mod:`normlab.kit.intervals`, re-exported here: the Student-t interval of a mean, the geometric mean of a
+positive quantity, Wilson intervals for proportions). Claims compare two groups of per-seed values (one value per
 seed and arm, e.g. the final loss) and turn the comparison into a :class:`~normlab.engine.spec.Claim`.
 
 Verdict rule (``compare_claim``), for a claim "``a`` is ``direction`` than ``b``" (``"less"`` / ``"greater"``):
@@ -41,6 +42,15 @@ import numpy as np
 from scipy import stats as sps
 
 from normlab.engine.spec import Claim
+from normlab.kit.intervals import SCALES as SCALES
+from normlab.kit.intervals import Interval as Interval
+from normlab.kit.intervals import Scale as Scale
+from normlab.kit.intervals import Summary as Summary
+from normlab.kit.intervals import _as_array, _finite, mean_ci, summarise
+from normlab.kit.intervals import bounded as bounded
+from normlab.kit.intervals import positive_ci as positive_ci
+from normlab.kit.intervals import proportion_ci as proportion_ci
+from normlab.kit.intervals import wilson_interval as wilson_interval
 
 ALPHA = 0.025  # one-sided, beside two-sided 95% intervals: the lab's one significance rule
 CONFIDENCE = 0.95
@@ -48,21 +58,6 @@ CONFIDENCE = 0.95
 Direction = Literal["less", "greater"]
 Effect = Literal["relative", "cohen_d"]
 Transform = Literal["none", "log"]
-
-
-@dataclass(frozen=True)
-class Interval:
-    """Mean of ``n`` values with its two-sided ``confidence`` Student-t interval ``[lo, hi]``."""
-
-    mean: float
-    lo: float
-    hi: float
-    n: int
-    sd: float
-
-    def fmt(self, digits: int = 3) -> str:
-        """``"1.23 [1.01, 1.45]"`` with ``digits`` significant digits."""
-        return f"{_g(self.mean, digits)} [{_g(self.lo, digits)}, {_g(self.hi, digits)}]"
 
 
 @dataclass(frozen=True)
@@ -75,41 +70,6 @@ class TestResult:
     p_less: float  # H1: mean(a) < mean(b)
     p_greater: float  # H1: mean(a) > mean(b)
     df: float
-
-
-def _g(x: float, digits: int) -> str:
-    return f"{x:.{digits}g}" if math.isfinite(x) else str(x)
-
-
-def _as_array(values: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
-    arr = np.asarray(values, dtype=np.float64).ravel()
-    if arr.size == 0:
-        raise ValueError(f"{name}: expected at least one value, got an empty sequence")
-    return arr
-
-
-def _finite(arr: np.ndarray) -> np.ndarray:
-    return arr[np.isfinite(arr)]
-
-
-def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> Interval:
-    """Mean and two-sided Student-t interval over seeds. Non-finite values are dropped.
-
-    With a single value the interval is ``[mean, mean]`` is not claimed: it is ``[-inf, inf]`` (no spread
-    can be estimated from one seed), so a one-seed run can never look certain.
-    """
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence: expected a number in (0, 1), got {confidence!r}")
-    arr = _finite(_as_array(values, "values"))
-    n = int(arr.size)
-    if n == 0:
-        return Interval(math.nan, math.nan, math.nan, 0, math.nan)
-    mean = float(arr.mean())
-    if n == 1:
-        return Interval(mean, -math.inf, math.inf, 1, math.nan)
-    sd = float(arr.std(ddof=1))
-    half = float(sps.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
-    return Interval(mean, mean - half, mean + half, n, sd)
 
 
 def welch_t(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> TestResult:
@@ -229,6 +189,7 @@ def compare_claim(
     paired: bool = False,
     labels: tuple[str, str] = ("a", "b"),
     unit: str | None = None,
+    scale: Scale | None = None,
 ) -> Claim:
     """Judge "``a`` is ``direction`` than ``b``" from per-seed values and return a :class:`Claim`.
 
@@ -244,6 +205,9 @@ def compare_claim(
         paired: use the paired t-test (seed ``i`` of ``a`` and of ``b`` share initial weights/data).
         labels: names for ``a`` and ``b`` in ``detail``.
         unit: the unit of replication one value of ``a`` (and of ``b``) stands for.
+        scale: how ``detail`` summarises each group (:func:`~normlab.kit.intervals.summarise`): ``"proportion"``
+            for per-seed accuracies (an interval inside [0, 1]); default ``"positive"`` (geometric mean, the
+            mean the log test compares) with ``transform="log"``, else ``"signed"`` (arithmetic mean).
 
     The stored ``ci`` is the 95% interval of the effect (same units as ``effect_size``).
     """
@@ -281,8 +245,8 @@ def compare_claim(
 
     # Effect size and its interval, in the same units.
     if effect == "cohen_d":
-        scale = math.sqrt((a_t.var(ddof=1) + b_t.var(ddof=1)) / 2) if not paired else float((a_t - b_t).std(ddof=1))
-        to_effect = (lambda d: d / scale) if scale > 0 else (lambda d: 0.0 if d == 0 else math.copysign(math.inf, d))
+        sd = math.sqrt((a_t.var(ddof=1) + b_t.var(ddof=1)) / 2) if not paired else float((a_t - b_t).std(ddof=1))
+        to_effect = (lambda d: d / sd) if sd > 0 else (lambda d: 0.0 if d == 0 else math.copysign(math.inf, d))
     elif transform == "log":
         to_effect = lambda d: 10.0**d - 1.0  # noqa: E731  ratio of geometric means, minus one
     else:
@@ -303,9 +267,10 @@ def compare_claim(
     else:
         verdict = "inconclusive"
     effect_unit = "d" if effect == "cohen_d" else "rel"
-    ma, mbv = mean_ci(a_raw), mean_ci(b_raw)
+    shown = scale or ("positive" if transform == "log" else "signed")
+    sa, sb = summarise(a_raw, shown), summarise(b_raw, shown)
     detail = (
-        f"{labels[0]} {ma.fmt()} vs {labels[1]} {mbv.fmt()} (mean [95% CI], n={a_t.size}/{b_t.size}); "
+        f"{labels[0]} {sa.fmt()} vs {labels[1]} {sb.fmt()} ({_names(sa, sb)} [95% CI], n={a_t.size}/{b_t.size}); "
         f"{test.name}{' on log10' if transform == 'log' else ''}: t={test.statistic:.3g}, "
         f"one-sided p={p_claim:.3g}; effect {effect_unit}={eff:.3g} [{eff_lo:.3g}, {eff_hi:.3g}]"
         + (f"; needs |effect| >= {min_effect:g} {direction}" if min_effect > 0 else "")
@@ -315,6 +280,12 @@ def compare_claim(
         statistic=test.name, value=test.statistic, p_value=p_claim, effect_size=eff,
         ci=(float(min(eff_lo, eff_hi)), float(max(eff_lo, eff_hi))), n=n, detail=detail, unit=unit,
     )
+
+
+def _names(*summaries: Summary) -> str:
+    """The summaries' name, once if they share it: "geometric mean", "mean / mean (not all > 0: no log scale)"."""
+    names = list(dict.fromkeys(s.name for s in summaries))
+    return " / ".join(names)
 
 
 def threshold_claim(
