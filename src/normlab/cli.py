@@ -234,12 +234,13 @@ def show(
     if numbers:
         from normlab.report.summary import fmt_interval
 
-        typer.echo("\nKey numbers (last step; mean [95% CI] over seeds):")
+        typer.echo("\nKey numbers (value [95% CI], then its summary over seeds):")
         for r in numbers:
-            extra = " ".join(f"{k}={v}" for k, v in r.items() if k not in ("arm", "metric", "step", "mean", "lo", "hi", "n"))
+            if r["table"] != "key":
+                continue
             interval = fmt_interval(r["lo"], r["hi"], r["n"])
-            typer.echo(f"  {r['arm']:<14} {r['metric']:<18} {_num(r['mean'])} {interval}"
-                       f"  n={r['n']}{'  ' + extra if extra else ''}")
+            typer.echo(f"  {r['arm']:<14} {r['quantity']}: {_num(r['estimate'])} {interval}  ({r['summary']})")
+        typer.echo(f"  (every metric at its last step, per arm: {run_dir}/key_numbers.json)")
 
 
 def _num(x) -> str:

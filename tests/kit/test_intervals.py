@@ -159,7 +159,7 @@ def test_summarise_picks_the_interval_by_scale_and_names_it():
     assert (flags.lo, flags.hi) == pytest.approx(wilson_interval(2, 8))
     assert flags.described() == "2 of 8 seeds, 95% Wilson interval"
     acc = summarise([0.9, 0.99], "proportion")
-    assert acc.hi <= 1.0 and acc.described() == "mean over 2 seeds, 95% Wilson (effective n) interval"
+    assert acc.hi <= 1.0 and acc.described() == "mean over 2 seeds, 95% Wilson interval (effective n)"
     loss = summarise([1.0, 100.0], "positive")
     assert loss.estimate == pytest.approx(10.0) and loss.name == "geometric mean"
     assert summarise([1.0, 100.0]).estimate == pytest.approx(50.5)

@@ -1,14 +1,21 @@
 """Every registered study's --quick preset runs through the engine and leaves a complete run directory."""
 
 import json
+import sys
+from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
 from normlab.engine.config import apply_overrides
+from normlab.engine.load import load_run
 from normlab.engine.spec import VERDICTS
 from normlab.report import run_and_report
 from normlab.studies import discovery_errors, registry
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "report"))
+from figure_checks import legend_faults
 
 STUDIES = sorted(registry())
 
@@ -55,6 +62,20 @@ def test_quick_preset_produces_a_complete_run_directory(name, tmp_path):
         else:
             assert isinstance(c["n"], int) and c["n"] >= 0, f"{name} {c['id']}: n={c['n']!r}"
     assert not list(d.rglob("*.tmp"))
+    # Every series of every figure is labelled in a legend, one label one colour in every panel.
+    for f in study.figures(load_run(d, study)):
+        assert legend_faults(f.figure) == [], f"{name} {f.name}"
+        plt.close(f.figure)
+    # The key numbers: a short table on the page, each number's summary named; the full table in the json.
+    rows = json.loads((d / "key_numbers.json").read_text())
+    shown = [r for r in rows if r["table"] == "key"]
+    assert 0 < len(shown) <= 25, f"{name}: {len(shown)} key numbers on the page"
+    assert all(" over " in r["summary"] and "95%" in r["summary"] for r in shown)
+    for r in shown:
+        if r["scale"] == "proportion" and r["lo"] is not None:
+            assert 0.0 <= r["lo"] <= r["hi"] <= 1.0, r
+        if r["scale"] == "positive" and r["lo"] is not None:
+            assert r["lo"] > 0, r
 
 
 @pytest.mark.parametrize("name", STUDIES)

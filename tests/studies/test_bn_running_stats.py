@@ -15,8 +15,11 @@ import torch
 
 from normlab.data.images import load_images
 from normlab.engine.spec import Cell, CellContext, StoredRun
+from normlab.kit import stats
 from normlab.models.cnn import build_members, train_members
+from normlab.report.numbers import declared_table
 from normlab.studies.bn_running_stats import BnRunningStats, Config, population
+from normlab.studies.bn_running_stats.claims import values
 from normlab.studies.bn_running_stats.config import momentum_label
 from normlab.studies.bn_running_stats.model import ShadowStats, _log_steps
 
@@ -466,3 +469,32 @@ def test_check_available_only_when_the_fallback_cannot_run(tmp_path, monkeypatch
     STUDY.check_available(Config())  # the digits fallback runs every cell of the default preset
     with pytest.raises(OSError, match="Fashion-MNIST is missing"):
         STUDY.check_available(dataclasses.replace(Config(), gap_batch_sizes=(8, 2000)))
+
+
+def _near_one(metric, m, b, steps):
+    """A CNN that classifies almost everything: accuracies of 0.97-0.99, where a 3-seed t-interval passes 1."""
+    return gap_physical("stat_err", m, b, steps) if metric == "stat_err" else 0.985
+
+
+def test_accuracy_bars_and_key_numbers_stay_inside_zero_one():
+    config = dataclasses.replace(SYN, gap_seeds=3)
+    run = synthetic(config, gap=_near_one, noise=0.01)
+    run.metrics.loc[run.metrics["metric"].str.startswith("acc"), "value"] = \
+        run.metrics.loc[run.metrics["metric"].str.startswith("acc"), "value"].clip(upper=1.0)
+    fig = next(f for f in STUDY.figures(run) if f.name == "train_eval_gap").figure
+    accuracy_panels = fig.axes[:len(config.gap_steps)]
+    tops = []
+    for ax in accuracy_panels:
+        for coll in ax.collections:  # the bars' error bars
+            tops += [float(np.asarray(seg)[:, 1].max()) for seg in coll.get_segments() if len(seg)]
+        # the bars and the bands of the reference lines (axhspan): rectangles in data coordinates
+        tops += [float(r.get_y() + r.get_height()) for r in ax.patches]
+    assert tops and max(tops) <= 1.0
+    # The same accuracies as key numbers: proportions, with intervals inside [0, 1].
+    table = declared_table(STUDY.key_numbers(run))
+    acc = table[table["scale"] == "proportion"]
+    assert len(acc) >= 2 * len(config.gap_steps)
+    assert (acc["lo"] >= 0).all() and (acc["hi"] <= 1).all()
+    # the t-interval of the same values would not have stayed below 1
+    vals = values(run, "gap", "acc_recalibrated", config.gap_steps[0], batch_size=32)
+    assert stats.mean_ci(vals).hi > 1.0 or vals.std() == 0

@@ -385,3 +385,45 @@ def test_every_sentence_is_quoted_verbatim_and_tested_by_claims_that_exist():
     assert text.lstrip().startswith(POST_TITLES["000"])
     for s in SEED_SENTENCES:
         assert s.quote in text, s.quote
+
+
+def test_key_numbers_are_the_numbers_the_claims_show():
+    """One summary of a number in all places: the key number of `ln`'s final loss is the geometric mean the
+    C1a detail shows (the mean its paired t-test on log10 compares), with the same interval."""
+    from normlab.report.numbers import declared_table
+    from normlab.report.summary import fmt_interval, fmt_num
+
+    run = _synthetic(_as_seed_says())
+    table = declared_table(STUDY.key_numbers(run))
+    assert 0 < len(table) <= 20
+    row = table[(table["arm"] == "ln") & table["quantity"].str.startswith("train MSE")].iloc[0]
+    assert row["summary"].startswith(f"geometric mean over {N_SEEDS} seeds")
+    c1a = next(c for c in STUDY.claims(run) if c.id == "C1a")
+    shown = f"ln {fmt_num(row['estimate'])} {fmt_interval(row['lo'], row['hi'], row['n'])}"
+    assert c1a.detail.startswith(shown) and "(geometric mean [95% CI]" in c1a.detail
+
+
+def test_per_layer_figure_labels_every_layer_with_one_colour_in_every_panel():
+    """The LN arms have two more weight matrices (the LN gains), which shift the Sequential's indices: a line
+    is named and coloured by the layer it is, and one legend holds every layer."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "report"))
+    from figure_checks import legend_faults
+
+    from normlab.studies.ln_gradients.config import layer_labels
+    from normlab.studies.ln_gradients.figures import per_layer
+
+    rows = [{"arm": arm, "seed": s, "step": step, "kind": "grad", "stat": "norm", "name": name,
+             "value": float(1 + i + s + step)}
+            for arm in ("dropout", "ln", "none") for i, name in enumerate(layer_labels(ARMS[arm]))
+            for s in range(2) for step in (0, 10, 20)]
+    run = _synthetic(_as_seed_says())
+    run = dataclasses.replace(run, probe_scalars=pd.DataFrame(rows))
+    fig = per_layer(run).figure
+    assert legend_faults(fig) == []
+    by_panel = {ax.get_title(): {ln.get_label() for ln in ax.lines} for ax in fig.axes}
+    assert by_panel["ln"] == {"Linear 1", "Linear 2", "Linear 3", "Linear 4", "Linear 5", "LN gain 1", "LN gain 2"}
+    assert by_panel["none"] == by_panel["dropout"] == {f"Linear {k}" for k in range(1, 6)}
+    assert layer_labels(ARMS["dropout"])["linears.3.weight"] == "Linear 3"  # after the Dropout, no params
+    assert layer_labels(ARMS["ln"])["linears.3.weight"] == "LN gain 1"

@@ -124,6 +124,31 @@ class SeedSentence:
                              "or why_not (why it cannot be tested), not both or neither")
 
 
+@dataclass(frozen=True)
+class KeyNumber:
+    """One number a reader of the report uses, declared by the study (``Study.key_numbers``).
+
+    ``quantity`` says what was measured on each unit and how it was taken over steps ("train MSE, mean over
+    the last 5% of steps"); ``values`` holds one value per independent unit (``unit``) of ``arm``. The report
+    summarises them by ``scale`` and names the summary beside the number: ``"positive"`` (a loss, a norm, a
+    ratio: geometric mean, interval on the log scale), ``"proportion"`` (in [0, 1]: Wilson intervals, see
+    :mod:`normlab.kit.intervals`), ``"signed"`` (arithmetic mean, t-interval). Claims that compare the same
+    quantity use the same summary, so the report shows one number for it everywhere.
+    """
+
+    quantity: str
+    arm: str
+    values: tuple[float, ...]
+    scale: Literal["signed", "positive", "proportion"] = "signed"
+    unit: str = "seed"
+
+    def __post_init__(self) -> None:
+        if self.scale not in ("signed", "positive", "proportion"):
+            raise ValueError(f"KeyNumber {self.quantity!r}: scale must be signed, positive or proportion, got "
+                             f"{self.scale!r}")
+        object.__setattr__(self, "values", tuple(float(v) for v in self.values))
+
+
 @dataclass
 class Figure:
     """A figure the study drew, plus how to read it (shown beside it in the report)."""
@@ -223,3 +248,9 @@ class Study:
     def notes(self, run: StoredRun) -> str:
         """Markdown for the report: what the seed did, what the controls rule in or out."""
         return ""
+
+    def key_numbers(self, run: StoredRun) -> Sequence[KeyNumber]:
+        """The short list of numbers a reader uses (roughly 20 at most), each with its scale; the report shows
+        exactly these, with their summaries named. The default, none, gives the first rows of the full table
+        (every metric at its last step, arithmetic mean per arm), which ``key_numbers.json`` always holds."""
+        return ()

@@ -483,14 +483,15 @@ class RunStore:
         return (line if isinstance(line, str) else None), doc.get("smoke_test") is True
 
     def read_key_numbers(self) -> list[dict[str, Any]]:
-        """The rows of ``key_numbers.json`` (``[]`` if absent)."""
+        """The rows of ``key_numbers.json`` (``[]`` if absent): ``"table": "key"`` the report's key numbers,
+        ``"final step"`` every metric at its last step per arm; each with its ``summary`` named."""
         rows = self._read_report_json(KEY_NUMBERS_FILE)
         if rows is None:
             return []
-        need = {"arm", "metric", "step", "mean", "lo", "hi", "n"}
+        need = {"table", "quantity", "arm", "estimate", "lo", "hi", "n", "summary"}
         if not isinstance(rows, list) or not all(
-                isinstance(r, dict) and need <= set(r) and all(r[k] is None or _is_number(r[k]) for k in ("mean", "lo", "hi"))
-                for r in rows):
+                isinstance(r, dict) and need <= set(r) and r["table"] in ("key", "final step")
+                and all(r[k] is None or _is_number(r[k]) for k in ("estimate", "lo", "hi")) for r in rows):
             raise self._damaged_report_file(KEY_NUMBERS_FILE, f"expected rows with {sorted(need)}, numbers or null")
         return rows
 

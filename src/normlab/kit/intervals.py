@@ -55,7 +55,7 @@ class Summary:
     hi: float
     n: int
     name: str  # "mean", "geometric mean", "fraction", "mean (bounded)"
-    interval: str  # "t", "t on the log scale", "Wilson", "Wilson, effective n"
+    interval: str  # "t-interval", "t-interval on the log scale", "Wilson interval", ...
     scale: str
     count: int | None = None  # k, for a "k of n" count
 
@@ -69,7 +69,7 @@ class Summary:
         """``"geometric mean over 8 seeds, 95% t-interval on the log scale"``, ``"3 of 8 seeds, 95% Wilson
         interval"``."""
         what = f"{self.count} of {self.n} {units}" if self.count is not None else f"{self.name} over {self.n} {units}"
-        return f"{what}, 95% {self.interval} interval"
+        return f"{what}, 95% {self.interval}"
 
 
 def _g(x: float, digits: int) -> str:
@@ -212,7 +212,7 @@ def summarise(values: Sequence[float] | np.ndarray, scale: str = "signed") -> Su
     if scale == "positive":
         if (arr > 0).all():
             iv = positive_ci(arr)
-            return Summary(iv.mean, iv.lo, iv.hi, iv.n, "geometric mean", "t on the log scale", scale)
+            return Summary(iv.mean, iv.lo, iv.hi, iv.n, "geometric mean", "t-interval on the log scale", scale)
         return _signed(arr, "mean (not all > 0: no log scale)")
     if scale == "proportion":
         if ((arr < 0) | (arr > 1)).any():
@@ -220,12 +220,12 @@ def summarise(values: Sequence[float] | np.ndarray, scale: str = "signed") -> Su
         if np.isin(arr, (0.0, 1.0)).all() and arr.size:
             k = int(arr.sum())
             lo, hi = wilson_interval(k, int(arr.size))
-            return Summary(k / arr.size, lo, hi, int(arr.size), "fraction", "Wilson", scale, count=k)
+            return Summary(k / arr.size, lo, hi, int(arr.size), "fraction", "Wilson interval", scale, count=k)
         iv = proportion_ci(arr)
-        return Summary(iv.mean, iv.lo, iv.hi, iv.n, "mean", "Wilson (effective n)", scale)
+        return Summary(iv.mean, iv.lo, iv.hi, iv.n, "mean", "Wilson interval (effective n)", scale)
     return _signed(arr, "mean")
 
 
 def _signed(arr: np.ndarray, name: str) -> Summary:
     iv = mean_ci(arr) if arr.size else Interval(math.nan, math.nan, math.nan, 0, math.nan)
-    return Summary(iv.mean, iv.lo, iv.hi, iv.n, name, "t", "signed")
+    return Summary(iv.mean, iv.lo, iv.hi, iv.n, name, "t-interval", "signed")

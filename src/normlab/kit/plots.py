@@ -7,7 +7,8 @@ Student-t band.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 
 import matplotlib
 
@@ -26,6 +27,33 @@ PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#7f7f7f", "#9467bd", "#ff7f0e", "#1
 def arm_colors(arms: Sequence[str]) -> dict[str, str]:
     """A stable color per arm (in the given order)."""
     return {a: PALETTE[i % len(PALETTE)] for i, a in enumerate(arms)}
+
+
+def _natural(name: str) -> tuple:
+    """``"linears.10.weight"`` after ``"linears.2.weight"``: digit runs compare as numbers."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", name) if p)
+
+
+def series_styles(names: Iterable[str]) -> dict[str, dict[str, str]]:
+    """One style (``color``, ``linestyle``) per series name, the same in every panel of a figure: a layer keeps
+    its colour whichever panels show it, however many others a panel adds. Names are ordered naturally
+    (``linears.2`` before ``linears.10``); past the palette's 10 colours the line style changes."""
+    ordered = sorted(set(names), key=_natural)
+    styles = ("-", "--", ":", "-.")
+    return {n: {"color": PALETTE[i % len(PALETTE)], "linestyle": styles[(i // len(PALETTE)) % len(styles)]}
+            for i, n in enumerate(ordered)}
+
+
+def shared_legend(fig: plt.Figure, axes: Iterable[plt.Axes], **kw: object) -> None:
+    """One legend for the whole figure holding every labelled series of ``axes`` once (the first artist drawn
+    under each label), beside the panels: no panel's legend leaves out a series another panel draws."""
+    seen: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(label, handle)
+    kw.setdefault("loc", "outside right upper")
+    kw.setdefault("fontsize", 7)
+    fig.legend(list(seen.values()), list(seen), **kw)
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, *, width: float = 6.0, height: float = 4.0,
@@ -50,7 +78,7 @@ def mean_band(values: pd.DataFrame, x: str = "step", y: str = "value", seed: str
 
 def plot_band(ax: plt.Axes, values: pd.DataFrame, *, label: str, color: str | None = None,
               x: str = "step", y: str = "value", log: bool = False, alpha: float = 0.2,
-              max_points: int = 400) -> None:
+              max_points: int = 400, linestyle: str = "-") -> None:
     """Draw the mean over seeds as a line and its 95% band as a shaded area.
 
     With ``log=True`` the mean and band are computed on ``log10(y)`` (geometric mean): the right average
@@ -67,7 +95,7 @@ def plot_band(ax: plt.Axes, values: pd.DataFrame, *, label: str, color: str | No
     mean, lo, hi = band["mean"], band["lo"], band["hi"]
     if log:
         mean, lo, hi = 10**mean, 10**lo, 10**hi
-    (line,) = ax.plot(band[x], mean, label=label, color=color, lw=1.5)
+    (line,) = ax.plot(band[x], mean, label=label, color=color, lw=1.5, linestyle=linestyle)
     ax.fill_between(band[x], lo, hi, color=line.get_color(), alpha=alpha, lw=0)
     if log:
         ax.set_yscale("log")

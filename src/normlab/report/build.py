@@ -14,9 +14,10 @@ from normlab.engine.store import CLAIMS_FILE, KEY_NUMBERS_FILE, RunStore
 from normlab.kit.stats import correct_for_multiplicity
 from normlab.report.figures import save_figure
 from normlab.report.html import render_html
+from normlab.report.numbers import final_step_table, json_rows, shown_table
 from normlab.report.page import Page
 from normlab.report.preset import preset_of
-from normlab.report.summary import key_numbers, posts_line, summary_markdown
+from normlab.report.summary import posts_line, summary_markdown
 
 SUMMARY_FILE = "summary.md"
 REPORT_FILE = "report.html"
@@ -77,16 +78,18 @@ def _build_report(study: Study, run_dir: Path, store: RunStore) -> tuple[list[Cl
         png = paths["png"].read_bytes()
         fig_records.append({"name": f.name, "title": f.title, "how_to_read": f.how_to_read, "png": png})
 
+    full = final_step_table(run.metrics)
+    numbers, numbers_note = shown_table(list(study.key_numbers(run)), full)
     record = store.read_config()
     preset = preset_of(study, run.config)
     page = Page(study=study.name, description=study.description,
                 posts=posts_line(tuple(study.seeds_from), dict(study.post_titles)), preset=preset, claims=claims,
                 sentences=tuple(study.seed_sentences), figures=fig_records, notes=notes,
-                numbers=key_numbers(run.metrics), config=record["config"], env=store.read_env())
+                numbers=numbers, numbers_note=numbers_note, config=record["config"], env=store.read_env())
     atomic_write_json(run_dir / CLAIMS_FILE, _clean({
         "study": study.name, "preset": preset.kind, "smoke_test": preset.smoke_test,
         "preset_line": preset.line(), "claims": [c.to_dict() for c in claims]}))
-    atomic_write_json(run_dir / KEY_NUMBERS_FILE, _clean(page.numbers.to_dict(orient="records")))
+    atomic_write_json(run_dir / KEY_NUMBERS_FILE, _clean(json_rows(numbers, full)))
     atomic_write_text(run_dir / SUMMARY_FILE, summary_markdown(page))
     report = run_dir / REPORT_FILE
     atomic_write_text(report, render_html(page))

@@ -139,16 +139,15 @@ def bottom_line_html(page: Page) -> str:
     return "<ul class='bottom'>" + "".join(items) + "</ul>" if items else "<p>(no claims)</p>"
 
 
-def key_numbers_html(table: pd.DataFrame, max_rows: int = 300) -> str:
+def key_numbers_html(table: pd.DataFrame) -> str:
     if table.empty:
         return "<p>(no metrics)</p>"
-    cols = [c for c in table.columns if c not in ("mean", "lo", "hi")]
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols) + "<th>mean [95% CI]</th>"
-    body = []
-    for _, r in table.head(max_rows).iterrows():
-        cells = "".join(f"<td>{html.escape(fmt_num(r[c]))}</td>" for c in cols)
-        body.append(f"<tr>{cells}<td>{fmt_num(r['mean'])} {fmt_interval(r['lo'], r['hi'], r['n'])}</td></tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    body = "".join(
+        f"<tr><td>{html.escape(str(r['quantity']))}</td><td>{html.escape(str(r['arm']))}</td>"
+        f"<td>{fmt_num(r['estimate'])} {fmt_interval(r['lo'], r['hi'], r['n'])}</td>"
+        f"<td class='detail'>{html.escape(str(r['summary']))}</td></tr>" for _, r in table.iterrows())
+    return ("<table><thead><tr><th>quantity</th><th>arm</th><th>value [95% CI]</th><th>summary</th></tr></thead>"
+            f"<tbody>{body}</tbody></table>")
 
 
 _SECTIONS = (("bottom", "Bottom line"), ("claims", "Claims"), ("sentences", "Every claim sentence of the posts"),
@@ -205,7 +204,7 @@ statistic used; <em>Holm p</em> adjusts each p-value for the number of claims in
 {''.join(figs)}
 <h2 id='notes'>Study notes</h2>
 {markdown_to_html(page.notes) if page.notes.strip() else '<p>(none)</p>'}
-<h2 id='numbers'>Key numbers</h2><p>Each metric at its last step: mean over seeds with its 95% interval.</p>
+<h2 id='numbers'>Key numbers</h2><p>{_inline_md(page.numbers_note)}</p>
 {key_numbers_html(page.numbers)}
 <h2 id='config'>Config and environment</h2>
 <pre>{html.escape(json.dumps(page.config, indent=2))}</pre>

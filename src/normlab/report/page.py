@@ -15,13 +15,14 @@ from normlab.report.preset import SMOKE_TEST_VERDICT, Preset
 class Page:
     study: str
     description: str
-    posts: str  # "post 000 «title»; ..." ("" for a study that reproduces no post)
+    posts: str  # "post 000 «title» (seeds/000_….txt); ..." ("" for a study that reproduces no post)
     preset: Preset
     claims: list[Claim]
     sentences: tuple[SeedSentence, ...]
     figures: list[dict[str, Any]]  # name, title, how_to_read, png (bytes)
     notes: str
-    numbers: pd.DataFrame
+    numbers: pd.DataFrame  # the key numbers shown (report.numbers.COLUMNS)
+    numbers_note: str  # what the shown table is, one sentence
     config: dict[str, Any]
     env: dict[str, Any] = field(default_factory=dict)
 

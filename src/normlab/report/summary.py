@@ -1,4 +1,4 @@
-"""Text renderings of a run: key numbers (final value of every metric per arm) and the claims table."""
+"""Text renderings of a run: the claims table, the key numbers, the posts, and ``summary.md``."""
 
 from __future__ import annotations
 
@@ -9,24 +9,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from normlab.engine.spec import METRIC_COLUMNS, Claim, SeedSentence
-from normlab.kit.stats import mean_ci
+from normlab.engine.spec import Claim, SeedSentence
+from normlab.kit.posts import post_file
 from normlab.report.page import Page
-
-
-def key_numbers(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Each metric's value at its last step, per arm (and params): mean, 95% interval and n over seeds."""
-    if metrics.empty:
-        return pd.DataFrame(columns=["arm", "metric", "step", "mean", "lo", "hi", "n"])
-    group_cols = [c for c in metrics.columns if c not in METRIC_COLUMNS]
-    rows = []
-    for keys, g in metrics.groupby([*group_cols, "metric"], sort=False, dropna=False):
-        keys = keys if isinstance(keys, tuple) else (keys,)
-        last = g["step"].max()
-        iv = mean_ci(g.loc[g["step"] == last, "value"].to_numpy(dtype=float))
-        rows.append({**dict(zip([*group_cols, "metric"], keys, strict=True)), "step": int(last),
-                     "mean": iv.mean, "lo": iv.lo, "hi": iv.hi, "n": iv.n})
-    return pd.DataFrame(rows)
 
 
 def fmt_num(x: Any, digits: int = 3) -> str:
@@ -45,11 +30,11 @@ def fmt_num(x: Any, digits: int = 3) -> str:
 
 def fmt_interval(lo: Any, hi: Any, n: Any = None) -> str:
     """``[lo, hi]``; an interval that one value cannot give (n=1) or that is undefined says so in words."""
+    if n == 1:
+        return "(n=1: no interval)"
     finite = all(isinstance(v, (int, float, np.floating)) and math.isfinite(v) for v in (lo, hi))
     if finite:
         return f"[{fmt_num(lo)}, {fmt_num(hi)}]"
-    if n == 1:
-        return "(n=1: no interval)"
     return "(no interval)" if lo is not None or hi is not None else ""
 
 
@@ -82,8 +67,13 @@ def seed_sentence_rows(sentences: Sequence[SeedSentence], claims: list[Claim],
 
 
 def posts_line(seeds_from: Sequence[str], post_titles: dict[str, str]) -> str:
-    """"post 000 «title»; post 003 «title»" (the seed articles, by their id and their own title)."""
-    return "; ".join(f"post {p}" + (f" «{post_titles[p]}»" if p in post_titles else "") for p in seeds_from)
+    """"post 000 «title» (seeds/000_….txt); post 003 ..." (the seed articles, by their id, their own title and the
+    file a reader can open; the file's name is shown whether or not this machine holds it)."""
+    def one(p: str) -> str:
+        title = f" «{post_titles[p]}»" if p in post_titles else ""
+        file = post_file(p)
+        return f"post {p}{title}" + (f" ({file})" if file else "")
+    return "; ".join(one(p) for p in seeds_from)
 
 
 def cell(text: object) -> str:
@@ -122,17 +112,14 @@ def claims_markdown(claims: list[Claim], shown: Callable[[Claim], str] = lambda 
     return head + "\n".join(lines) + "\n\n" + correction_line(claims) + "\n\n" + EFFECT_NOTE + "\n"
 
 
-def key_numbers_markdown(table: pd.DataFrame, max_rows: int = 200) -> str:
+def key_numbers_markdown(table: pd.DataFrame) -> str:
+    """| quantity | arm | value [95% CI] | summary over seeds |: each number with its summary named."""
     if table.empty:
         return "(no metrics)\n"
-    cols = [c for c in table.columns if c not in ("mean", "lo", "hi")]
-    head = "| " + " | ".join([*cols, "mean [95% CI]"]) + " |\n|" + "---|" * (len(cols) + 1) + "\n"
-    body = []
-    for _, r in table.head(max_rows).iterrows():
-        cells = [cell(fmt_num(r[c])) for c in cols]
-        body.append("| " + " | ".join([*cells, f"{fmt_num(r['mean'])} {fmt_interval(r['lo'], r['hi'], r['n'])}"]) + " |")
-    more = f"\n({len(table) - max_rows} more rows in key_numbers.json)\n" if len(table) > max_rows else "\n"
-    return head + "\n".join(body) + more
+    head = "| quantity | arm | value [95% CI] | summary |\n|---|---|---|---|\n"
+    body = [f"| {cell(r['quantity'])} | {cell(r['arm'])} | {fmt_num(r['estimate'])} {fmt_interval(r['lo'], r['hi'], r['n'])} "
+            f"| {cell(r['summary'])} |" for _, r in table.iterrows()]
+    return head + "\n".join(body) + "\n"
 
 
 def decided(detail: str, limit: int = 240) -> str:
@@ -177,6 +164,6 @@ def summary_markdown(page: Page) -> str:
                                                for f in page.figures) + "\n")
     if page.notes.strip():
         parts.append("## Notes\n\n" + page.notes.strip() + "\n")
-    parts.append("## Key numbers (last step, mean over seeds)\n\n" + key_numbers_markdown(page.numbers))
+    parts.append("## Key numbers\n\n" + page.numbers_note + "\n\n" + key_numbers_markdown(page.numbers))
     parts.append("## Config\n\n" + "\n".join(f"- `{k}` = `{v}`" for k, v in page.config.items()) + "\n")
     return "\n".join(parts)

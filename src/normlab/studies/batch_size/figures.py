@@ -23,6 +23,13 @@ def _sizes(run: StoredRun, norm: str, design: str) -> list[int]:
     return [s for s in sorted(pool) if has(run, norm, design, s)]
 
 
+def _percent(proportions) -> stats.Interval:
+    """Mean over seeds of a per-seed rate (an error or an accuracy) in %, with its 95% interval kept inside
+    [0, 100] (:func:`normlab.kit.stats.proportion_ci`)."""
+    iv = stats.proportion_ci(proportions)
+    return stats.Interval(100 * iv.mean, 100 * iv.lo, 100 * iv.hi, iv.n, 100 * iv.sd)
+
+
 def _plot_error(ax, x, ivs, label, **kw) -> None:
     line = ax.plot(x, [iv.mean for iv in ivs], marker="o", label=label, **kw)[0]
     ax.fill_between(x, [iv.lo for iv in ivs], [iv.hi for iv in ivs], color=line.get_color(), alpha=0.15)
@@ -48,12 +55,12 @@ def _error_lines(ax, run: StoredRun, design: str, norms) -> None:
     for norm in norms:
         xs = _sizes(run, norm, design)
         if xs:
-            _plot_error(ax, xs, [stats.mean_ci(100 * (1 - values(run, norm, design, s))) for s in xs],
+            _plot_error(ax, xs, [_percent(1 - values(run, norm, design, s)) for s in xs],
                         NORM_LABELS[norm] + (" (control)" if design == "ghost" and norm != "batchnorm" else ""))
     xs = _sizes(run, "batchnorm", design) if "batchnorm" in norms else []
     if xs:
-        _plot_error(ax, xs, [stats.mean_ci(100 * (1 - values(run, "batchnorm", design, s, "test_acc_recalibrated")))
-                             for s in xs], "BN, recalibrated (control)", ls="--", color="grey")
+        _plot_error(ax, xs, [_percent(1 - values(run, "batchnorm", design, s, "test_acc_recalibrated")) for s in xs],
+                    "BN, recalibrated (control)", ls="--", color="grey")
 
 
 def _ghost_figure(run: StoredRun) -> Figure:
@@ -116,7 +123,7 @@ def _plateau_figure(run: StoredRun) -> Figure:
             steps = curve_steps(run, norm, g)
             if not steps:
                 continue
-            ivs = [stats.mean_ci(100 * values(run, norm, "ghost", g, "test_acc_curve", s)) for s in steps]
+            ivs = [_percent(values(run, norm, "ghost", g, "test_acc_curve", s)) for s in steps]
             epochs = np.asarray(steps) * c.optimiser_batch / images
             if norm == "batchnorm":  # blues, darker for larger g; the reference thick
                 shade = 0.35 + 0.6 * bn_sizes.index(g) / max(1, len(bn_sizes) - 1)

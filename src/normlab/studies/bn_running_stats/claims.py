@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from normlab.engine.spec import Claim, StoredRun
+from normlab.engine.spec import Claim, KeyNumber, StoredRun
 from normlab.kit import stats
 from normlab.studies.bn_running_stats.config import SEED_002, SEED_004, Config, middle, momentum_label
 
@@ -314,7 +314,7 @@ def _gap_claims(run: StoredRun, c: Config) -> list[Claim]:
     out.append(judge(
         "short-training-eval-gap", f"test accuracy after {short} steps, batch {bm}: running stats (torch "
         f"m={large:g}, Keras {1 - large:g}) vs recalibrated stats", run_s, recal_s, "less", min_effect=0.05,
-        labels=("running", "recalibrated")))
+        labels=("running", "recalibrated"), scale="proportion"))
     out.append(judge(
         "recalibration-closes-gap", f"|batch-stat accuracy - eval accuracy| after {short} steps, batch {bm}, "
         f"m={large:g}: recalibrated vs running stats", np.abs(batch_s - recal_s), np.abs(batch_s - run_s), "less",
@@ -371,6 +371,34 @@ def _gap_claims(run: StoredRun, c: Config) -> list[Claim]:
         f"batch {small_b} vs {big_b} (Cohen's d of the paired difference)", np.log(s_small / f_small),
         np.log(s_big / f_big), "less", effect="cohen_d", labels=(f"B={small_b}", f"B={big_b}")))
     return out
+
+
+def key_numbers(run: StoredRun) -> list[KeyNumber]:
+    """What the seeded claims read: the CNN's test accuracies (proportions) at both training lengths, and the
+    running statistics' errors (positive) at the end of each part."""
+    c: Config = run.config
+    out: list[KeyNumber] = []
+    bm = middle(c.gap_batch_sizes)
+    for steps in c.gap_steps:
+        acc = [(f"acc_running/m={momentum_label(m)}", f"running stats, torch m={momentum_label(m)}")
+               for m in c.gap_momenta]
+        for metric, how in (*acc, ("acc_recalibrated", "recalibrated stats"), ("acc_batch_stats", "batch stats")):
+            out.append(KeyNumber(f"test accuracy after {steps} steps, batch {bm}, {how}", "gap",
+                                 tuple(values(run, "gap", metric, steps, batch_size=bm)), "proportion", SEED))
+    long = c.gap_steps[1]
+    for b in sorted({min(c.gap_batch_sizes), max(c.gap_batch_sizes)}):
+        for m in c.gap_momenta:
+            out.append(KeyNumber(f"running-statistics error vs recalibrated after {long} steps, batch {b}, torch "
+                                 f"m={momentum_label(m)}", "gap",
+                                 tuple(values(run, "gap", f"stat_err/m={momentum_label(m)}", long, batch_size=b)),
+                                 "positive", SEED))
+    mid_b = middle(c.batch_sizes)
+    for m in c.momenta:
+        out.append(KeyNumber(f"RMS error of the running mean (units of σ) after {c.steps} steps, batch {mid_b}",
+                             f"converge/m={momentum_label(m)}",
+                             tuple(values(run, f"converge/m={momentum_label(m)}", "mean_err", c.steps, batch_size=mid_b)),
+                             "positive", SEED))
+    return [k for k in out if k.values]
 
 
 NOTES = """\

@@ -15,8 +15,9 @@ from normlab.studies.bn_running_stats.config import Config, middle, momentum_lab
 
 
 def _ci_band(ax, steps, table: pd.DataFrame, label: str, **kw) -> None:
-    ivs = [stats.mean_ci(table.loc[table["step"] == s, "value"].to_numpy()) for s in steps]
-    line = ax.plot(steps, [iv.mean for iv in ivs], label=label, **kw)[0]
+    """Errors are positive and drawn on log axes: geometric mean over seeds, 95% interval on the log scale."""
+    ivs = [stats.summarise(table.loc[table["step"] == s, "value"].to_numpy(), "positive") for s in steps]
+    line = ax.plot(steps, [iv.estimate for iv in ivs], label=label, **kw)[0]
     ax.fill_between(steps, [iv.lo for iv in ivs], [iv.hi for iv in ivs], color=line.get_color(), alpha=0.2)
 
 
@@ -67,7 +68,7 @@ def _convergence_figure(run: StoredRun) -> Figure:
     return Figure(
         "convergence", "Running statistics vs the true population statistics",
         f"Each panel: the error of the running estimates against the exact mean and variance of a fixed "
-        f"skewed population, vs training step (log-log), mean and 95% CI over {c.seeds} seeds. Columns: batch "
+        f"skewed population, vs training step (log-log), geometric mean over {c.seeds} seeds with its 95% interval (on the log scale). Columns: batch "
         "size. A larger torch momentum (smaller Keras momentum) falls faster but levels off higher; dotted "
         "lines mark the theoretical floor sqrt(m/(2-m)/B) of an exponential average of batch means. "
         "m=cumulative (momentum=None) keeps falling like 1/sqrt(B·t).", fig)
@@ -79,24 +80,26 @@ def _gap_figure(run: StoredRun) -> Figure:
     fig, axes = plt.subplots(1, len(c.gap_steps) + 1, figsize=(4.6 * (len(c.gap_steps) + 1), 3.8), squeeze=False)
     names = [momentum_label(m) for m in c.gap_momenta]
     for ax, steps in zip(axes[0], c.gap_steps, strict=False):
-        ivs = [stats.mean_ci(values(run, "gap", f"acc_running/m={n}", steps, batch_size=bm)) for n in names]
+        # Accuracies are proportions: intervals that stay inside [0, 1] (a t-interval of 3 seeds can pass 1.0).
+        ivs = [stats.proportion_ci(values(run, "gap", f"acc_running/m={n}", steps, batch_size=bm)) for n in names]
         x = np.arange(len(names))
         ax.bar(x, [iv.mean for iv in ivs], 0.6, color="tab:orange", label="eval (running stats)",
                yerr=[[iv.mean - iv.lo for iv in ivs], [iv.hi - iv.mean for iv in ivs]], capsize=3)
         for metric, label, color in (("acc_batch_stats", "train mode (batch stats)", "tab:blue"),
                                      ("acc_recalibrated", "eval (recalibrated)", "tab:green")):
-            iv = stats.mean_ci(values(run, "gap", metric, steps, batch_size=bm))
+            iv = stats.proportion_ci(values(run, "gap", metric, steps, batch_size=bm))
             ax.axhline(iv.mean, color=color, label=label)
             ax.axhspan(iv.lo, iv.hi, color=color, alpha=0.15)
         ax.set_xticks(x, [("None\n(cumulative)" if m is None else f"torch {m:g}\n(keras {1 - m:g})")
                           for m in c.gap_momenta], fontsize=8)
-        ax.set(title=f"after {steps} steps (batch {bm})", ylabel="test accuracy")
+        ax.set(title=f"after {steps} steps (batch {bm})", ylabel="test accuracy", ylim=(0, 1.02))
     axes[0, 0].legend(fontsize=7)
     ax = axes[0, -1]
     sizes = sorted(c.gap_batch_sizes)
     for n in names:
-        ivs = [stats.mean_ci(values(run, "gap", f"stat_err/m={n}", c.gap_steps[1], batch_size=b)) for b in sizes]
-        line = ax.plot(sizes, [iv.mean for iv in ivs], "o-", label=f"m={n}")[0]
+        ivs = [stats.summarise(values(run, "gap", f"stat_err/m={n}", c.gap_steps[1], batch_size=b), "positive")
+               for b in sizes]
+        line = ax.plot(sizes, [iv.estimate for iv in ivs], "o-", label=f"m={n}")[0]
         ax.fill_between(sizes, [iv.lo for iv in ivs], [iv.hi for iv in ivs], color=line.get_color(), alpha=0.2)
     ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="running-stat error vs recalibrated",
            title=f"after {c.gap_steps[1]} steps, by batch size")
@@ -105,13 +108,13 @@ def _gap_figure(run: StoredRun) -> Figure:
     fig.tight_layout()
     return Figure(
         "train_eval_gap", "Train/eval gap, and running-statistics error by momentum and batch size",
-        f"Left panels: test accuracy of the same trained BatchNorm CNN ({c.dataset}, batch {bm}), mean and 95% CI "
-        f"over {c.gap_seeds} seeds: bars evaluate with each momentum's running statistics (all tracked in the same "
+        f"Left panels: test accuracy of the same trained BatchNorm CNN ({c.dataset}, batch {bm}), mean over "
+        f"{c.gap_seeds} seeds with a 95% interval that stays inside [0, 1] (Wilson, effective n): bars evaluate with each momentum's running statistics (all tracked in the same "
         "training run), the blue line normalizes each test batch by itself (train mode), the green line uses "
         "the training set's exact statistics (recalibrated). A bar below the green line is the cost of a stale "
         "running estimate. Right: the running statistics' RMS error against the recalibrated ones (mean in σ "
         "and log variance over all BatchNorm channels) at the end of training, per momentum, against the batch "
-        "size: post 002's advice says a large Keras momentum (small torch m) should win at small batches, and "
+        "size (geometric mean over seeds, 95% interval on the log scale): post 002's advice says a large Keras momentum (small torch m) should win at small batches, and "
         "the reverse at large ones.", fig)
 
 

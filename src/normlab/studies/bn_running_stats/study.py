@@ -6,8 +6,9 @@ from typing import ClassVar
 
 from normlab.data.images import INSTALL_HINT, SPLIT_SIZES, check_subset_sizes, fashion_mnist_dir
 from normlab.engine.config import ConfigError
-from normlab.engine.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
+from normlab.engine.spec import Cell, CellContext, CellResult, Claim, Figure, KeyNumber, StoredRun, Study
 from normlab.studies.bn_running_stats.claims import claims as judge
+from normlab.studies.bn_running_stats.claims import key_numbers as numbers_of
 from normlab.studies.bn_running_stats.claims import notes as write_notes
 from normlab.studies.bn_running_stats.config import Config, momentum_label
 from normlab.studies.bn_running_stats.figures import figures as draw
@@ -96,3 +97,6 @@ class BnRunningStats(Study):
 
     def notes(self, run: StoredRun) -> str:
         return write_notes(run)
+
+    def key_numbers(self, run: StoredRun) -> list[KeyNumber]:
+        return numbers_of(run)

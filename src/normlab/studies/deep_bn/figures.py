@@ -33,8 +33,9 @@ def _sweep_figure(run: StoredRun) -> Figure:
             name = "BN" if bn else "no BN"
             final, diverged = sweep(run.metrics, f"train/{'bn' if bn else 'plain'}/{init}", c)
             lrs = np.asarray(c.lrs, dtype=float)
-            for _, row in final.iterrows():  # one thin line per seed; a diverged run has no point
-                top.plot(lrs, row.to_numpy(dtype=float), color=color, alpha=0.25, lw=0.8)
+            for i, (_, row) in enumerate(final.iterrows()):  # one thin line per seed; a diverged run has no point
+                top.plot(lrs, row.to_numpy(dtype=float), color=color, alpha=0.25, lw=0.8,
+                         label=f"{name}: each seed" if i == 0 else None)
             filled = final.where(diverged == 0, np.nan)
             top.plot(lrs, filled.median(axis=0).to_numpy(dtype=float), color=color, lw=2, marker="o",
                      label=f"{name}: median over the seeds that did not diverge")

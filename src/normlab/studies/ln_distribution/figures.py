@@ -188,13 +188,13 @@ def relations_figure(run: StoredRun) -> Figure:
         a.set_title(f"{name}: Pearson r = {r:.4f}")
     groups = [("LN, seed's data", "layernorm"), ("BN, seed's data", "batchnorm"),
               ("BN, equal-feature null", "batchnorm/equal"), ("BN, unequal scales", "batchnorm/unequal")]
-    ivs = [stats.mean_ci(m.values(arm, "order_flip_frac")) for _, arm in groups]
+    ivs = [stats.proportion_ci(m.values(arm, "order_flip_frac")) for _, arm in groups]  # shares: inside [0, 1]
     axes[2].bar(range(len(groups)), [iv.mean for iv in ivs],
                 yerr=np.array([[iv.mean - iv.lo for iv in ivs], [iv.hi - iv.mean for iv in ivs]]), capsize=5,
                 color=["tab:green", "tab:orange", "grey", "tab:red"])
     axes[2].set_xticks(range(len(groups)), [g[0] for g in groups], rotation=15, fontsize=8)
     axes[2].set_ylabel("share of a sample's feature pairs reordered")
-    axes[2].set_title("mean over seeds, 95% CI")
+    axes[2].set_title("mean over seeds, 95% interval inside [0, 1]")
     fig.suptitle(f"Within-sample feature relations, Linear(100,50) outputs, seed {seed}")
     fig.tight_layout()
     return Figure(

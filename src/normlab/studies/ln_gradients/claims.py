@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from normlab.engine.spec import Claim, StoredRun
+from normlab.engine.spec import Claim, KeyNumber, StoredRun
 from normlab.kit.stats import all_of_claim, compare_claim, mean_ci, not_judged, threshold_claim
 from normlab.studies.ln_gradients.config import CTRL, SRC, linear_floor
 
@@ -377,6 +377,26 @@ def claims(run: StoredRun) -> list[Claim]:
             LOSS_M, "final_loss", "ln/adamw", "none/adamw", "less", transform="log", min_effect=0.1),
     ]
     return out
+
+
+# The numbers a reader uses, as the claims summarise them (positive measures: geometric means, as the paired
+# t-tests on log10 compare them): (measure, what it is, arms).
+KEY_MEASURES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("final_loss", "train MSE, mean over the last 5% of steps", ("none", "ln", "dropout", "dropout+ln", "relu",
+                                                                 "relu+ln")),
+    ("heldout_interp", "held-out (midpoints) MSE at the last step, eval mode", ("none", "ln", "relu", "relu+ln")),
+    ("gap_ratio", "held-out / train MSE at the last step, eval mode", ("none", "relu", "relu+ln")),
+    ("roughness", "std of Δlog10(gradient norm) per step, second half", ("none", "ln", "dropout")),
+    ("concentration", "kurtosis of all gradient entries, mean over the last 10% of recorded steps",
+     ("none", "ln", "dropout", "dropout+ln")),
+)
+
+
+def key_numbers(run: StoredRun) -> list[KeyNumber]:
+    """The per-seed measures the claims compare, for the arms they compare (of those run)."""
+    A = _Arms(measures_of(run))
+    return [KeyNumber(what, arm, tuple(A.m.loc[arm, measure].to_numpy(float)), "positive", UNIT)
+            for measure, what, arms in KEY_MEASURES for arm in arms if A.has(arm)]
 
 
 def _geo(values: np.ndarray) -> tuple[float, float, float]:

@@ -53,6 +53,28 @@ ARMS: dict[str, ArmSpec] = {
 }
 
 
+def layout(arm: ArmSpec) -> list[str]:
+    """The post's network for ``arm``, layer by layer (``"linear"``, ``"relu"``, ``"dropout"``, ``"ln"``): the
+    order ``model.SeedModel`` builds and the figures name its layers by. Seed: ``Linear(2,20) → Linear(20,20) →
+    [Dropout] → Linear(20,20) → [LN] → Linear(20,20) → [LN] → Linear(20,1)``; ReLU (controls only) follows each
+    hidden Linear, after its LN."""
+    act = ["relu"] if arm.relu else []
+    out = ["linear", *act, "linear", *act, *(["dropout"] if arm.dropout else []), "linear"]
+    out += [*(["ln"] if arm.ln else []), *act, "linear", *(["ln"] if arm.ln else []), *act, "linear"]
+    return out
+
+
+def layer_labels(arm: ArmSpec) -> dict[str, str]:
+    """``{"linears.3.weight": "Linear 3", "linears.4.weight": "LN gain 1", ...}``: the parameter names of
+    ``arm``'s weights, by what the layer is (the same index is a different layer in another arm)."""
+    out, counts = {}, {"linear": 0, "ln": 0}
+    for i, kind in enumerate(layout(arm)):
+        if kind in counts:
+            counts[kind] += 1
+            out[f"linears.{i}.weight"] = f"Linear {counts[kind]}" if kind == "linear" else f"LN gain {counts[kind]}"
+    return out
+
+
 @dataclass
 class Config:
     seeds: int = 32

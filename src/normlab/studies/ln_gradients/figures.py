@@ -6,10 +6,18 @@ import numpy as np
 import pandas as pd
 
 from normlab.engine.spec import Figure, StoredRun
-from normlab.kit.plots import arm_colors, heatmap_over_time, mean_band, new_figure, plot_band
+from normlab.kit.plots import (
+    arm_colors,
+    heatmap_over_time,
+    mean_band,
+    new_figure,
+    plot_band,
+    series_styles,
+    shared_legend,
+)
 from normlab.probe.histograms import DEFAULT_MIN_EXP
 from normlab.studies.ln_gradients.claims import measures_of
-from normlab.studies.ln_gradients.config import SEED_ARMS, datasets, linear_floor, target
+from normlab.studies.ln_gradients.config import ARMS, SEED_ARMS, datasets, layer_labels, linear_floor, target
 
 
 def _arms(run: StoredRun) -> list[str]:
@@ -144,20 +152,25 @@ def per_layer(run: StoredRun) -> Figure | None:
     if s.empty or not arms:
         return None
     fig, axes = new_figure(1, len(arms), width=4.0, height=3.5, sharey=True)
+    # A parameter name is a position in the Sequential, which Dropout and LN shift: label and colour each line by
+    # the layer it is ("Linear 3", "LN gain 1"), so a layer keeps its colour in every panel.
+    labels = {arm: layer_labels(ARMS[arm]) for arm in arms}
+    styles = series_styles(v for arm in arms for v in labels[arm].values())
     for ax, arm in zip(axes.ravel(), arms, strict=True):
         sa = s[s["arm"] == arm]
-        names = list(dict.fromkeys(sa["name"].astype(str)))
-        for i, name in enumerate(names):
-            g = sa[sa["name"].astype(str) == name][["step", "seed", "value"]]
-            plot_band(ax, g, label=name, color=f"C{i}", log=True)
+        drawn = {labels[arm][n]: n for n in set(sa["name"].astype(str)) & set(labels[arm])}
+        for label in sorted(drawn, key=list(styles).index):
+            g = sa[sa["name"].astype(str) == drawn[label]][["step", "seed", "value"]]
+            plot_band(ax, g, label=label, log=True, **styles[label])
         ax.set_title(arm)
         ax.set_xlabel("step")
     axes[0, 0].set_ylabel("gradient norm per weight matrix")
-    axes[0, 0].legend(fontsize=7)
+    shared_legend(fig, axes.ravel())
     return Figure(
         "per_layer_gradients", "Gradient norm of each weight matrix over training (from normlab.probe)",
-        "One line per weight matrix (`linears.k.weight`, input layer first), geometric mean over seeds with "
-        "95% band, recorded by `normlab.probe.Probe` on its schedule. Shows where in the network LayerNorm "
+        "One line per weight matrix (Linear 1 = the input layer; LN gain k = the k-th LayerNorm's gain in the "
+        "LN arms), one colour per layer in every panel (legend on the right), geometric mean over "
+        "seeds with 95% band, recorded by `normlab.probe.Probe` on its schedule. Shows where in the network LayerNorm "
         "changes the gradient scale.",
         fig)
 

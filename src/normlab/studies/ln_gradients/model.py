@@ -12,7 +12,7 @@ from normlab.kit.ensemble import make_ensemble, member_losses, std_and_excess_ku
 from normlab.kit.flat_params import flatten_parameters
 from normlab.kit.tables import long_metrics, with_seeds
 from normlab.probe import Probe
-from normlab.studies.ln_gradients.config import ARMS, ArmSpec, Config, datasets, inputs, target
+from normlab.studies.ln_gradients.config import ARMS, ArmSpec, Config, datasets, inputs, layout, target
 
 
 class SeedModel(nn.Module):
@@ -24,18 +24,12 @@ class SeedModel(nn.Module):
 
     def __init__(self, arm: ArmSpec, dropout_p: float = 0.1):
         super().__init__()
-        act = [nn.ReLU()] if arm.relu else []
-        layers: list[nn.Module] = [nn.Linear(2, 20), *act, nn.Linear(20, 20), *act]
-        if arm.dropout:
-            layers.append(nn.Dropout(dropout_p))
-        layers.append(nn.Linear(20, 20))
-        if arm.ln:
-            layers.append(nn.LayerNorm(20))
-        layers += [*act, nn.Linear(20, 20)]
-        if arm.ln:
-            layers.append(nn.LayerNorm(20))
-        layers += [*act, nn.Linear(20, 1)]
-        self.linears = nn.Sequential(*layers)
+        kinds = layout(arm)
+        last = len(kinds) - 1
+        make = {"relu": nn.ReLU, "dropout": lambda: nn.Dropout(dropout_p), "ln": lambda: nn.LayerNorm(20)}
+        self.linears = nn.Sequential(*[
+            nn.Linear(2 if i == 0 else 20, 1 if i == last else 20) if kind == "linear" else make[kind]()
+            for i, kind in enumerate(kinds)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linears(x)

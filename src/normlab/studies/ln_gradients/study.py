@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from normlab.engine.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
+from normlab.engine.spec import Cell, CellContext, CellResult, Claim, Figure, KeyNumber, StoredRun, Study
 from normlab.studies.ln_gradients import claims as _claims
 from normlab.studies.ln_gradients import figures as _figures
 from normlab.studies.ln_gradients.config import Config
@@ -34,3 +34,6 @@ class LnGradients(Study):
 
     def notes(self, run: StoredRun) -> str:
         return _claims.notes(run)
+
+    def key_numbers(self, run: StoredRun) -> list[KeyNumber]:
+        return _claims.key_numbers(run)

@@ -115,7 +115,8 @@ def _size_figure(run: StoredRun) -> Figure:
     ratios = [final(run, "dropout", n, "heldout_mse", SWEEP) / final(run, "none", n, "heldout_mse", SWEEP) for n in sizes]
     ivs = [stats.mean_ci(np.log10(r)) for r in ratios]
     axes[2].errorbar(sizes, [10**i.mean for i in ivs], yerr=[[10**i.mean - 10**i.lo for i in ivs],
-                     [10**i.hi - 10**i.mean for i in ivs]], fmt="o-", capsize=4, color="black")
+                     [10**i.hi - 10**i.mean for i in ivs]], fmt="o-", capsize=4, color="black",
+                     label="geometric mean over seeds, 95% CI")
     axes[2].axhline(1.0, color="grey", lw=1)
     axes[2].axhline(1 - c.min_gain, color="grey", lw=1, ls=":", label=f"{c.min_gain:.0%} gain")
     axes[2].set_ylabel("dropout / none (held-out MSE, per seed)")

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from normlab.engine.spec import Claim, StoredRun
+from normlab.engine.spec import Claim, KeyNumber, StoredRun
 from normlab.kit import stats
 from normlab.kit.stats import ALPHA, not_judged
 from normlab.nn.residual import deepnorm_constants
@@ -145,17 +145,56 @@ def _geo(log_values: np.ndarray) -> str:
 
 
 def _rate(m: pd.DataFrame, **where) -> str:
+    """``"5/8 [0.31, 0.86]"``: runs diverged of the selected runs, with the 95% Wilson interval of the rate."""
     f = _select(final_values(m, "diverged"), **where)
     if f.empty:
         return "no runs"
-    return f"{int(f['value'].sum())}/{len(f)}"
+    k, n = int(f["value"].sum()), len(f)
+    lo, hi = stats.wilson_interval(k, n)
+    return f"{k}/{n} [{lo:.2g}, {hi:.2g}]"
+
+
+def _count(m: pd.DataFrame, **where) -> str:
+    """``"5/8"``: runs diverged of the selected runs (the stability map's cells; their intervals are in the
+    key numbers of the stress cell)."""
+    f = _select(final_values(m, "diverged"), **where)
+    return f"{int(f['value'].sum())}/{len(f)}" if len(f) else "no runs"
 
 
 def _map_line(c: Config, m: pd.DataFrame, placement: str) -> str:
     """The divergence counts of one placement over the depth x lr map (LN, no warmup)."""
-    cells = [f"L={d}, lr={lr:g}: {_rate(m, placement=placement, depth=d, lr=lr, norm='layernorm')}"
+    cells = [f"L={d}, lr={lr:g}: {_count(m, placement=placement, depth=d, lr=lr, norm='layernorm')}"
              for lr in c.lrs for d in c.depths]
     return f"{placement} diverged (LN, no warmup): " + "; ".join(cells)
+
+
+# ---------------------------------------------------------------- the key numbers
+
+
+def key_numbers(run: StoredRun) -> list[KeyNumber]:
+    """Per placement, LayerNorm: the fraction of seeds diverged and the final validation loss in the stress cell
+    (deepest, highest lr, no warmup; Post-LN with warmup too), and the validation loss where every placement
+    trains (shallowest, lowest lr). Runs of a seed are one unit; each of these cells has one run per seed."""
+    c: Config = run.config
+    m = run.metrics
+    s = _stress(c)
+    where = [(p, dict(s, norm="layernorm"), f"depth {s['depth']}, lr {s['lr']:g}, no warmup") for p in c.placements]
+    where += [(p, dict(s, warmup=c.warmup, norm="layernorm"), f"depth {s['depth']}, lr {s['lr']:g}, warmup "
+               f"{c.warmup}") for p in c.warmup_placements if c.warmup]
+    easy = dict(depth=min(c.depths), lr=c.low_lr, warmup=0, norm="layernorm")
+    out = []
+    for metric, quantity, scale in (("diverged", "runs diverged (fraction of seeds)", "proportion"),
+                                    ("val_loss", "final validation loss (nats/char)", "positive")):
+        for p, sel, label in where:
+            v = per_seed(m, metric, placement=p, **sel)
+            if len(v):
+                out.append(KeyNumber(quantity, f"{p}, {label}", tuple(v.to_numpy(float)), scale, SEED))
+    for p in c.placements:
+        v = per_seed(m, "val_loss", placement=p, **easy)
+        if len(v):
+            out.append(KeyNumber("final validation loss (nats/char)", f"{p}, depth {easy['depth']}, lr "
+                                 f"{easy['lr']:g}, no warmup", tuple(v.to_numpy(float)), "positive", SEED))
+    return out
 
 
 # ---------------------------------------------------------------- a paired test for 0/1 flags
@@ -177,7 +216,7 @@ def paired_rate_claim(id: str, claim: str, source: str, measurement: str, gap: p
     n_sign = pos + neg
     p_claim = float(sps.binomtest(pos, n_sign, 0.5, alternative="greater").pvalue) if n_sign else 1.0
     p_opp = float(sps.binomtest(neg, n_sign, 0.5, alternative="greater").pvalue) if n_sign else 1.0
-    iv = stats.mean_ci(g)
+    iv = stats.bounded(stats.mean_ci(g), -1.0, 1.0)  # a gap of two rates lies in [-1, 1]
     hi = iv.hi if math.isfinite(iv.hi) else iv.mean
     if p_claim < ALPHA and iv.mean >= margin:
         verdict = "supported"
@@ -188,7 +227,8 @@ def paired_rate_claim(id: str, claim: str, source: str, measurement: str, gap: p
     return Claim(
         id=id, claim=claim, source=source, measurement=measurement, verdict=verdict, statistic="sign_test",
         value=float(pos - neg), p_value=p_claim, effect_size=iv.mean, ci=(iv.lo, iv.hi), n=int(g.size), unit=SEED,
-        detail=(f"per-seed divergence-rate gap {labels[0]} - {labels[1]}: mean {iv.fmt()} (95% CI) over {g.size} "
+        detail=(f"per-seed divergence-rate gap {labels[0]} - {labels[1]}: mean {iv.fmt()} (95% t-interval, cut to "
+                f"[-1, 1]) over {g.size} "
                 f"seeds; {pos} seeds {labels[0]} worse, {neg} {labels[1]} worse, {g.size - n_sign} tied; exact sign "
                 f"test one-sided p={p_claim:.3g} (opposite p={p_opp:.3g}); needs a mean gap >= {margin:g}"),
     )

@@ -10,6 +10,7 @@ import pandas as pd
 
 from normlab.engine.spec import Figure, StoredRun
 from normlab.kit import stats
+from normlab.kit.plots import shared_legend
 from normlab.studies.residual_placement.claims import _select, final_values, training_rows
 from normlab.studies.residual_placement.config import COLORS, Config
 
@@ -168,7 +169,8 @@ def _curves(run: StoredRun) -> Figure:
     c: Config = run.config
     d = max(c.depths)
     m = training_rows(run.metrics)
-    fig, axes = plt.subplots(1, len(c.lrs), figsize=(5 * len(c.lrs), 3.8), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(c.lrs), figsize=(5 * len(c.lrs) + 1.5, 3.8), sharey=True, squeeze=False,
+                             layout="constrained")
     for j, lr in enumerate(c.lrs):
         ax = axes[0][j]
         for p in c.placements:
@@ -184,9 +186,9 @@ def _curves(run: StoredRun) -> Figure:
         ax.set_xlabel("step")
         ax.set_title(f"lr {lr:g}")
     axes[0][0].set_ylabel("training loss (nats/char)")
-    axes[0][0].legend(fontsize=7)
+    # One legend for both panels: the warmup arms run only at the highest learning rate's panel.
+    shared_legend(fig, axes.ravel())
     fig.suptitle(f"Training loss at depth {d}, LayerNorm (mean over seeds; band = min..max)")
-    fig.tight_layout()
     return Figure("loss_curves", f"Training loss curves at depth {d}",
                   "Training loss (mean over each logging window) per placement; the band spans all seeds; dotted: "
                   "the warmup arms. A flat line near 3.3 is a run on the unigram plateau.", fig)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from normlab.data.corpus import find_plays
-from normlab.engine.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
+from normlab.engine.spec import Cell, CellContext, CellResult, Claim, Figure, KeyNumber, StoredRun, Study
 from normlab.studies.residual_placement import claims, figures
 from normlab.studies.residual_placement.config import (
     NORM_COST_ARM,
@@ -64,3 +64,6 @@ class ResidualPlacement(Study):
 
     def notes(self, run: StoredRun) -> str:
         return claims.notes(run)
+
+    def key_numbers(self, run: StoredRun) -> list[KeyNumber]:
+        return claims.key_numbers(run)
