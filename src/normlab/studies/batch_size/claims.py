@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from normlab.engine.spec import Claim, StoredRun
+from normlab.engine.spec import Claim, KeyNumber, StoredRun
 from normlab.kit import stats
 from normlab.studies.batch_size.config import NORM_LABELS, SOURCE, Config
 
@@ -75,7 +75,7 @@ def ghost_claims(run: StoredRun) -> list[Claim]:
             "bn-degrades-small-ghost", "BatchNorm's accuracy degrades as its statistics batch shrinks", SOURCE,
             f"test accuracy, BN with statistics over {small} vs {ref} images ({fixed}); paired by seed",
             acc("batchnorm", small), acc("batchnorm", ref), "less", min_effect=c.degrade_min_effect,
-            paired=True, labels=(f"g={small}", f"g={ref}"), unit=SEED)
+            paired=True, labels=(f"g={small}", f"g={ref}"), unit=SEED, scale="proportion")
         out.append(_downgrade(claim, moved, f"lose(s) accuracy at ghost size {small} as well, so the drop is "
                                             "not BN's statistics alone"))
     if gn:
@@ -104,14 +104,14 @@ def ghost_claims(run: StoredRun) -> list[Claim]:
             "bn-below-gn-small-ghost", "At a small statistics batch GroupNorm works better than BatchNorm",
             SOURCE, f"test accuracy at ghost size {small}: BN vs GN, paired by seed",
             acc("batchnorm", small), acc("groupnorm", small), "less", min_effect=c.degrade_min_effect,
-            paired=True, labels=("BN", "GN"), unit=SEED))
+            paired=True, labels=("BN", "GN"), unit=SEED, scale="proportion"))
     if bn:
         out.append(stats.compare_claim(
             "bn-small-ghost-running-stats", "Control: part of BN's small-statistics-batch loss is its running "
             "statistics, recovered by recalibrating them on the training set", "control",
             f"BN test accuracy at ghost size {small}: recalibrated vs running statistics, paired by seed",
             acc("batchnorm", small, "test_acc_recalibrated"), acc("batchnorm", small), "greater", paired=True,
-            labels=("recalibrated", "running"), unit=SEED))
+            labels=("recalibrated", "running"), unit=SEED, scale="proportion"))
     if "batchnorm" in c.norms and has(run, "batchnorm", "ghost", ref):
         out.append(plateau_claim(run))
     if "batchnorm" in c.norms and "none" in c.norms and has(run, "batchnorm", "ghost", ref) \
@@ -124,13 +124,13 @@ def ghost_claims(run: StoredRun) -> list[Claim]:
             f"of {ref}) vs no norm, paired by seed",
             values(run, "batchnorm", "ghost", ref, "test_acc_curve", first),
             values(run, "none", "ghost", ref, "test_acc_curve", first), "greater",
-            min_effect=c.degrade_min_effect, paired=True, labels=("BN", "no norm"), unit=SEED))
+            min_effect=c.degrade_min_effect, paired=True, labels=("BN", "no norm"), unit=SEED, scale="proportion"))
     if gn and "none" in c.norms and has(run, "none", "ghost", ref):
         out.append(stats.compare_claim(
             "gn-suits-images", "GroupNorm suits image models: it trains the CNN better than no normalization",
             SOURCE, f"test accuracy at the end ({c.epochs:g} epochs), GN vs no norm, paired by seed",
             acc("groupnorm", ref), acc("none", ref), "greater", min_effect=c.degrade_min_effect, paired=True,
-            labels=("GN", "no norm"), unit=SEED))
+            labels=("GN", "no norm"), unit=SEED, scale="proportion"))
     out += dependence_claims(run)
     return out
 
@@ -194,7 +194,7 @@ def plain_claims(run: StoredRun) -> list[Claim]:
             "bn-degrades-small-batch", "BatchNorm's accuracy degrades at small batch sizes (plain sweep)", SOURCE,
             f"test accuracy, BN at batch {small} vs {ref}, paired by seed; {confound}",
             acc("batchnorm", small), acc("batchnorm", ref), "less", min_effect=c.degrade_min_effect, paired=True,
-            labels=(f"B={small}", f"B={ref}"), unit=SEED)
+            labels=(f"B={small}", f"B={ref}"), unit=SEED, scale="proportion")
         out.append(_downgrade(claim, moved, f"loses accuracy at batch {small} too: the drop is the plain sweep's "
                                             "optimisation change"))
     if "groupnorm" in norms:
@@ -264,3 +264,29 @@ def notes(run: StoredRun) -> str:
                  "the values, set how noisy the statistics are. The GN paper's ResNet-50 at 2 images per GPU "
                  "averages 2 x 7 x 7 = 98 values in its last stage.")
     return text + (f"\n\n**Dataset notice:** {notice}" if notice else "")
+
+
+def key_numbers(run: StoredRun) -> list[KeyNumber]:
+    """Test accuracy at the end of training, the proportion every claim compares: BN at each ghost size (running
+    and, at the smallest, recalibrated statistics), the controls at the two ghost sizes they run at, and the plain
+    sweep's norms at its smallest and largest batch."""
+    c: Config = run.config
+    out: list[KeyNumber] = []
+
+    def add(norm: str, design: str, size: int, metric: str = "test_acc", how: str = "") -> None:
+        v = values(run, norm, design, size, metric)
+        if np.isfinite(v).any():
+            where = f"ghost size {size}" if design == "ghost" else f"batch {size} (plain sweep)"
+            out.append(KeyNumber(f"test accuracy at the end{how}", f"{NORM_LABELS[norm]}, {where}", tuple(v),
+                                 "proportion", SEED))
+
+    for g in sorted(c.ghost_sizes):
+        add("batchnorm", "ghost", g)
+    add("batchnorm", "ghost", min(c.ghost_sizes), "test_acc_recalibrated", ", recalibrated statistics")
+    for norm in (n for n in c.norms if n != "batchnorm"):
+        for g in sorted(c.control_ghost_sizes):
+            add(norm, "ghost", g)
+    for norm in c.plain_norms:
+        for b in sorted({min(c.batch_sizes), c.reference_batch}):
+            add(norm, "plain", b)
+    return out

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from normlab.data.images import SPLIT_SIZES, check_subset_sizes
 from normlab.engine.config import ConfigError
-from normlab.engine.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
+from normlab.engine.spec import Cell, CellContext, CellResult, Claim, Figure, KeyNumber, StoredRun, Study
 from normlab.studies.batch_size import claims, figures
 from normlab.studies.batch_size.config import Config
 from normlab.studies.batch_size.model import train_cell
@@ -78,3 +78,6 @@ class BatchSize(Study):
 
     def notes(self, run: StoredRun) -> str:
         return claims.notes(run)
+
+    def key_numbers(self, run: StoredRun) -> list[KeyNumber]:
+        return claims.key_numbers(run)

@@ -9,10 +9,10 @@ import math
 import numpy as np
 import pandas as pd
 
-from normlab.engine.spec import Claim, StoredRun
+from normlab.engine.spec import Claim, KeyNumber, StoredRun
 from normlab.kit import stats
 from normlab.studies.deep_bn.config import SOURCE, YANG, YANG_RELU_RATE, Config, arms
-from normlab.studies.deep_bn.lr_claims import lr_claims
+from normlab.studies.deep_bn.lr_claims import best_loss, lr_claims, sweep
 
 
 def series(metrics: pd.DataFrame, arm: str, metric: str) -> pd.DataFrame:
@@ -161,3 +161,24 @@ def notes(run: StoredRun) -> str:
         f"last {c.tail} steps) is finite and at most {c.trains_below:g} x ln 10. Control: the Kaiming-initialised "
         "net without BN, so that 'BN allows larger rates' is not 'a badly initialised net trains at no rate'."
     )
+
+
+def key_numbers(run: StoredRun) -> list[KeyNumber]:
+    """The per-layer growth factors at init (forward std, backward gradient norm: positive ratios, 1 = stable) of
+    every arm, and each sweep arm's best final loss over the learning-rate grid (positive, as bn-faster compares
+    it)."""
+    c: Config = run.config
+    out: list[KeyNumber] = []
+    for metric, backward, what in (("act_std", False, "forward growth factor of the activation std per layer"),
+                                   ("grad_w", True, "backward growth factor of the weight-gradient norm per layer")):
+        for arm, *_ in arms(c):
+            v = factors(run.metrics, arm, metric, c, backward=backward)
+            if v.size:
+                out.append(KeyNumber(f"{what}, at init", arm, tuple(v), "positive", SEED))
+    for init in c.train_inits:
+        for bn in (False, True):
+            arm = f"train/{'bn' if bn else 'plain'}/{init}"
+            if (run.metrics["arm"] == arm).any():
+                out.append(KeyNumber(f"lowest final training loss over the learning-rate grid ({c.train_steps} steps)",
+                                     arm, tuple(best_loss(*sweep(run.metrics, arm, c))), "positive", SEED))
+    return out

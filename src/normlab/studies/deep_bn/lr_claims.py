@@ -180,8 +180,8 @@ def lr_claims(run: StoredRun) -> list[Claim]:
         sens = {bn: np.abs(np.log10(best[(bn, "default")] / best[(bn, "kaiming")])) for bn in (False, True)}
         cl = stats.compare_claim("bn-init-insensitive", init_text, SOURCE, init_meas, sens[True], sens[False],
                                  "less", paired=True, labels=("BN", "no BN"), unit=SEED)
-        cl.detail += "; best final loss " + ", ".join(
-            f"{'BN' if bn else 'no BN'}/{init}: {stats.mean_ci(best[(bn, init)]).fmt()}"
+        cl.detail += "; best final loss (geometric mean [95% CI]) " + ", ".join(
+            f"{'BN' if bn else 'no BN'}/{init}: {stats.summarise(best[(bn, init)], 'positive').fmt()}"
             for bn in (False, True) for init in ("kaiming", "default"))
     else:
         cl = stats.not_judged("bn-init-insensitive", init_text, SOURCE, init_meas,

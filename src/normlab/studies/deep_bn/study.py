@@ -5,7 +5,17 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from normlab.engine.spec import Cell, CellContext, CellResult, Claim, Figure, SeedSentence, StoredRun, Study
+from normlab.engine.spec import (
+    Cell,
+    CellContext,
+    CellResult,
+    Claim,
+    Figure,
+    KeyNumber,
+    SeedSentence,
+    StoredRun,
+    Study,
+)
 from normlab.studies.deep_bn import claims, figures
 from normlab.studies.deep_bn.config import Config, arms, train_arms
 from normlab.studies.deep_bn.model import run_arm, run_train_arm
@@ -117,3 +127,6 @@ class DeepBn(Study):
 
     def notes(self, run: StoredRun) -> str:
         return claims.notes(run)
+
+    def key_numbers(self, run: StoredRun) -> list[KeyNumber]:
+        return claims.key_numbers(run)

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from normlab.engine.spec import Claim, StoredRun
+from normlab.engine.spec import Claim, KeyNumber, StoredRun
 from normlab.kit import stats
 from normlab.studies.ln_distribution.config import SOURCE, Config
 
@@ -104,9 +104,10 @@ def claims(run: StoredRun) -> list[Claim]:
         ln.verdict = "inconclusive"
         ln.detail += "; the BN control did not show equalization, so the instrument is not trusted"
     null = m.values("layernorm/equal", "feature_var_cv_after")
-    ln.detail += (f"; cv of per-feature variances after LN: unequal "
-                  f"{stats.mean_ci(m.values('layernorm/unequal', 'feature_var_cv_after')).fmt()}, equal-scale null "
-                  f"{stats.mean_ci(null).fmt()}, before {stats.mean_ci(m.values('layernorm/unequal', 'feature_var_cv_before')).fmt()}")
+    cv = lambda v: stats.summarise(v, "positive").fmt()  # noqa: E731  a cv is positive: geometric mean
+    ln.detail += (f"; cv of per-feature variances after LN (geometric mean [95% CI]): unequal "
+                  f"{cv(m.values('layernorm/unequal', 'feature_var_cv_after'))}, equal-scale null {cv(null)}, before "
+                  f"{cv(m.values('layernorm/unequal', 'feature_var_cv_before'))}")
     out += [bn, ln]
 
     # Within-sample feature relations: LN is an affine map of each row, BN a different affine map per feature.
@@ -184,3 +185,30 @@ def notes(run: StoredRun) -> str:
         f"{skew_before.fmt()} (a Gaussian row: 0), as a Linear map of Gaussian input gives; the log-normal "
         "controls test whether LN (per row) or BN (per feature) changes a distribution's shape."
     )
+
+
+# (metric, what it is, scale, arms): the per-seed numbers the claims read.
+KEY_METRICS = (
+    ("sample_var_mean_after", "mean over samples of the per-sample (biased) variance after the norm", "positive",
+     ("layernorm",)),
+    ("feature_var_mean_after", "mean over features of the per-feature (biased) variance after the norm", "positive",
+     ("batchnorm",)),
+    ("feature_var_cv_after", "cv of the per-feature variances after the norm", "positive",
+     ("layernorm/unequal", "layernorm/equal", "batchnorm/unequal", "batchnorm/equal")),
+    ("order_flip_frac", "share of a sample's feature pairs the norm reorders", "proportion",
+     ("layernorm", "batchnorm", "batchnorm/equal", "batchnorm/unequal")),
+    ("sample_corr_min", "min over samples of the before/after Pearson correlation", "signed",
+     ("layernorm", "batchnorm")),
+)
+
+
+def key_numbers(run: StoredRun) -> list[KeyNumber]:
+    m = MetricView(run.metrics)
+    out: list[KeyNumber] = []
+    for metric, what, scale, arms in KEY_METRICS:
+        for arm in arms:
+            try:
+                out.append(KeyNumber(what, arm, tuple(m.values(arm, metric)), scale, UNIT))
+            except KeyError:  # an arm this run left out
+                continue
+    return out

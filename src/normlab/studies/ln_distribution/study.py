@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from normlab.engine.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
+from normlab.engine.spec import Cell, CellContext, CellResult, Claim, Figure, KeyNumber, StoredRun, Study
 from normlab.studies.ln_distribution.claims import claims as run_claims
+from normlab.studies.ln_distribution.claims import key_numbers as numbers_of
 from normlab.studies.ln_distribution.claims import notes as run_notes
 from normlab.studies.ln_distribution.config import ARMS, Config
 from normlab.studies.ln_distribution.figures import figures as run_figures
@@ -47,3 +48,6 @@ class LnDistribution(Study):
 
     def notes(self, run: StoredRun) -> str:
         return run_notes(run)
+
+    def key_numbers(self, run: StoredRun) -> list[KeyNumber]:
+        return numbers_of(run)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from normlab.engine.spec import Claim, StoredRun
+from normlab.engine.spec import Claim, KeyNumber, StoredRun
 from normlab.kit import stats
 from normlab.studies.norm_axes.config import LABELS, NORMS, SEED_002, SEED_003, SEED_004, Config
 
@@ -188,3 +188,24 @@ def per_seed_min(run: StoredRun, arm: str, names: list[str]) -> np.ndarray:
 
 def notes(run: StoredRun) -> str:
     return NOTES
+
+
+def key_numbers(run: StoredRun) -> list[KeyNumber]:
+    """What each layer's output depends on, per input layout: how far sample 0's output moves when the batch's
+    other samples change, and (sequences) how far the first positions move when the last is dropped (max over
+    normlab and torch; 0 = independent). Signed scale: an exact 0 is the answer for most layers, so no log."""
+    out: list[KeyNumber] = []
+    m = run.metrics
+    for arm, kind, what in (("nchw", "batch_dependence", "images (N, C, H, W)"),
+                            ("sequence", "batch_dependence", "sequences (batch, seq, hidden)"),
+                            ("sequence", "length_dependence", "sequences (batch, seq, hidden)")):
+        names = sorted({k.split("/")[1] for k in m.loc[(m["arm"] == arm) & m["metric"].str.startswith(kind + "/"),
+                                                        "metric"]})
+        change = ("the batch's other samples change" if kind == "batch_dependence" else
+                  "the sequence's last position is dropped")
+        for name in names:
+            v = per_seed(run, arm, libs(f"{kind}/{name}"))
+            if v.size:
+                out.append(KeyNumber(f"max |output change| when {change}, {what}", LABELS.get(name, name),
+                                     tuple(v), "signed", UNIT))
+    return out

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import ClassVar
 
 from normlab.engine.config import ConfigError
-from normlab.engine.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
+from normlab.engine.spec import Cell, CellContext, CellResult, Claim, Figure, KeyNumber, StoredRun, Study
 from normlab.studies.norm_axes.claims import claims as run_claims
+from normlab.studies.norm_axes.claims import key_numbers as numbers_of
 from normlab.studies.norm_axes.claims import notes as run_notes
 from normlab.studies.norm_axes.config import Config
 from normlab.studies.norm_axes.figures import figures as run_figures
@@ -54,3 +55,6 @@ class NormAxes(Study):
 
     def notes(self, run: StoredRun) -> str:
         return run_notes(run)
+
+    def key_numbers(self, run: StoredRun) -> list[KeyNumber]:
+        return numbers_of(run)

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from normlab.engine.spec import Claim, StoredRun
+from normlab.engine.spec import Claim, KeyNumber, StoredRun
 from normlab.kit import stats
 from normlab.studies.overfitting.config import PAPER, SOURCE
 
@@ -321,3 +321,23 @@ def _budget_note(run: StoredRun) -> str:
     return (" Convergence of the sweep (train MSE in eval mode at the last step, and the ratio of its mean to the "
             "mean three quarters of the way): " + "; ".join(parts) + f". MSEs below {MSE_FLOOR:g} (float32 "
             "round-off; an interpolating net reaches exactly 0) count as that floor in the claims.")
+
+
+def key_numbers(run: StoredRun) -> list[KeyNumber]:
+    """The post's setup per arm (train and held-out MSE, weight norm: positive, compared on the log scale as the
+    claims do), and the held-out MSE of no-dropout vs dropout at every size of the sweep."""
+    c = run.config
+    out: list[KeyNumber] = []
+    rows = [(arm, c.n_train, SEED, metric, what) for metric, what in (
+        ("train_mse", "train MSE at the last step, eval mode"), ("heldout_mse", "held-out MSE at the last step"),
+        ("weight_norm", "L2 norm of all weight matrices at the last step")) for arm in ("none", "weight_decay", "dropout")]
+    rows += [(arm, n, SWEEP, "heldout_mse", f"held-out MSE at the last step, size sweep, {n} training points")
+             for n in sorted(c.size_sweep) for arm in ("none", "dropout")]
+    for arm, n, regime, metric, what in rows:
+        try:
+            v = final(run, arm, n, metric, regime)
+        except KeyError:  # an arm or size this run left out
+            continue
+        out.append(KeyNumber(what if regime == SWEEP else f"{what}, {n} training points", arm, tuple(v), "positive",
+                             UNIT))
+    return out

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from normlab.engine.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
+from normlab.engine.spec import Cell, CellContext, CellResult, Claim, Figure, KeyNumber, StoredRun, Study
 from normlab.studies.overfitting.claims import claims as judge
+from normlab.studies.overfitting.claims import key_numbers as numbers_of
 from normlab.studies.overfitting.claims import notes as write_notes
 from normlab.studies.overfitting.config import ARMS, Config
 from normlab.studies.overfitting.figures import figures as draw
@@ -58,3 +59,6 @@ class Overfitting(Study):
 
     def notes(self, run: StoredRun) -> str:
         return write_notes(run)
+
+    def key_numbers(self, run: StoredRun) -> list[KeyNumber]:
+        return numbers_of(run)
