@@ -154,7 +154,7 @@ def test_bounded_cuts_to_the_range_and_keeps_the_estimate():
 # -- summaries, named --------------------------------------------------------------------------------------
 
 def test_summarise_picks_the_interval_by_scale_and_names_it():
-    flags = summarise([1, 0, 0, 1, 0, 0, 0, 0], "proportion")
+    flags = summarise([1, 0, 0, 1, 0, 0, 0, 0], "binary")
     assert (flags.count, flags.n, flags.estimate) == (2, 8, 0.25)
     assert (flags.lo, flags.hi) == pytest.approx(wilson_interval(2, 8))
     assert flags.described() == "2 of 8 seeds, 95% Wilson interval"
@@ -166,6 +166,10 @@ def test_summarise_picks_the_interval_by_scale_and_names_it():
     assert summarise([-1.0, 2.0], "positive").name.startswith("mean (not all > 0")
     assert summarise([0.5, 2.0], "proportion").name.startswith("mean (not all in [0, 1]")
     assert summarise([0.3], "signed").fmt() == "0.3 (n=1: no interval)"
+    # shares that all happen to be 0 are a mean of proportions, not "0 of n"
+    zeros = summarise([0.0, 0.0, 0.0], "proportion")
+    assert zeros.count is None and zeros.described().startswith("mean over 3 seeds")
+    assert summarise([0.5, 1.0], "binary").name.startswith("mean (not all 0 or 1")
     with pytest.raises(ValueError, match="scale"):
         summarise([1.0], "log")
 

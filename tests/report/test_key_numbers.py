@@ -35,7 +35,7 @@ def _metrics(n_metrics: int, arms=("a", "b"), seeds=4) -> pd.DataFrame:
 def test_declared_numbers_are_summarised_by_scale_and_named():
     table = declared_table([
         KeyNumber("final loss", "a", (1.0, 10.0, 100.0), "positive"),
-        KeyNumber("runs diverged", "a", (1, 0, 0, 0, 1, 0, 0, 0), "proportion"),
+        KeyNumber("runs diverged", "a", (1, 0, 0, 0, 1, 0, 0, 0), "binary"),
         KeyNumber("accuracy", "a", (0.90, 0.99), "proportion"),
         KeyNumber("log ratio", "a", (-1.0, 1.0, 3.0)),
     ])

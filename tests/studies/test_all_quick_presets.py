@@ -70,9 +70,9 @@ def test_quick_preset_produces_a_complete_run_directory(name, tmp_path):
     rows = json.loads((d / "key_numbers.json").read_text())
     shown = [r for r in rows if r["table"] == "key"]
     assert 0 < len(shown) <= 25, f"{name}: {len(shown)} key numbers on the page"
-    assert all(" over " in r["summary"] and "95%" in r["summary"] for r in shown)
+    assert all((" over " in r["summary"] or " of " in r["summary"]) and "95%" in r["summary"] for r in shown)
     for r in shown:
-        if r["scale"] == "proportion" and r["lo"] is not None:
+        if r["scale"] in ("proportion", "binary") and r["lo"] is not None:
             assert 0.0 <= r["lo"] <= r["hi"] <= 1.0, r
         if r["scale"] == "positive" and r["lo"] is not None:
             assert r["lo"] > 0, r

@@ -131,21 +131,22 @@ class KeyNumber:
     ``quantity`` says what was measured on each unit and how it was taken over steps ("train MSE, mean over
     the last 5% of steps"); ``values`` holds one value per independent unit (``unit``) of ``arm``. The report
     summarises them by ``scale`` and names the summary beside the number: ``"positive"`` (a loss, a norm, a
-    ratio: geometric mean, interval on the log scale), ``"proportion"`` (in [0, 1]: Wilson intervals, see
-    :mod:`normlab.kit.intervals`), ``"signed"`` (arithmetic mean, t-interval). Claims that compare the same
+    ratio: geometric mean, interval on the log scale), ``"proportion"`` (a per-unit value in [0, 1], an accuracy:
+    a mean with an interval inside [0, 1]), ``"binary"`` (each unit 0 or 1, diverged or not: k of n with
+    Wilson's interval), ``"signed"`` (arithmetic mean, t-interval); see :mod:`normlab.kit.intervals`. Claims that compare the same
     quantity use the same summary, so the report shows one number for it everywhere.
     """
 
     quantity: str
     arm: str
     values: tuple[float, ...]
-    scale: Literal["signed", "positive", "proportion"] = "signed"
+    scale: Literal["signed", "positive", "proportion", "binary"] = "signed"
     unit: str = "seed"
 
     def __post_init__(self) -> None:
-        if self.scale not in ("signed", "positive", "proportion"):
-            raise ValueError(f"KeyNumber {self.quantity!r}: scale must be signed, positive or proportion, got "
-                             f"{self.scale!r}")
+        if self.scale not in ("signed", "positive", "proportion", "binary"):
+            raise ValueError(f"KeyNumber {self.quantity!r}: scale must be signed, positive, proportion or binary, "
+                             f"got {self.scale!r}")
         object.__setattr__(self, "values", tuple(float(v) for v in self.values))
 
 

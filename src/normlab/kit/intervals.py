@@ -7,10 +7,10 @@ A report states a number with the interval its scale allows (``Scale``):
 ``positive``    a quantity that is > 0 and spans orders of magnitude (a loss, a norm, a ratio): the geometric
                 mean ``10^mean(log10 v)`` and the t-interval of ``log10 v`` mapped back (:func:`positive_ci`). It
                 never reaches 0 or below, and a factor of 2 up weighs as much as a factor of 2 down.
-``proportion``  a value in [0, 1]. A count, ``k`` of ``n`` units (each 0 or 1: diverged or not), gets the
-                Wilson score interval (:func:`wilson_interval`); a mean of per-unit proportions (per-seed
-                accuracies) gets :func:`proportion_ci`. Both stay inside [0, 1], where a t-interval of a mean
-                near 0 or 1 runs past the bound (an accuracy bar above 1.0).
+``proportion``  a per-unit value in [0, 1] (a per-seed accuracy): the mean with :func:`proportion_ci`.
+``binary``      a per-unit outcome that is 0 or 1 (a run diverged or not): the count, ``k`` of ``n`` units, with
+                the Wilson score interval (:func:`wilson_interval`). Both stay inside [0, 1], where a t-interval
+                of a mean near 0 or 1 runs past the bound (an accuracy bar above 1.0).
 
 :func:`summarise` picks the interval by scale and names it, so every number a reader sees says which summary
 it is ("geometric mean over 8 seeds").
@@ -26,8 +26,8 @@ from typing import Literal
 import numpy as np
 from scipy import stats as sps
 
-Scale = Literal["signed", "positive", "proportion"]
-SCALES: tuple[str, ...] = ("signed", "positive", "proportion")
+Scale = Literal["signed", "positive", "proportion", "binary"]
+SCALES: tuple[str, ...] = ("signed", "positive", "proportion", "binary")
 
 
 @dataclass(frozen=True)
@@ -202,9 +202,10 @@ def bounded(iv: Interval, lo: float, hi: float) -> Interval:
 def summarise(values: Sequence[float] | np.ndarray, scale: str = "signed") -> Summary:
     """The summary of per-unit ``values`` that ``scale`` calls for, named (see the module docstring).
 
-    ``"proportion"``: values that are all 0 or 1 are a count (``k`` of ``n``, Wilson), others a mean of
-    proportions (:func:`proportion_ci`). A ``"positive"`` quantity with a value <= 0, or a ``"proportion"``
-    with one outside [0, 1], gets the arithmetic mean and t-interval, and its name says why.
+    ``"binary"``: a count (``k`` of ``n``, Wilson); ``"proportion"``: a mean of proportions
+    (:func:`proportion_ci`), also when every value happens to be 0 or 1. A ``"positive"`` quantity with a value
+    <= 0, a ``"proportion"`` with one outside [0, 1], or a ``"binary"`` one with a value other than 0 and 1, gets
+    the arithmetic mean and t-interval, and its name says why.
     """
     if scale not in SCALES:
         raise ValueError(f"scale: expected one of {SCALES}, got {scale!r}")
@@ -214,13 +215,15 @@ def summarise(values: Sequence[float] | np.ndarray, scale: str = "signed") -> Su
             iv = positive_ci(arr)
             return Summary(iv.mean, iv.lo, iv.hi, iv.n, "geometric mean", "t-interval on the log scale", scale)
         return _signed(arr, "mean (not all > 0: no log scale)")
+    if scale == "binary":
+        if not np.isin(arr, (0.0, 1.0)).all():
+            return _signed(arr, "mean (not all 0 or 1)")
+        k, n = int(arr.sum()), int(arr.size)
+        lo, hi = wilson_interval(k, n) if n else (math.nan, math.nan)
+        return Summary(k / n if n else math.nan, lo, hi, n, "fraction", "Wilson interval", scale, count=k)
     if scale == "proportion":
         if ((arr < 0) | (arr > 1)).any():
             return _signed(arr, "mean (not all in [0, 1])")
-        if np.isin(arr, (0.0, 1.0)).all() and arr.size:
-            k = int(arr.sum())
-            lo, hi = wilson_interval(k, int(arr.size))
-            return Summary(k / arr.size, lo, hi, int(arr.size), "fraction", "Wilson interval", scale, count=k)
         iv = proportion_ci(arr)
         return Summary(iv.mean, iv.lo, iv.hi, iv.n, "mean", "Wilson interval (effective n)", scale)
     return _signed(arr, "mean")

@@ -104,6 +104,7 @@ def _gap_figure(run: StoredRun) -> Figure:
     ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="running-stat error vs recalibrated",
            title=f"after {c.gap_steps[1]} steps, by batch size")
     ax.set_xticks(sizes, [str(b) for b in sizes])
+    ax.minorticks_off()  # the log axis's minor labels (2x10^1 ...) would overprint the sizes
     ax.legend(fontsize=7)
     fig.tight_layout()
     return Figure(

@@ -183,7 +183,7 @@ def key_numbers(run: StoredRun) -> list[KeyNumber]:
                f"{c.warmup}") for p in c.warmup_placements if c.warmup]
     easy = dict(depth=min(c.depths), lr=c.low_lr, warmup=0, norm="layernorm")
     out = []
-    for metric, quantity, scale in (("diverged", "runs diverged (fraction of seeds)", "proportion"),
+    for metric, quantity, scale in (("diverged", "runs diverged (fraction of seeds)", "binary"),
                                     ("val_loss", "final validation loss (nats/char)", "positive")):
         for p, sel, label in where:
             v = per_seed(m, metric, placement=p, **sel)
