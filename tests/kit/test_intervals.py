@@ -172,6 +172,8 @@ def test_summarise_picks_the_interval_by_scale_and_names_it():
     assert summarise([0.5, 1.0], "binary").name.startswith("mean (not all 0 or 1")
     with pytest.raises(ValueError, match="scale"):
         summarise([1.0], "log")
+    dead = summarise([math.nan, math.inf], "positive")  # every run non-finite: undefined, not an error
+    assert dead.n == 0 and math.isnan(dead.estimate)
 
 
 def test_compare_claim_detail_names_the_summary_it_shows():

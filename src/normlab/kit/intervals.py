@@ -210,6 +210,8 @@ def summarise(values: Sequence[float] | np.ndarray, scale: str = "signed") -> Su
     if scale not in SCALES:
         raise ValueError(f"scale: expected one of {SCALES}, got {scale!r}")
     arr = _finite(_as_array(values, "values"))
+    if arr.size == 0:  # every value non-finite (dead runs): nothing to summarise, as mean_ci says
+        return Summary(math.nan, math.nan, math.nan, 0, "mean", "t-interval", scale)
     if scale == "positive":
         if (arr > 0).all():
             iv = positive_ci(arr)
