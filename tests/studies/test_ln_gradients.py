@@ -180,16 +180,22 @@ def test_smooth_keeps_a_monotone_series_and_removes_single_spikes():
     np.testing.assert_array_equal(smooth(spiky, 0.0), spiky)
 
 
-@given(settle=st.integers(100, 800), seed=st.integers(0, 2**31 - 1))
-def test_smoothed_settle_finds_a_dropout_like_series_settling(settle, seed):
+def test_smoothed_settle_finds_a_dropout_like_series_settling():
     """Gradient norm 10x above its final level until `settle`, then at it, with the per-step noise of a dropout
     arm (log10 sd 0.3 per value: Δlog10 between steps has sd ~0.43, a factor ~2.7). Unsmoothed, the 2x band
-    is crossed to the very end; smoothed, the settle step is found within the half-window (25 steps)."""
-    rng = np.random.default_rng(seed)
+    is crossed to the very end; smoothed, the settle step is found within the half-window (25 steps) in at
+    least 98% of noise draws. (Not in every draw: hypothesis found one, seed 12203764, whose noise leaves
+    the smoothed series outside the band until step 486 for every settle step before it. A rate over fixed
+    draws is the property, and it cannot be flaky.)"""
     steps = np.arange(1000)
-    g = np.where(steps < settle, 10.0, 1.0) * 10 ** rng.normal(0, 0.3, steps.size)
-    assert _settle(steps, g, fraction=0.0) >= 900
-    assert settle - 26 <= _settle(steps, g) <= settle + 26
+    found, total = 0, 0
+    for settle in (100, 250, 400, 550, 700, 800):
+        for seed in range(40):
+            g = np.where(steps < settle, 10.0, 1.0) * 10 ** np.random.default_rng(seed).normal(0, 0.3, steps.size)
+            assert _settle(steps, g, fraction=0.0) >= 900
+            found += settle - 26 <= _settle(steps, g) <= settle + 26
+            total += 1
+    assert found >= 0.98 * total, f"{found} of {total} settle steps found within 26 steps"
 
 
 @given(seed=st.integers(0, 2**31 - 1))
