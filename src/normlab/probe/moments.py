@@ -4,7 +4,9 @@ A *segment* is one tensor of one ensemble member (``layout.py``). Its raw moment
 population variance, absmax and fraction of zeros (``layout.MOMENTS``); everything the tables report is
 derived from them on the host by the quantities (``quantities/``). Moments are two-pass (mean first, then
 centered squares): the one-pass ``E[x²] - E[x]²`` loses all its digits in float32 when ``|mean| >> std``,
-which is the normal case for a LayerNorm gain near 1.
+which is the normal case for a LayerNorm gain near 1. The row-wise kernels of large tensors take one pass
+only where it is as accurate (``_one_pass_variance``: every row's mean within a standard deviation of 0,
+checked on CPU).
 """
 
 from __future__ import annotations
@@ -47,6 +49,24 @@ class Scratch:
         return buffer[:size].view(x.shape)
 
 
+def _one_pass_variance(rows: torch.Tensor, mean: torch.Tensor) -> torch.Tensor | None:
+    """``E[x²] - mean²`` per row, where that is as accurate as the two-pass variance; else ``None``.
+
+    One pass reads the rows once and writes nothing, where the two-pass variance writes a centered copy and
+    reads it back. Its rounding error is about ``eps * E[x²] = eps * (var + mean²)``: relative to the variance,
+    ``eps * (1 + mean²/var)``, so with ``mean² <= var`` in every row it loses at most a factor 2 on the
+    two-pass error (the weights and gradients of a layer's matrices: mean near 0). A row that fails it (a
+    LayerNorm gain near 1, a constant row, NaN) sends every row to two passes. Only on CPU: the check
+    is a host sync, free there, which the probe avoids on an accelerator.
+    """
+    if rows.device.type != "cpu":
+        return None
+    var = torch.linalg.vector_norm(rows, dim=1).square_().div_(rows.shape[1]).sub_(mean * mean)
+    if bool((mean * mean <= var).all()):
+        return var
+    return None
+
+
 def _rows_moments(rows: torch.Tensor, zeros: bool = True, scratch: Scratch | None = None,
                   absmax: bool = True) -> torch.Tensor:
     """Moments ``(R, 4)`` of each row of ``rows`` ``(R, n)``, with kernels that stream through memory.
@@ -58,8 +78,11 @@ def _rows_moments(rows: torch.Tensor, zeros: bool = True, scratch: Scratch | Non
     the centered values go (else a temporary). Without ``absmax`` it is NaN (an update's is never read).
     """
     mean = rows.mean(dim=1)
-    centered = torch.sub(rows, mean[:, None], out=scratch.like(rows)) if scratch is not None else rows - mean[:, None]
-    var = torch.linalg.vector_norm(centered, dim=1).square_().div_(rows.shape[1])
+    var = _one_pass_variance(rows, mean)
+    centered = None
+    if var is None:
+        centered = torch.sub(rows, mean[:, None], out=scratch.like(rows)) if scratch is not None else rows - mean[:, None]
+        var = torch.linalg.vector_norm(centered, dim=1).square_().div_(rows.shape[1])
     if absmax:
         extreme = torch.maximum(rows.amax(dim=1), rows.amin(dim=1).neg_())
     else:
@@ -67,7 +90,10 @@ def _rows_moments(rows: torch.Tensor, zeros: bool = True, scratch: Scratch | Non
     if not zeros:
         zero_frac = torch.zeros_like(mean)
     else:  # 0/1 floats summed: a streaming sum, faster than count_nonzero on CPU (exact below 2^24 per row)
-        nonzero = torch.ne(rows, 0, out=centered) if scratch is not None else torch.ne(rows, 0).to(rows.dtype)
+        if scratch is not None:
+            nonzero = torch.ne(rows, 0, out=centered if centered is not None else scratch.like(rows))
+        else:
+            nonzero = torch.ne(rows, 0).to(rows.dtype)
         zero_frac = 1 - nonzero.mean(dim=1)
     return torch.stack((mean, var, extreme, zero_frac), dim=1)
 
