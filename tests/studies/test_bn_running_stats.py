@@ -498,3 +498,33 @@ def test_accuracy_bars_and_key_numbers_stay_inside_zero_one():
     # the t-interval of the same values would not have stayed below 1
     vals = values(run, "gap", "acc_recalibrated", config.gap_steps[0], batch_size=32)
     assert stats.mean_ci(vals).hi > 1.0 or vals.std() == 0
+
+
+def test_captions_and_notes_name_the_dataset_the_cells_used_after_a_fallback(tmp_path, monkeypatch):
+    """Asked for Fashion-MNIST where it is absent, the CNN cells train on digits: the figure caption and the
+    notes say so instead of naming the configured dataset."""
+    import dataclasses
+    import warnings
+
+    from normlab.data import images
+    from normlab.engine.load import load_run
+    from normlab.engine.runner import run_study
+    from normlab.studies import get_study
+
+    monkeypatch.setenv(images.FASHION_MNIST_ENV, str(tmp_path / "absent"))
+    images._load_fashion_arrays.cache_clear()
+    study = get_study("bn-running-stats")
+    config = dataclasses.replace(CONFIG, dataset="fashion-mnist", gap_batch_sizes=(8,),
+                                 gap_steps=(2, 4), gap_seeds=2, momenta=(0.3,), batch_sizes=(4,), seeds=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the loader's fallback warning
+        run_study(study, config, tmp_path / "run")
+    run = load_run(tmp_path / "run", study)
+    import matplotlib.pyplot as plt
+
+    figures = study.figures(run)
+    caption = next(f.how_to_read for f in figures if f.name == "train_eval_gap")
+    for f in figures:
+        plt.close(f.figure)
+    assert "digits: Fashion-MNIST was unavailable" in caption and "fashion-mnist," not in caption
+    assert "Dataset notice:" in study.notes(run) and "fell back" in study.notes(run)

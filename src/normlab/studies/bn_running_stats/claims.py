@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 
 from normlab.engine.spec import Claim, KeyNumber, StoredRun
 from normlab.kit import stats
@@ -416,6 +417,18 @@ separates a stale running estimate from a worse network.
 """
 
 
+def dataset_used(run: StoredRun) -> str:
+    """The images the CNN cells trained on: the stored record (``digits`` after a fallback), else the configured
+    name (runs stored before the record existed)."""
+    info = run.extra.get("data", pd.DataFrame())
+    if not len(info):
+        return str(run.config.dataset)
+    name, notice = str(info["dataset"].iloc[0]), str(info["notice"].iloc[0] or "")
+    return f"{name}: Fashion-MNIST was unavailable" if notice else name
+
+
 def notes(run: StoredRun) -> str:
-    """The report's notes (the same for every run)."""
-    return NOTES
+    """The report's notes, with the loader's notice when the CNN cells fell back to another dataset."""
+    info = run.extra.get("data", pd.DataFrame())
+    notice = str(info["notice"].iloc[0]) if len(info) and info["notice"].iloc[0] else ""
+    return NOTES + (f"\n**Dataset notice:** {notice}\n" if notice else "")

@@ -10,7 +10,7 @@ import pandas as pd
 
 from normlab.engine.spec import Figure, StoredRun
 from normlab.kit import stats
-from normlab.studies.bn_running_stats.claims import hand_walkthrough, values
+from normlab.studies.bn_running_stats.claims import dataset_used, hand_walkthrough, values
 from normlab.studies.bn_running_stats.config import Config, middle, momentum_label
 
 
@@ -109,7 +109,7 @@ def _gap_figure(run: StoredRun) -> Figure:
     fig.tight_layout()
     return Figure(
         "train_eval_gap", "Train/eval gap, and running-statistics error by momentum and batch size",
-        f"Left panels: test accuracy of the same trained BatchNorm CNN ({c.dataset}, batch {bm}), mean over "
+        f"Left panels: test accuracy of the same trained BatchNorm CNN ({dataset_used(run)}, batch {bm}), mean over "
         f"{c.gap_seeds} seeds with a 95% interval that stays inside [0, 1] (Wilson, effective n): bars evaluate with each momentum's running statistics (all tracked in the same "
         "training run), the blue line normalizes each test batch by itself (train mode), the green line uses "
         "the training set's exact statistics (recalibrated). A bar below the green line is the cost of a stale "

@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 from normlab.data.images import load_images
-from normlab.engine.spec import CellContext
+from normlab.engine.spec import CellContext, CellResult
 from normlab.kit.tables import metric_rows
 from normlab.models.cnn import build_members, member_accuracy, recalibrate, train_members
 from normlab.nn import BatchNorm1d
@@ -223,7 +223,7 @@ def stat_error(model: torch.nn.Module, reference: torch.nn.Module, members: int)
     return (sq / count).sqrt()
 
 
-def gap_accuracy(config: Config, batch_size: int, ctx: CellContext) -> pd.DataFrame:
+def gap_accuracy(config: Config, batch_size: int, ctx: CellContext) -> CellResult:
     """A BatchNorm CNN trained ``gap_steps`` steps at ``batch_size``; test accuracy with batch statistics,
     recalibrated statistics and the running statistics of every momentum in ``gap_momenta``, and each
     momentum's running-statistics error against the recalibrated (exact) statistics.
@@ -263,4 +263,6 @@ def gap_accuracy(config: Config, batch_size: int, ctx: CellContext) -> pd.DataFr
                 rows += [(seed, steps, f"acc_running/m={label}", float(acc[s])),
                          (seed, steps, f"stat_err/m={label}", float(err[s]))]
         ctx.progress(n + 1, len(config.gap_steps))
-    return metric_rows(rows)
+    # The images actually used: without Fashion-MNIST the loader fell back to digits (data.notice says so).
+    info = pd.DataFrame({"dataset": [data.name], "notice": [data.notice]})
+    return CellResult(metric_rows(rows), extra={"data": info})

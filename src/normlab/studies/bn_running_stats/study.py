@@ -85,7 +85,7 @@ class BnRunningStats(Study):
         if arm == "conventions":
             return CellResult(conventions(config, ctx.cell.seeds))
         if arm == "gap":
-            return CellResult(gap_accuracy(config, ctx.cell.param_dict["batch_size"], ctx))
+            return gap_accuracy(config, ctx.cell.param_dict["batch_size"], ctx)
         momentum = {momentum_label(m): m for m in config.momenta}[arm.split("=", 1)[1]]
         return CellResult(converge(config, momentum, ctx.cell.param_dict["batch_size"], ctx.cell.seeds))
 
