@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from normlab.data.images import SPLIT_SIZES, check_subset_sizes
 from normlab.engine.config import ConfigError
-from normlab.engine.spec import Cell, CellContext, CellResult, Claim, Figure, StoredRun, Study
+from normlab.engine.spec import Cell, CellContext, CellResult, Claim, Figure, KeyNumber, StoredRun, Study
 from normlab.studies.sync_bn import claims, figures
 from normlab.studies.sync_bn.config import Config
 from normlab.studies.sync_bn.model import train_cell
@@ -55,3 +55,6 @@ class SyncBN(Study):
 
     def notes(self, run: StoredRun) -> str:
         return claims.notes(run)
+
+    def key_numbers(self, run: StoredRun) -> list[KeyNumber]:
+        return claims.key_numbers(run)
