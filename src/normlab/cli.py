@@ -137,7 +137,7 @@ def run(
     if jobs < 0:
         _fail(f"--jobs: expected a non-negative number (0 = one per CPU core), got {jobs}")
     try:
-        check_executor(executor, address)
+        check_executor(executor, address, s)
     except ExecutorError as e:
         _fail(str(e).replace("executor:", "--executor:", 1).replace("address:", "--address:", 1))
     try:

@@ -169,12 +169,22 @@ def test_an_unreachable_address_is_one_line_within_the_timeout(tmp_path, toy_cli
     assert not (tmp_path / "run").exists()  # checked before the run directory is made
 
 
-@pytest.mark.parametrize("address", ["127.0.0.1", "tcp://127.0.0.1:port", "http://127.0.0.1:8786", "tcp://:8786"])
+@pytest.mark.parametrize("address", ["tcp://127.0.0.1:port", "tcp://:8786"])
 def test_a_malformed_address_is_one_line_and_makes_no_run_directory(tmp_path, toy_cli, address):  # noqa: F811
     r = toy_cli("run", "toy", "--quick", "--out", tmp_path / "run", "--executor", "dask", "--address", address,
                 "--progress", "none")
     assert "--address: expected tcp://HOST:PORT" in one_error_line(r)
     assert not (tmp_path / "run").exists()
+
+
+def test_addresses_dask_reads_are_accepted_and_only_tcp_is_probed(monkeypatch):
+    probed = []
+    monkeypatch.setattr(executors.socket, "create_connection", lambda where, timeout: probed.append(where) or
+                        type("Closing", (), {"close": lambda self: None})())
+    for address in ("localhost", "127.0.0.1:9000", "tcp://10.0.0.1:8786", "tls://host:8786", "ucx://host:1234",
+                    "ws://host:8786"):
+        executors.check_executor("dask", address)
+    assert probed == [("localhost", 8786), ("127.0.0.1", 9000), ("10.0.0.1", 8786), ("host", 8786)]
 
 
 def test_run_study_raises_executor_error_for_an_unreachable_address(tmp_path, monkeypatch):

@@ -33,8 +33,14 @@ def test_a_rank_that_raises_is_named_with_its_own_error_not_the_other_ranks_cons
 
 
 def test_a_rank_that_dies_is_named_with_its_exit_code():
-    with pytest.raises(RanksError, match=r"rank 0 exited with code 3 before returning a result"):
+    with pytest.raises(RanksError, match=r"rank 0 exited with code 3 before returning a result \(it exited "
+                                         r"without reporting.*see its stderr"):
         run_ranks(rank_zero_dies, 2, timeout=120)
+
+
+def test_a_function_that_cannot_pickle_is_one_ranks_error_before_any_rank_starts():
+    with pytest.raises(RanksError, match=r"fn and args must pickle"):
+        run_ranks(lambda rank, world_size: rank, 2)
 
 
 def test_a_hanging_rank_fails_the_call_after_the_timeout_and_is_killed():

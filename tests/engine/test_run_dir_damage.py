@@ -134,6 +134,8 @@ def test_damaged_env_is_named_and_a_run_rewrites_it(run_dir, toy_cli):  # noqa: 
     ("claims.json", '{"claims": {}}', 'damaged (expected {"claims": [...]})'),
     ("claims.json", '{"claims": [{"id": "T1"}]}', "damaged (claim 0: "),
     ("key_numbers.json", '[{"arm": "fast"}]', "damaged (expected rows with"),
+    ("key_numbers.json", '[{"arm": "fast", "metric": "loss", "step": 9, "mean": 1.0, "lo": 0.5, "hi": 2.0, "n": 3}]',
+     "written by an older normlab"),
 ])
 def test_damaged_report_files_are_named_by_show(run_dir, toy_cli, name, content, why):  # noqa: F811
     (run_dir / name).write_text(content)

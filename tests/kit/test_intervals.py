@@ -166,6 +166,10 @@ def test_summarise_picks_the_interval_by_scale_and_names_it():
     assert summarise([-1.0, 2.0], "positive").name.startswith("mean (not all > 0")
     assert summarise([0.5, 2.0], "proportion").name.startswith("mean (not all in [0, 1]")
     assert summarise([0.3], "signed").fmt() == "0.3 (n=1: no interval)"
+    assert summarise([1.0], "binary").fmt() == "1 [0.207, 1]"  # a count of one unit has its Wilson interval
+    near_zero = summarise([0.0, 0.0, 0.0, 3.0], "nonnegative")  # a t-interval would reach below 0
+    assert near_zero.lo == 0.0 and near_zero.hi > near_zero.estimate == 0.75 and mean_ci([0.0, 0.0, 0.0, 3.0]).lo < 0
+    assert summarise([-1.0, 2.0], "nonnegative").name.startswith("mean (not all >= 0")
     # shares that all happen to be 0 are a mean of proportions, not "0 of n"
     zeros = summarise([0.0, 0.0, 0.0], "proportion")
     assert zeros.count is None and zeros.described().startswith("mean over 3 seeds")

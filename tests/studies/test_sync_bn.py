@@ -214,3 +214,14 @@ def test_figures_and_notes_draw_from_a_stored_run():
     figs = STUDY.figures(run)
     assert [f.name for f in figs] == ["error_vs_images_per_rank", "syncbn_gain"]
     assert "What it cannot show" in STUDY.notes(run)
+
+
+def test_the_dask_executor_is_refused_before_the_run_directory_exists(tmp_path):
+    from typer.testing import CliRunner
+
+    from normlab.cli import app
+
+    result = CliRunner().invoke(app, ["run", "sync-bn", "--quick", "--executor", "dask", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "starts processes in its cells" in result.output.strip().splitlines()[-1]
+    assert not (tmp_path / "r").exists()

@@ -34,6 +34,7 @@ from normlab.engine.cell import ComputedCell, compute_cell_away
 from normlab.engine.spec import Cell, Study
 
 EXECUTORS = ("local", "dask")
+DASK_DEFAULT_PORT = 8786  # a scheduler's port when an address names none
 CONNECT_TIMEOUT_S = 10.0  # reaching the scheduler at --address, and waiting for its first worker
 CLOSE_TIMEOUT_S = 10.0
 
@@ -42,11 +43,15 @@ class ExecutorError(RuntimeError):
     """The executor cannot run the cells as asked (unknown, not installed, unreachable, workers lost)."""
 
 
-def check_executor(executor: str, address: str | None) -> None:
-    """A one-line :class:`ExecutorError` for an unknown executor, an address it cannot use, or a missing
-    package; nothing is started."""
+def check_executor(executor: str, address: str | None, study: Study | None = None) -> None:
+    """A one-line :class:`ExecutorError` for an unknown executor, an address it cannot use, a missing package,
+    or a ``study`` whose cells start processes (``Study.starts_processes``) on Dask's daemonic workers;
+    nothing is started."""
     if executor not in EXECUTORS:
         raise ExecutorError(f"executor: expected one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if executor == "dask" and study is not None and getattr(study, "starts_processes", False):
+        raise ExecutorError(f"executor: study {study.name!r} starts processes in its cells (torch.distributed "
+                            "ranks), which Dask's daemonic workers may not; use the local executor (--jobs N)")
     if address is not None and executor != "dask":
         raise ExecutorError(f"address: only the dask executor connects to a cluster (got executor {executor!r})")
     if executor == "dask":
@@ -56,14 +61,17 @@ def check_executor(executor: str, address: str | None) -> None:
 
 
 def _check_reachable(address: str) -> None:
-    """Open and close one TCP connection to the scheduler at ``address`` (``tcp://host:port``), so that a
-    typo or a stopped scheduler is reported before the run directory exists."""
+    """For a ``tcp://`` or ``tls://`` scheduler (or ``host:port``, which Dask reads as tcp), open and close one
+    TCP connection, so that a typo or a stopped scheduler is reported before the run directory exists. Other
+    schemes Dask knows (``ucx://``, ``ws://``...) are left to Dask's own connection check."""
     parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    if parts.scheme not in ("tcp", "tls"):
+        return
     try:
-        host, port = parts.hostname, parts.port
+        host, port = parts.hostname, parts.port or DASK_DEFAULT_PORT
     except ValueError:  # a port that is not a number
         host = port = None
-    if parts.scheme not in ("tcp", "tls") or not host or port is None:
+    if not host or port is None:
         raise ExecutorError(f"address: expected tcp://HOST:PORT (a Dask scheduler), got {address!r}")
     try:
         socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()

@@ -111,6 +111,11 @@ def run_ranks(fn: Callable[..., Any], world_size: int = 2, args: Sequence[Any] =
     if multiprocessing.current_process().daemon:
         raise RanksError(f"{what}: this process is daemonic (a Dask worker or a multiprocessing.Pool worker) and "
                          "may not start rank processes; run with the local executor (normlab run --jobs N)")
+    try:  # spawned ranks receive fn and args by pickle: say so here, not as a bare PicklingError
+        pickle.dumps((fn, tuple(args)))
+    except Exception as e:  # any pickling failure means the same thing
+        raise RanksError(f"{what}: fn and args must pickle (a function at the top level of an importable module, "
+                         f"plain arguments): {type(e).__name__}: {e}") from None
     # Port 0: the operating system picks a free port, and the store holds it until the ranks are done.
     store = dist.TCPStore(LOOPBACK, 0, world_size, is_master=True, wait_for_workers=False,
                           timeout=datetime.timedelta(seconds=collective_timeout))
@@ -162,7 +167,7 @@ def _collect(what: str, processes: list, pipes: list[Connection], deadline: floa
                 processes[rank].join(5.0)
                 # A death has no stamp of its own; it counts as earlier than any error it provoked.
                 failures[rank] = (-1.0, f"exited with code {processes[rank].exitcode} before returning a result "
-                                        "(killed, or out of memory)", "")
+                                        f"({_why_exited(processes[rank].exitcode)})", "")
                 continue
             if message[0] == "error":
                 failures[rank] = message[1:]
@@ -176,6 +181,14 @@ def _collect(what: str, processes: list, pipes: list[Connection], deadline: floa
         cause = _RankTraceback(trace) if trace else None
         raise RanksError(f"{what}: rank {rank} {verb}{message}") from cause
     return [results[r] for r in range(len(pipes))]
+
+
+def _why_exited(code: int | None) -> str:
+    """What an exit code without a result says: a signal (killed, e.g. out of memory) or the rank's own exit
+    (e.g. an error while it started, before it could report; its stderr says which)."""
+    if code is not None and code < 0:
+        return f"killed by signal {-code}, e.g. out of memory"
+    return "it exited without reporting, e.g. an error while it started; see its stderr above"
 
 
 class _RankTraceback(Exception):

@@ -100,7 +100,7 @@ def run_study(
     report path for the outcome (:func:`normlab.report.run_and_report` passes the report builder).
     """
     jobs = resolve_jobs(jobs)
-    check_executor(executor, address)
+    check_executor(executor, address, study)
     progress = progress or Progress()
     t0 = time.perf_counter()
     store = RunStore(out_dir)

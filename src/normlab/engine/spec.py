@@ -214,6 +214,9 @@ class Study:
     # torch intra-op threads while this study runs (None: leave torch's setting). Tiny models run fastest
     # on one thread: on a busy machine, 2+ threads spin-wait on each other for microsecond-sized kernels.
     threads: ClassVar[int | None] = None
+    # Whether a cell starts processes of its own (e.g. torch.distributed ranks): executors whose workers are
+    # daemonic (Dask's) cannot run such cells, and are refused before the run directory exists.
+    starts_processes: ClassVar[bool] = False
     # Where a study from outside normlab came from ({"file": path} or {"entry_point": ...}); set by the
     # loader in normlab.studies, recorded in config.json so ``normlab report`` can load it again.
     source: dict[str, str] | None = None

@@ -489,6 +489,10 @@ class RunStore:
         if rows is None:
             return []
         need = {"table", "quantity", "arm", "estimate", "lo", "hi", "n", "summary"}
+        old = {"metric", "step", "mean", "lo", "hi", "n"}  # the rows written before key numbers named their summary
+        if isinstance(rows, list) and rows and all(isinstance(r, dict) and old <= set(r) for r in rows):
+            raise RunDirError(f"{self.run_dir / KEY_NUMBERS_FILE}: written by an older normlab (unnamed summaries); "
+                              f"rebuild it with `normlab report {self.run_dir}`")
         if not isinstance(rows, list) or not all(
                 isinstance(r, dict) and need <= set(r) and r["table"] in ("key", "final step")
                 and all(r[k] is None or _is_number(r[k]) for k in ("estimate", "lo", "hi")) for r in rows):

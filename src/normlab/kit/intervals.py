@@ -8,6 +8,8 @@ A report states a number with the interval its scale allows (``Scale``):
                 mean ``10^mean(log10 v)`` and the t-interval of ``log10 v`` mapped back (:func:`positive_ci`). It
                 never reaches 0 or below, and a factor of 2 up weighs as much as a factor of 2 down.
 ``proportion``  a per-unit value in [0, 1] (a per-seed accuracy): the mean with :func:`proportion_ci`.
+``nonnegative`` a quantity that is >= 0 and may be exactly 0 (a max |change| that is 0 where nothing
+                depends on it): the arithmetic mean and its t-interval cut at 0 (:func:`bounded`).
 ``binary``      a per-unit outcome that is 0 or 1 (a run diverged or not): the count, ``k`` of ``n`` units, with
                 the Wilson score interval (:func:`wilson_interval`). Both stay inside [0, 1], where a t-interval
                 of a mean near 0 or 1 runs past the bound (an accuracy bar above 1.0).
@@ -26,8 +28,8 @@ from typing import Literal
 import numpy as np
 from scipy import stats as sps
 
-Scale = Literal["signed", "positive", "proportion", "binary"]
-SCALES: tuple[str, ...] = ("signed", "positive", "proportion", "binary")
+Scale = Literal["signed", "positive", "nonnegative", "proportion", "binary"]
+SCALES: tuple[str, ...] = ("signed", "positive", "nonnegative", "proportion", "binary")
 
 
 @dataclass(frozen=True)
@@ -60,8 +62,9 @@ class Summary:
     count: int | None = None  # k, for a "k of n" count
 
     def fmt(self, digits: int = 3) -> str:
-        """``"1.23 [1.01, 1.45]"``; one unit has no interval: ``"1.23 (n=1: no interval)"``."""
-        if self.n == 1 or not (math.isfinite(self.lo) and math.isfinite(self.hi)):
+        """``"1.23 [1.01, 1.45]"``; one unit has no interval: ``"1.23 (n=1: no interval)"`` -- except a count, whose
+        Wilson interval exists for one unit (1 of 1: [0.21, 1])."""
+        if (self.n == 1 and self.count is None) or not (math.isfinite(self.lo) and math.isfinite(self.hi)):
             return f"{_g(self.estimate, digits)} (n={self.n}: no interval)"
         return f"{_g(self.estimate, digits)} [{_g(self.lo, digits)}, {_g(self.hi, digits)}]"
 
@@ -159,6 +162,10 @@ def proportion_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95
     bound it is asymmetric, shorter toward the bound, as Wilson's is. ``s = 0`` (all seeds equal) gives
     ``[p̄, p̄]``, as the t-interval does. One seed: ``[0, 1]`` (nothing is known about the spread); none:
     nan. Non-finite values are dropped; a value outside [0, 1] is a ``ValueError``.
+
+    Coverage is that of an approximation: near a bound with few seeds it is below the nominal 95% (better
+    than the t-interval's). Simulated with beta-distributed seeds: mean 0.995 at n = 8 covers about 93% (t:
+    90%), 0.99 at n = 3 about 91% (t: 82%), 0.999 at n = 8 about 72%.
     """
     _check_confidence(confidence)
     arr = _finite(_as_array(values, "values"))
@@ -223,6 +230,11 @@ def summarise(values: Sequence[float] | np.ndarray, scale: str = "signed") -> Su
         k, n = int(arr.sum()), int(arr.size)
         lo, hi = wilson_interval(k, n) if n else (math.nan, math.nan)
         return Summary(k / n if n else math.nan, lo, hi, n, "fraction", "Wilson interval", scale, count=k)
+    if scale == "nonnegative":
+        if (arr < 0).any():
+            return _signed(arr, "mean (not all >= 0)")
+        iv = bounded(mean_ci(arr), 0.0, math.inf)
+        return Summary(iv.mean, iv.lo, iv.hi, iv.n, "mean", "t-interval cut at 0", scale)
     if scale == "proportion":
         if ((arr < 0) | (arr > 1)).any():
             return _signed(arr, "mean (not all in [0, 1])")

@@ -7,8 +7,8 @@ Off the hot path: the rules run on the host over the long table (``Probe.scalars
 - ``loss_spike``: the recorded loss (``global/loss/value``, see ``Probe.record_loss``) exceeds
   ``spike_factor`` x the median of the previous ``window`` recorded values (once ``min_history`` exist).
 - ``grad_norm_spike``: the same for the global gradient norm (``global/model/grad_norm``).
-- ``non_finite``: a NaN or infinite statistic (an update ratio of -inf is not one: it is a tensor that did
-  not move, which ``update_ratio`` reports). Reported once per step, at the *first* module in forward
+- ``non_finite``: a NaN or infinite statistic (an update ratio of -inf is not one: it is an update whose
+  std is 0, which ``update_ratio`` reports). Reported once per step, at the *first* module in forward
   order whose output (or norm input/output) is non-finite, or else at the first parameter whose
   gradient is: where the NaN came from, not everything it reached.
 - ``dead_units``: a module output whose ``zero_frac`` is >= ``dead_fraction`` for ``patience`` recorded
@@ -16,7 +16,7 @@ Off the hot path: the rules run on the host over the long table (``Probe.scalars
 - ``update_ratio``: ``update/ratio`` (defined in ``quantities/update.py``) outside ``ratio_band`` for ``patience``
   recorded steps in a row, for weight matrices and kernels (the Probe passes the parameters of two or
   more dims per member): the rule of thumb is about -3; far below, the layer is not learning; far
-  above, each step rewrites it; a ratio of -inf (no update at all) is below the band. Biases and norm gains are left out: a gain's std is its spread around
+  above, each step rewrites it; a ratio of -inf (an update whose std is 0) is below the band. Biases and norm gains are left out: a gain's std is its spread around
   1 and a bias starts at 0, so early in any healthy run their ratio is near 10^0.
 - ``running_stats_drift``: a norm layer's channel-averaged running mean differs from the
   channel-averaged mean of its training input by more than ``drift_tolerance`` standard deviations of
@@ -102,8 +102,8 @@ def _spikes(table, kind, name, stat, alert, what, rules) -> list[dict]:
 def _non_finite(table, module_order) -> list[dict]:
     found = []
     values = table["value"].to_numpy(float)
-    # An update ratio of -inf is a tensor that did not move (log10 of 0), not a non-finite value: the
-    # update_ratio rule reports it as below its band.
+    # An update ratio of -inf is an update with std 0 (log10 of 0: the tensor did not move, or every entry
+    # moved by the same amount), not a non-finite value: the update_ratio rule reports it as below its band.
     still = (table["kind"] == "update").to_numpy() & (table["stat"] == "ratio").to_numpy() & (values == -np.inf)
     bad = table[~np.isfinite(values) & ~still]
     if bad.empty:
@@ -197,7 +197,7 @@ def find_alerts(table: pd.DataFrame, rules: AlertRules | None = None, module_ord
                rules.dead_fraction, rules),
         *_runs(ratios, "update", "ratio", lambda v: not low <= v <= high, "update_ratio",
                lambda v: ((f"update/weight ratio 10^{v:.2f} outside [10^{low:g}, 10^{high:g}]" if np.isfinite(v)
-                           else "no update at all (the tensor did not move)")
+                           else "update std 0 (the tensor did not move, or every entry moved alike)")
                           + f" for {rules.patience} recorded steps in a row"),
                lambda v: low if v < low else high, rules),
         *_drift(table, rules),

@@ -207,5 +207,5 @@ def key_numbers(run: StoredRun) -> list[KeyNumber]:
             v = per_seed(run, arm, libs(f"{kind}/{name}"))
             if v.size:
                 out.append(KeyNumber(f"max |output change| when {change}, {what}", LABELS.get(name, name),
-                                     tuple(v), "signed", UNIT))
+                                     tuple(v), "nonnegative", UNIT))
     return out

@@ -119,8 +119,11 @@ def _raises_train_loss(run: StoredRun, n: int, at: str) -> Claim:
         "post: the increase is shown in MSE units, not judged", wd, none, "greater", paired=True, transform="log",
         labels=("weight_decay", "none"), unit=UNIT)
     truth = final(run, "weight_decay", n, "truth_train_mse")
-    claim.detail += (f"; in MSE units the increase is {np.mean(wd - none):.3g} (arithmetic mean over seeds), against "
-                     f"the true line's own training MSE {np.mean(truth):.3g} (arithmetic mean)")
+    ok = np.isfinite(wd) & np.isfinite(none)  # the seeds the test compares
+    if ok.any():
+        claim.detail += (f"; in MSE units the increase is {np.mean(wd[ok] - none[ok]):.3g} (arithmetic mean over "
+                         f"{int(ok.sum())} seeds), against the true line's own training MSE "
+                         f"{np.nanmean(truth[ok]):.3g} (arithmetic mean)")
     return claim
 
 

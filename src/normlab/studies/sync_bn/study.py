@@ -20,6 +20,7 @@ class SyncBN(Study):
     seeds_from = ()  # extends batch-size (post 003's section) with Wu & He's setting; owns no post sentence
     Config = Config
     threads = 1  # the cell's own process only waits for its ranks, which run one thread each
+    starts_processes = True  # each cell spawns its torch.distributed ranks (engine/ranks.py)
     quick_overrides: ClassVar[dict] = {
         "dataset": "digits", "train_size": 400, "test_size": None, "per_rank_batches": (2, 4), "epochs": 0.5,
         "seeds": 2, "widths": (4, 8, 8), "num_groups": 2, "cell_timeout": 300.0, "collective_timeout": 120.0,
