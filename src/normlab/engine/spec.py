@@ -124,6 +124,11 @@ class SeedSentence:
                              "or why_not (why it cannot be tested), not both or neither")
 
 
+# How a per-unit quantity is summarised over units (:mod:`normlab.kit.intervals` implements each).
+Scale = Literal["signed", "positive", "nonnegative", "proportion", "binary"]
+SCALES: tuple[str, ...] = ("signed", "positive", "nonnegative", "proportion", "binary")
+
+
 @dataclass(frozen=True)
 class KeyNumber:
     """One number a reader of the report uses, declared by the study (``Study.key_numbers``).
@@ -133,19 +138,20 @@ class KeyNumber:
     summarises them by ``scale`` and names the summary beside the number: ``"positive"`` (a loss, a norm, a
     ratio: geometric mean, interval on the log scale), ``"proportion"`` (a per-unit value in [0, 1], an accuracy:
     a mean with an interval inside [0, 1]), ``"binary"`` (each unit 0 or 1, diverged or not: k of n with
-    Wilson's interval), ``"signed"`` (arithmetic mean, t-interval); see :mod:`normlab.kit.intervals`. Claims that compare the same
+    Wilson's interval), ``"nonnegative"`` (>= 0, may be 0: arithmetic mean, t-interval cut at 0), ``"signed"``
+    (arithmetic mean, t-interval); see :mod:`normlab.kit.intervals`. Claims that compare the same
     quantity use the same summary, so the report shows one number for it everywhere.
     """
 
     quantity: str
     arm: str
     values: tuple[float, ...]
-    scale: Literal["signed", "positive", "proportion", "binary"] = "signed"
+    scale: Scale = "signed"
     unit: str = "seed"
 
     def __post_init__(self) -> None:
-        if self.scale not in ("signed", "positive", "proportion", "binary"):
-            raise ValueError(f"KeyNumber {self.quantity!r}: scale must be signed, positive, proportion or binary, "
+        if self.scale not in SCALES:
+            raise ValueError(f"KeyNumber {self.quantity!r}: scale must be one of {', '.join(SCALES)}, "
                              f"got {self.scale!r}")
         object.__setattr__(self, "values", tuple(float(v) for v in self.values))
 

@@ -23,13 +23,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from scipy import stats as sps
 
-Scale = Literal["signed", "positive", "nonnegative", "proportion", "binary"]
-SCALES: tuple[str, ...] = ("signed", "positive", "nonnegative", "proportion", "binary")
+from normlab.engine.spec import SCALES  # the one list of scales, beside KeyNumber
+from normlab.engine.spec import Scale as Scale  # re-exported: kit.stats and studies name it from here
 
 
 @dataclass(frozen=True)
