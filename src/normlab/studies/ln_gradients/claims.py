@@ -34,7 +34,7 @@ import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
 from normlab.engine.spec import Claim, KeyNumber, StoredRun
-from normlab.kit.stats import all_of_claim, compare_claim, mean_ci, not_judged, threshold_claim
+from normlab.kit.stats import all_of_claim, compare_claim, mean_ci, not_judged, summarise, threshold_claim
 from normlab.studies.ln_gradients.config import CTRL, SRC, linear_floor
 
 UNIT = "seed"  # one seed = one unit: every arm of a seed starts from the same Linear weights on the same data
@@ -324,9 +324,9 @@ def claims(run: StoredRun) -> list[Claim]:
         cmp("C2b", "dropout makes the loss fluctuate more (dropout+ln vs ln)", SRC, FL_M,
             "fluctuation", "dropout+ln", "ln", "greater", transform="log"),
         cmp("C3a", "without regularization the gradients settle early (none vs dropout)", SRC, SETTLE_M,
-            "settle_step", "none", "dropout", "less"),
+            "settle_step", "none", "dropout", "less", scale="nonnegative"),  # a step count: may be 0, never < 0
         cmp("C3b", "without regularization the gradients settle early (none vs ln)", SRC, SETTLE_M,
-            "settle_step", "none", "ln", "less"),
+            "settle_step", "none", "ln", "less", scale="nonnegative"),
         cmp("C3c", "without regularization the gradient distribution is very concentrated (none vs dropout)",
             SRC, CONC_M, "concentration", "none", "dropout", "greater", transform="log"),
         cmp("C3d", "without regularization the gradient distribution is very concentrated (none vs ln)",
@@ -509,12 +509,12 @@ def notes(run: StoredRun) -> str:
                       f"({_geo_fmt(meas.loc[meas['arm'] == worst, 'gap_ratio'].to_numpy(float))}): "
                       + ("it fits the held-out midpoints worse than its training points."
                          if gaps.max() > 1 else "no arm fits the midpoints worse than the training points.")]
-        lines += ["", "### Per-arm measures (geometric mean [95% CI] over seeds; settle steps: arithmetic)"]
+        lines += ["", "### Per-arm measures (geometric mean [95% CI] over seeds; settle steps: arithmetic, interval cut at 0)"]
         for arm, g in meas.groupby("arm", sort=False):
             parts = [f"{k} {_geo_fmt(g[k].to_numpy(float))}"
                      for k in ("final_loss", "train_eval", "heldout_interp", "gap_ratio", "fluctuation",
                                "roughness", "concentration", "spread_end")]
-            parts.append(f"settle_step {mean_ci(g['settle_step'].to_numpy(float)).fmt()}")
-            parts.append(f"unsmoothed {mean_ci(g['settle_step_raw'].to_numpy(float)).fmt()}")
+            parts.append(f"settle_step {summarise(g['settle_step'].to_numpy(float), 'nonnegative').fmt()}")
+            parts.append(f"unsmoothed {summarise(g['settle_step_raw'].to_numpy(float), 'nonnegative').fmt()}")
             lines.append(f"- `{arm}`: " + "; ".join(parts))
     return "\n".join(lines)
