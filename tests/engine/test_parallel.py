@@ -62,11 +62,28 @@ def test_plain_progress_says_the_run_is_alive_while_a_long_cell_runs_in_a_worker
     stream = io.StringIO()
     run_study(ToyStudy(), CONFIG, tmp_path / "run", jobs=2, progress=PlainProgress(stream))
     lines = stream.getvalue().splitlines()
-    alive = [line for line in lines if "running in worker processes" in line]
+    alive = [line for line in lines if "cell(s) running," in line]
     assert alive, lines
     last = alive[-1]  # while only the slow cell is left: 1 running, the 2 fast ones stored
-    assert last.startswith("... 1 cell(s) running in worker processes, 2/3 done, "), last
+    assert last.startswith("... 1 cell(s) running, 2/3 done, "), last
     assert lines.index(last) < next(i for i, line in enumerate(lines) if "slow: done in" in line)
+
+
+def test_plain_progress_says_the_run_is_alive_while_a_silent_cell_runs_in_this_process(tmp_path, monkeypatch):
+    import io
+
+    from normlab.engine import parallel
+    from normlab.engine.progress import PlainProgress
+
+    monkeypatch.setattr(parallel, "HEARTBEAT_S", 0.3)
+    monkeypatch.setenv("TOY_SLEEP_ARM", "slow")  # sleeps after its steps: no progress update meanwhile
+    monkeypatch.setenv("TOY_SLEEP_S", "1.5")
+    stream = io.StringIO()
+    run_study(ToyStudy(), CONFIG, tmp_path / "run", jobs=1, progress=PlainProgress(stream))
+    lines = stream.getvalue().splitlines()
+    slow_done = next(i for i, line in enumerate(lines) if "slow: done in" in line)
+    alive = [i for i, line in enumerate(lines) if line.startswith("... 1 cell(s) running, 1/3 done, ")]
+    assert alive and all(i < slow_done for i in alive), lines
 
 
 @pytest.mark.parametrize("jobs", [-1, 1.5, True, "2"])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 
@@ -21,8 +23,8 @@ class Progress:
     def message(self, text: str) -> None: ...
 
     def waiting(self, running: int, done: int, total: int, seconds: float) -> None:
-        """Cells run in worker processes, none finished for a while: ``running`` of them are still going,
-        ``done`` of ``total`` are stored, ``seconds`` since the run began."""
+        """No cell finished (or reported a step) for a while: ``running`` cells are still going, ``done`` of
+        ``total`` are stored, ``seconds`` since the run began."""
 
     def close(self) -> None: ...
 
@@ -63,7 +65,7 @@ class PlainProgress(Progress):
 
     def waiting(self, running: int, done: int, total: int, seconds: float) -> None:
         minutes, secs = divmod(int(seconds), 60)
-        self._print(f"... {running} cell(s) running in worker processes, {done}/{total} done, {minutes}m{secs:02d}s elapsed")
+        self._print(f"... {running} cell(s) running, {done}/{total} done, {minutes}m{secs:02d}s elapsed")
 
 
 class RichProgress(Progress):
@@ -114,6 +116,34 @@ def make_progress(mode: str = "auto") -> Progress:
     if mode == "auto":
         return PlainProgress()
     raise ValueError(f"progress mode: expected 'auto', 'plain', 'rich' or 'none', got {mode!r}")
+
+
+class Heartbeat:
+    """Calls ``beat()`` from a daemon thread whenever ``every`` seconds pass without a :meth:`touch` (a cell
+    run in this process that reports no steps: the run says it is alive). A context manager."""
+
+    def __init__(self, every: float, beat: Callable[[], None]):
+        self.every, self._beat = every, beat
+        self._last = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="normlab-heartbeat", daemon=True)
+
+    def touch(self) -> None:
+        self._last = time.monotonic()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            if time.monotonic() - self._last >= self.every:
+                self._beat()
+                self.touch()
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 class Timer:

@@ -24,12 +24,13 @@ from typing import Any
 import torch
 
 from normlab.atomic import WriteError
+from normlab.engine import parallel
 from normlab.engine.cell import cell_label, run_cell, store_cell
 from normlab.engine.config import config_to_dict
 from normlab.engine.env import environment
 from normlab.engine.executors import check_executor, run_cells_on_dask
 from normlab.engine.parallel import resolve_jobs, run_cells_in_workers
-from normlab.engine.progress import Progress
+from normlab.engine.progress import Heartbeat, Progress
 from normlab.engine.spec import Cell, Claim, Study
 from normlab.engine.store import RunStore
 
@@ -171,9 +172,20 @@ def _run_locked(study: Study, config: Any, store: RunStore, cells: list[Cell], d
                 progress.end_cell(seconds)
                 outcome.cells_run.append(cell.key)
         else:
+            started = time.perf_counter()
             for i, cell in pending:
                 progress.start_cell(i, cell_label(cell))
-                seconds = run_cell(study, config, store, cell, device, tensorboard, progress.update)
+
+                def beat() -> None:
+                    done = len(outcome.cells_skipped) + len(outcome.cells_run)
+                    progress.waiting(1, done, len(cells), time.perf_counter() - started)
+
+                with Heartbeat(parallel.HEARTBEAT_S, beat) as heartbeat:
+                    def update(done: int, total: int, heartbeat: Heartbeat = heartbeat) -> None:
+                        heartbeat.touch()
+                        progress.update(done, total)
+
+                    seconds = run_cell(study, config, store, cell, device, tensorboard, update)
                 outcome.cells_run.append(cell.key)
                 progress.end_cell(seconds)
     finally:
