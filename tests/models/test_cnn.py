@@ -136,3 +136,15 @@ def test_arms_are_registry_layers_and_layernorm_is_groupnorm_with_one_group():
     for arm, cls in kinds.items():
         assert type(norm2d(arm, 8)) is cls and type(N.create_norm(ARM_NORMS[arm], 8)) is cls
     assert norm2d("instancenorm", 8).affine
+
+
+def test_finite_members_flags_exactly_the_members_with_a_non_finite_parameter():
+    from normlab.models.cnn import build_members, finite_members
+
+    model = build_members((0, 1, 2), num_classes=10, widths=(4, 4, 4), norm="batchnorm")
+    assert finite_members(model).tolist() == [True, True, True]
+    with torch.no_grad():
+        first = next(model.parameters())
+        first.view(model.members, -1)[1, 0] = float("nan")
+        list(model.parameters())[-1].view(model.members, -1)[2, -1] = float("inf")
+    assert finite_members(model).tolist() == [True, False, False]

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -87,6 +88,12 @@ class ImageData:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def record(self) -> pd.DataFrame:
+        """One row saying which images a cell trained on (a study stores it, so its report names the dataset
+        actually used, e.g. digits after a fallback): name, the loader's notice, split sizes, image size."""
+        return pd.DataFrame({"dataset": [self.name], "notice": [self.notice], "train_size": [len(self.x_train)],
+                             "test_size": [len(self.x_test)], "image_size": [self.x_train.shape[-1]]})
 
 
 def _read_idx(path: Path, sha256: str, magic: int, shape: tuple[int, ...]) -> np.ndarray:

@@ -279,3 +279,10 @@ def recalibrate(model: SmallCNN, x: torch.Tensor, *, chunk: int = 1000) -> None:
     (population statistics, layer by layer, in eval mode).
     """
     recalibrate_batchnorm(model, [member_input(b, model.members) for b in torch.split(x, chunk)])
+
+
+def finite_members(model: SmallCNN) -> torch.Tensor:
+    """``(members,)`` bool: whether every parameter of each member is finite. A diverged member predicts from
+    NaN logits; its accuracy is missing, not chance."""
+    return torch.stack([p.detach().reshape(model.members, -1).isfinite().all(1)
+                        for p in model.parameters()]).all(0)

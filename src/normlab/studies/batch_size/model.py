@@ -13,7 +13,6 @@ import copy
 import math
 from collections.abc import Callable, Sequence
 
-import pandas as pd
 import torch
 
 from normlab.data.images import load_images
@@ -22,6 +21,7 @@ from normlab.kit.tables import metric_rows
 from normlab.models.cnn import (
     SmallCNN,
     build_members,
+    finite_members,
     member_accuracy,
     member_input,
     recalibrate,
@@ -111,11 +111,8 @@ def train_cell(config: Config, norm: str, seeds: tuple[int, ...], design: str, b
         acc_recal = member_accuracy(recal.eval(), data.x_test, data.y_test)
         rows += [(seed, steps, "test_acc_recalibrated", float(acc_recal[s])) for s, seed in enumerate(seeds)]
     metrics = metric_rows(rows)
-    # A diverged member predicts from NaN logits: record its accuracy as missing, not as chance.
-    finite = torch.stack([p.detach().reshape(model.members, -1).isfinite().all(1) for p in model.parameters()])
+    finite = finite_members(model)  # a diverged member's accuracies are missing, not chance
     for s, seed in enumerate(seeds):
-        if not bool(finite[:, s].all()):
+        if not bool(finite[s]):
             metrics.loc[(metrics["seed"] == seed) & (metrics["metric"] != "lr"), "value"] = math.nan
-    info = pd.DataFrame({"dataset": [data.name], "notice": [data.notice], "train_size": [len(data.x_train)],
-                         "test_size": [len(data.x_test)], "image_size": [data.x_train.shape[-1]]})
-    return CellResult(metrics, extra={"data": info})
+    return CellResult(metrics, extra={"data": data.record()})

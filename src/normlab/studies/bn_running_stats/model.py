@@ -264,5 +264,4 @@ def gap_accuracy(config: Config, batch_size: int, ctx: CellContext) -> CellResul
                          (seed, steps, f"stat_err/m={label}", float(err[s]))]
         ctx.progress(n + 1, len(config.gap_steps))
     # The images actually used: without Fashion-MNIST the loader fell back to digits (data.notice says so).
-    info = pd.DataFrame({"dataset": [data.name], "notice": [data.notice]})
-    return CellResult(metric_rows(rows), extra={"data": info})
+    return CellResult(metric_rows(rows), extra={"data": data.record()})

@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import math
 
-import pandas as pd
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -34,6 +33,7 @@ from normlab.models.cnn import (
     SmallCNN,
     batch_order,
     build_members,
+    finite_members,
     member_accuracy,
     recalibrate,
     train_members,
@@ -145,12 +145,9 @@ def train_cell(config: Config, arm: str, b: int, seeds: tuple[int, ...]) -> Cell
         acc_recal = member_accuracy(recal.eval(), data.x_test, data.y_test)
         rows += [(seed, steps, "test_acc_recalibrated", float(acc_recal[s])) for s, seed in enumerate(seeds)]
     metrics = metric_rows(rows)
-    # A diverged member predicts from NaN logits: record its accuracy as missing, not as chance.
-    finite = torch.stack([p.detach().reshape(model.members, -1).isfinite().all(1) for p in model.parameters()])
+    finite = finite_members(model)  # a diverged member's accuracies are missing, not chance
     for s, seed in enumerate(seeds):
-        if not bool(finite[:, s].all()):
+        if not bool(finite[s]):
             metrics.loc[(metrics["seed"] == seed) & metrics["metric"].str.startswith(("test_acc", "train_acc")),
                         "value"] = math.nan
-    info = pd.DataFrame({"dataset": [data.name], "notice": [data.notice], "train_size": [len(data.x_train)],
-                         "test_size": [len(data.x_test)], "image_size": [data.x_train.shape[-1]]})
-    return CellResult(metrics, extra={"data": info})
+    return CellResult(metrics, extra={"data": data.record()})
