@@ -148,3 +148,21 @@ def test_finite_members_flags_exactly_the_members_with_a_non_finite_parameter():
         first.view(model.members, -1)[1, 0] = float("nan")
         list(model.parameters())[-1].view(model.members, -1)[2, -1] = float("inf")
     assert finite_members(model).tolist() == [True, False, False]
+
+
+def test_recalibrated_copy_leaves_the_model_and_recalibrates_the_copy():
+    from normlab.models.cnn import build_members, recalibrate, recalibrated_copy
+
+    model = build_members((0, 1), num_classes=10, widths=(4, 4, 4), norm="batchnorm").train()
+    x = torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    twin = recalibrated_copy(model, x)
+    assert model.training and not twin.training
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # the model is untouched
+    oracle = build_members((0, 1), num_classes=10, widths=(4, 4, 4), norm="batchnorm")
+    oracle.load_state_dict(before)
+    recalibrate(oracle, x)
+    for k, v in oracle.state_dict().items():
+        torch.testing.assert_close(twin.state_dict()[k], v)
+    assert not torch.equal(twin.state_dict()[next(k for k in before if k.endswith("running_mean"))],
+                           before[next(k for k in before if k.endswith("running_mean"))])

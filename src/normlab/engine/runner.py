@@ -146,6 +146,12 @@ def _run_locked(study: Study, config: Any, store: RunStore, cells: list[Cell], d
             if problem != "not done":
                 progress.message(f"cell {cell_label(cell)} ({cell.key}) is damaged: {problem}; running it again")
             pending.append((i, cell))
+        started = time.perf_counter()
+
+        def alive(running: int) -> None:  # no cell finished or reported a step for a while: say the run is alive
+            done = len(outcome.cells_skipped) + len(outcome.cells_run)
+            progress.waiting(running, done, len(cells), time.perf_counter() - started)
+
         if executor == "dask" and pending:
             where = address or f"a local Dask cluster of {min(jobs, len(pending))} worker process(es)"
             progress.message(f"{len(pending)} cells on {where}, {threads} torch thread(s) each")
@@ -160,11 +166,6 @@ def _run_locked(study: Study, config: Any, store: RunStore, cells: list[Cell], d
         elif jobs > 1 and len(pending) > 1:
             progress.message(f"{len(pending)} cells in {min(jobs, len(pending))} worker processes, "
                              f"{threads} torch thread(s) each")
-            def alive(running: int) -> None:
-                done = len(outcome.cells_skipped) + len(outcome.cells_run)
-                progress.waiting(running, done, len(cells), time.perf_counter() - started)
-
-            started = time.perf_counter()
             for _, cell, seconds in run_cells_in_workers(study, config, store.run_dir, pending, jobs, threads,
                                                          str(device), tensorboard, alive):
                 # cells finish out of order: number them by completion
@@ -172,15 +173,9 @@ def _run_locked(study: Study, config: Any, store: RunStore, cells: list[Cell], d
                 progress.end_cell(seconds)
                 outcome.cells_run.append(cell.key)
         else:
-            started = time.perf_counter()
             for i, cell in pending:
                 progress.start_cell(i, cell_label(cell))
-
-                def beat() -> None:
-                    done = len(outcome.cells_skipped) + len(outcome.cells_run)
-                    progress.waiting(1, done, len(cells), time.perf_counter() - started)
-
-                with Heartbeat(parallel.HEARTBEAT_S, beat) as heartbeat:
+                with Heartbeat(parallel.HEARTBEAT_S, lambda: alive(1)) as heartbeat:
                     def update(done: int, total: int, heartbeat: Heartbeat = heartbeat) -> None:
                         heartbeat.touch()
                         progress.update(done, total)

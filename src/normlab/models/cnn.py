@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from copy import deepcopy
 from typing import Any
 
 import torch
@@ -279,6 +280,14 @@ def recalibrate(model: SmallCNN, x: torch.Tensor, *, chunk: int = 1000) -> None:
     (population statistics, layer by layer, in eval mode).
     """
     recalibrate_batchnorm(model, [member_input(b, model.members) for b in torch.split(x, chunk)])
+
+
+def recalibrated_copy(model: SmallCNN, x: torch.Tensor) -> SmallCNN:
+    """A copy of ``model`` in eval mode whose BatchNorms hold the exact statistics of images ``x``
+    (:func:`recalibrate`): the reference a running estimate is judged against. ``model`` is unchanged."""
+    twin = deepcopy(model)
+    recalibrate(twin, x)
+    return twin.eval()
 
 
 def finite_members(model: SmallCNN) -> torch.Tensor:

@@ -385,12 +385,15 @@ class Probe:
         self._activations.recording = self.schedule.records(self._step)
         self._activations.histogramming = self.schedule.records_histograms(self._step)
 
+    def _bins(self, step: int) -> bool:
+        """Whether ``step`` records histograms (the probe was asked for them, and the schedule says so)."""
+        return self._histogram_buffer is not None and self.schedule.records_histograms(step)
+
     def _capture_gradients(self) -> None:
         if self._params:
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self._params]
             if self._vector.lean:
-                binned = self._histogram_buffer is not None and self.schedule.records_histograms(self._step)
-                self._vector.capture_grads(grads, binned=binned)
+                self._vector.capture_grads(grads, binned=self._bins(self._step))
             else:
                 self._flatten_grads(grads, self._vector.region("grad"))
                 self._flatten_grads.forget()
@@ -461,7 +464,7 @@ class Probe:
 
     def _write_step(self) -> None:
         step = self._step
-        histogram_step = self._histogram_buffer is not None and self.schedule.records_histograms(step)
+        histogram_step = self._bins(step)
         missing = set(self._missing_grads)
         if self._running:
             value = self._vector.region("running_value")

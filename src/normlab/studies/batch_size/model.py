@@ -24,7 +24,7 @@ from normlab.models.cnn import (
     finite_members,
     member_accuracy,
     member_input,
-    recalibrate,
+    recalibrated_copy,
     train_members,
 )
 from normlab.studies.batch_size.config import Config
@@ -106,9 +106,7 @@ def train_cell(config: Config, norm: str, seeds: tuple[int, ...], design: str, b
         rows += [(seed, steps, "test_acc", float(acc[s])), (seed, steps, "train_acc", float(train_acc[s])),
                  (seed, steps, "lr", lr), (seed, steps, "batch_dependence", float(dependence[s]))]
     if norm == "batchnorm":
-        recal = copy.deepcopy(model)
-        recalibrate(recal, data.x_train)
-        acc_recal = member_accuracy(recal.eval(), data.x_test, data.y_test)
+        acc_recal = member_accuracy(recalibrated_copy(model, data.x_train), data.x_test, data.y_test)
         rows += [(seed, steps, "test_acc_recalibrated", float(acc_recal[s])) for s, seed in enumerate(seeds)]
     metrics = metric_rows(rows)
     finite = finite_members(model)  # a diverged member's accuracies are missing, not chance

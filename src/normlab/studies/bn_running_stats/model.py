@@ -11,7 +11,7 @@ import torch
 from normlab.data.images import load_images
 from normlab.engine.spec import CellContext, CellResult
 from normlab.kit.tables import metric_rows
-from normlab.models.cnn import build_members, member_accuracy, recalibrate, train_members
+from normlab.models.cnn import build_members, member_accuracy, recalibrated_copy, train_members
 from normlab.nn import BatchNorm1d
 from normlab.studies.bn_running_stats.config import Config, momentum_label
 
@@ -247,9 +247,8 @@ def gap_accuracy(config: Config, batch_size: int, ctx: CellContext) -> CellResul
         # Train mode: each test batch of batch_size normalized by its own statistics (this copy's running
         # stats change, which does not matter: it is thrown away).
         acc_batch = member_accuracy(copy.deepcopy(model).train(), data.x_test, data.y_test, batch_size=batch_size)
-        recal = copy.deepcopy(model)
-        recalibrate(recal, data.x_train)
-        acc_recal = member_accuracy(recal.eval(), data.x_test, data.y_test)
+        recal = recalibrated_copy(model, data.x_train)
+        acc_recal = member_accuracy(recal, data.x_test, data.y_test)
         for s, seed in enumerate(seeds):
             rows += [(seed, steps, "acc_batch_stats", float(acc_batch[s])),
                      (seed, steps, "acc_recalibrated", float(acc_recal[s]))]

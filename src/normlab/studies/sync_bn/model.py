@@ -35,7 +35,7 @@ from normlab.models.cnn import (
     build_members,
     finite_members,
     member_accuracy,
-    recalibrate,
+    recalibrated_copy,
     train_members,
 )
 from normlab.nn import SyncBatchNorm
@@ -140,9 +140,7 @@ def train_cell(config: Config, arm: str, b: int, seeds: tuple[int, ...]) -> Cell
                                                                  float(grad_diff[s])),
                  (seed, 0, "first_step_loss_rel_diff", float(loss_diff[s]))]
     if ARM_NORMS[arm] == "batchnorm":
-        recal = copy.deepcopy(model)
-        recalibrate(recal, data.x_train)
-        acc_recal = member_accuracy(recal.eval(), data.x_test, data.y_test)
+        acc_recal = member_accuracy(recalibrated_copy(model, data.x_train), data.x_test, data.y_test)
         rows += [(seed, steps, "test_acc_recalibrated", float(acc_recal[s])) for s, seed in enumerate(seeds)]
     metrics = metric_rows(rows)
     finite = finite_members(model)  # a diverged member's accuracies are missing, not chance
